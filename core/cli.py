@@ -1,0 +1,154 @@
+"""The headless command line: plan, graph, render.
+
+    python launch.py plan "A red ball rolls from left to right across the grass." --out plan.json
+    python launch.py graph plan.json --out dsg.json
+    python launch.py render --plan plan.json --out video.mp4
+    python launch.py render --prompt "..." --out video.mp4
+
+Errors exit with code 2 and print one line on stderr that starts with ``error:``; no output file is
+left behind (every file is written atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from core.plan import PlanValidationError, atomic_write_bytes, load_plan, save_plan
+
+
+class CliError(Exception):
+    """A user-facing error: printed as ``error: <message>`` with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise CliError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="launch.py", description="Director Studio: prompt -> video plan -> scene graph -> video.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    plan = sub.add_parser("plan", help="turn a prompt into a video plan (JSON)")
+    plan.add_argument("prompt")
+    plan.add_argument("--out", type=Path, required=True)
+    _planner_options(plan)
+
+    graph = sub.add_parser("graph", help="per-frame dynamic scene graphs of a plan (JSON)")
+    graph.add_argument("plan", type=Path)
+    graph.add_argument("--out", type=Path, required=True)
+
+    render = sub.add_parser("render", help="render a plan (or a prompt) to an MP4")
+    source = render.add_mutually_exclusive_group(required=True)
+    source.add_argument("--plan", type=Path)
+    source.add_argument("--prompt")
+    render.add_argument("--out", type=Path, required=True)
+    render.add_argument("--model", default=None, help="pipeline folder (default: the shipped toy model)")
+    render.add_argument("--device", default="cpu")
+    render.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    render.add_argument("--steps", type=int, default=25, help="denoising steps (1-200)")
+    render.add_argument("--guidance-scale", type=float, default=4.0, help="classifier-free guidance (0-30)")
+    render.add_argument("--layout-alpha", type=float, default=1.0, help="fraction of steps with layout grounding (0-1)")
+    render.add_argument("--seed", type=int, default=0)
+    _planner_options(render)
+    return parser
+
+
+def _planner_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--planner", choices=["rules", "openai"], default="rules")
+    parser.add_argument("--llm-model", default=os.environ.get("OPENAI_MODEL", "gpt-4o-mini"))
+    parser.add_argument("--frames", type=int, default=16, help="frames per scene (8-64)")
+
+
+def _make_plan(args):
+    if not 8 <= args.frames <= 64:
+        raise CliError(f"--frames: must be in [8, 64] (got {args.frames})")
+    if args.planner == "openai":
+        from core.planner.llm import OpenAIPlanner
+
+        return OpenAIPlanner(model=args.llm_model).plan(args.prompt, num_frames=args.frames)
+    from core.planner.rules import plan_with_rules
+
+    return plan_with_rules(args.prompt, num_frames=args.frames)
+
+
+def cmd_plan(args) -> None:
+    plan = _make_plan(args)
+    save_plan(plan, args.out)
+    print(f"wrote {args.out} ({len(plan.scenes)} scene(s), {len(plan.entities)} entit{'y' if len(plan.entities) == 1 else 'ies'})")
+
+
+def cmd_graph(args) -> None:
+    from core.dsg import dsg_to_json
+
+    plan = load_plan(args.plan)
+    atomic_write_bytes(args.out, (json.dumps(dsg_to_json(plan), indent=1) + "\n").encode())
+    print(f"wrote {args.out}")
+
+
+def cmd_render(args) -> None:
+    from tqdm import tqdm
+
+    from core.export import write_mp4
+    from core.render import RenderSettings, load_pipeline, render_plan
+
+    if args.out.suffix.lower() != ".mp4":
+        raise CliError(f"--out: must end in .mp4 (got {args.out.name})")
+    settings = _settings(args)
+    plan = load_plan(args.plan) if args.plan else _make_plan(args)
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    pipe.set_progress_bar_config(disable=True)
+    total = sum(1 for _ in plan.scenes) * settings.num_inference_steps
+    with tqdm(total=total, unit="step", desc="render", disable=None) as bar:
+
+        def on_progress(p):
+            bar.set_description(f"scene {p.scene + 1}/{p.scenes}")
+            bar.n = p.scene * p.steps + p.step
+            bar.refresh()
+
+        frames = render_plan(pipe, plan, settings, on_progress=on_progress)
+    write_mp4(frames, args.out, fps=plan.fps)
+    save_plan(plan, args.out.with_suffix(".plan.json"))
+    print(f"wrote {args.out} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, {plan.fps} fps) and {args.out.with_suffix('.plan.json')}")
+
+
+def _settings(args):
+    from pydantic import ValidationError
+
+    from core.plan import format_validation_error
+    from core.render import RenderSettings
+
+    names = {"num_inference_steps": "--steps", "guidance_scale": "--guidance-scale", "layout_alpha": "--layout-alpha", "seed": "--seed"}
+    try:
+        return RenderSettings(num_inference_steps=args.steps, guidance_scale=args.guidance_scale, layout_alpha=args.layout_alpha, seed=args.seed)
+    except ValidationError as error:
+        line = format_validation_error(error)[0]
+        field, _, message = line.partition(": ")
+        raise CliError(f"{names.get(field, field)}: {message}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 2 user error, 130 interrupted)."""
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return 0
+        {"plan": cmd_plan, "graph": cmd_graph, "render": cmd_render}[args.command](args)
+        return 0
+    except (CliError, PlanValidationError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as error:
+        print(f"error: {error.filename}: no such file", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

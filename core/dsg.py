@@ -1,0 +1,181 @@
+"""The dynamic scene graph (DSG) of Dysen-VDM (arXiv 2308.13812, section 4.1).
+
+Step II, event-to-DSG conversion: walk a scene's events in time order and, frame by frame, add or
+remove triplets, so that every frame has its own scene graph. Each frame's graph is a
+``networkx.DiGraph`` with three node types, as in the paper:
+
+- object nodes (``type="object"``), one per entity on screen, keyed by entity id;
+- attribute nodes (``type="attribute"``), e.g. colour, linked object -> attribute;
+- relation nodes (``type="relation"``), one per (subject, predicate, object) relation, linked
+  subject -> relation -> object, where the object is another entity or a plain value node.
+
+Step III's enrichment (scene imagination) arrives as ``Scene.enrichment`` triplets with frame ranges
+and is merged here. A colour change is an event ``(agent, "turns", colour)``: from its start frame on
+the agent's colour attribute is the new colour, so it shows frame by frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from core.plan import Scene, VideoPlan, interpolate_boxes
+
+COLOR_PREDICATES = {"turns", "turn", "becomes", "changes to", "turns into"}
+HAS_COLOR = "has color"
+
+
+@dataclass
+class SceneGraphs:
+    """Per-frame scene graphs of one scene: ``frames[f]`` is a networkx.DiGraph."""
+
+    scene_id: str
+    frames: list[nx.DiGraph]
+
+
+def _display_names(plan: VideoPlan) -> dict[str, str]:
+    """Entity id -> a name unique within the plan (``"ball"``, ``"ball #2"``)."""
+    names: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for entity in plan.entities:
+        counts[entity.name] = counts.get(entity.name, 0) + 1
+        names[entity.id] = entity.name if counts[entity.name] == 1 else f"{entity.name} #{counts[entity.name]}"
+    return names
+
+
+def entity_colors(plan: VideoPlan, scene: Scene) -> dict[str, list[str | None]]:
+    """Entity id -> colour in each frame of ``scene`` after applying its colour-change events.
+
+    Colours start from ``Entity.attributes["color"]`` (None if unset) and, for each event with a
+    colour predicate, take the event's target from its start frame on (events in time order).
+    """
+    colors = {e.id: [e.color] * scene.num_frames for e in plan.entities}
+    for event in sorted(scene.events, key=lambda e: (e.start, e.end)):
+        if event.predicate.lower() in COLOR_PREDICATES and event.target and event.agent in colors:
+            for frame in range(event.start, scene.num_frames):
+                colors[event.agent][frame] = event.target
+    return colors
+
+
+def build_scene_graphs(plan: VideoPlan, scene: Scene) -> SceneGraphs:
+    """Dysen step II plus step III merge for one scene.
+
+    Returns:
+        SceneGraphs with ``scene.num_frames`` graphs. An entity's object node is present in a frame
+        exactly when it is on screen there (it has a box, keyframed or interpolated).
+    """
+    names = _display_names(plan)
+    entity_ids = scene.entity_ids()
+    _, masks = interpolate_boxes(scene, entity_ids)
+    colors = entity_colors(plan, scene)
+    events = sorted(scene.events, key=lambda e: (e.start, e.end))
+    frames = []
+    for frame in range(scene.num_frames):
+        graph = nx.DiGraph(frame=frame, scene_id=scene.id, background=scene.background)
+        on_screen = [eid for n, eid in enumerate(entity_ids) if masks[frame, n]]
+        for entity_id in on_screen:
+            entity = plan.entity(entity_id)
+            graph.add_node(entity_id, type="object", label=names[entity_id], kind=entity.kind)
+            attributes = dict(entity.attributes)
+            if colors[entity_id][frame]:
+                attributes["color"] = colors[entity_id][frame]
+            for key, value in attributes.items():
+                predicate = HAS_COLOR if key == "color" else f"has {key}"
+                _add_attribute(graph, entity_id, predicate, value)
+        for event in events:
+            if not event.start <= frame <= event.end or event.agent not in graph:
+                continue
+            if event.predicate.lower() in COLOR_PREDICATES:
+                continue  # shown as the colour attribute
+            _add_relation(graph, event.agent, event.predicate, event.target, names)
+        for triplet in scene.enrichment:
+            if triplet.start <= frame <= triplet.end:
+                subject = _entity_for_name(triplet.subject, names, graph)
+                if subject is None:
+                    continue
+                if triplet.predicate.startswith("has "):
+                    _add_attribute(graph, subject, triplet.predicate, triplet.object)
+                else:
+                    _add_relation(graph, subject, triplet.predicate, triplet.object, names)
+        frames.append(graph)
+    return SceneGraphs(scene_id=scene.id, frames=frames)
+
+
+def _entity_for_name(name: str, names: dict[str, str], graph: nx.DiGraph) -> str | None:
+    if name in graph and graph.nodes[name].get("type") == "object":
+        return name
+    for entity_id, label in names.items():
+        if label == name and entity_id in graph:
+            return entity_id
+    return None
+
+
+def _add_attribute(graph: nx.DiGraph, entity_id: str, predicate: str, value: str) -> None:
+    # One value per (entity, predicate): a later fact replaces an earlier one.
+    for node in [n for n in graph.successors(entity_id) if graph.nodes[n].get("type") == "attribute"]:
+        if graph.nodes[node]["predicate"] == predicate:
+            graph.remove_node(node)
+    node = f"{entity_id}|{predicate}|{value}"
+    graph.add_node(node, type="attribute", predicate=predicate, label=value)
+    graph.add_edge(entity_id, node)
+
+
+def _add_relation(graph: nx.DiGraph, subject: str, predicate: str, target: str | None, names: dict[str, str]) -> None:
+    node = f"{subject}|{predicate}|{target}"
+    graph.add_node(node, type="relation", label=predicate)
+    graph.add_edge(subject, node)
+    if target is None:
+        return
+    if target in names and target in graph:
+        graph.add_edge(node, target)
+        return
+    value = f"value|{target}"
+    graph.add_node(value, type="value", label=target)
+    graph.add_edge(node, value)
+
+
+def triplets(graph: nx.DiGraph) -> list[list[str]]:
+    """The frame's graph as [subject, predicate, object] triplets with entity names as subjects.
+
+    Attributes give ``[name, "has color", "red"]``; relations give ``[name, predicate, target]``
+    (target an entity name, a value, or ``""`` for intransitive actions like "rolls").
+    """
+    out = []
+    for node, data in graph.nodes(data=True):
+        if data["type"] != "object":
+            continue
+        subject = data["label"]
+        for child in graph.successors(node):
+            child_data = graph.nodes[child]
+            if child_data["type"] == "attribute":
+                out.append([subject, child_data["predicate"], child_data["label"]])
+            elif child_data["type"] == "relation":
+                objects = [graph.nodes[o]["label"] for o in graph.successors(child)]
+                out.append([subject, child_data["label"], objects[0] if objects else ""])
+    return out
+
+
+def build_dsg(plan: VideoPlan) -> list[SceneGraphs]:
+    """Scene graphs of every scene of the plan, in order."""
+    return [build_scene_graphs(plan, scene) for scene in plan.scenes]
+
+
+def dsg_to_json(plan: VideoPlan) -> dict:
+    """``{"scenes": [{"id": str, "frames": [[[subject, predicate, object], ...], ...]}]}``."""
+    return {"scenes": [{"id": g.scene_id, "frames": [triplets(frame) for frame in g.frames]} for g in build_dsg(plan)]}
+
+
+def entity_phrase(graph: nx.DiGraph, entity_id: str, fallback: str) -> str:
+    """The phrase of an entity in one frame for its grounding token: ``"<colour> <name>"``.
+
+    Uses the frame's colour attribute, so a colour change reaches the renderer at its frame.
+    """
+    if entity_id not in graph:
+        return fallback
+    name = graph.nodes[entity_id]["kind"] or graph.nodes[entity_id]["label"]
+    for child in graph.successors(entity_id):
+        data = graph.nodes[child]
+        if data["type"] == "attribute" and data["predicate"] == HAS_COLOR:
+            return f"{data['label']} {name}"
+    return name

@@ -1,0 +1,52 @@
+"""MP4 export with moviepy (H.264, yuv420p), written atomically, and read back for tests."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def write_mp4(frames: np.ndarray, path: str | Path, *, fps: int) -> Path:
+    """Write frames as an H.264/yuv420p MP4 at ``fps``.
+
+    Args:
+        frames: np.ndarray (N, H, W, 3) uint8 with N >= 1 and even H, W (yuv420p needs them).
+        path: target file; written to a temporary file in the same folder, then renamed.
+        fps: frames per second (1-60).
+
+    Raises:
+        ValueError: wrong shape, dtype or fps.
+    """
+    from moviepy import ImageSequenceClip
+
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise ValueError(f"frames: must be a non-empty (N, H, W, 3) uint8 array (got {frames.shape} {frames.dtype})")
+    if frames.shape[1] % 2 or frames.shape[2] % 2:
+        raise ValueError(f"frames: height and width must be even for yuv420p (got {frames.shape[1]}x{frames.shape[2]})")
+    if not 1 <= fps <= 60:
+        raise ValueError(f"fps: must be in [1, 60] (got {fps})")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
+    os.close(fd)
+    try:
+        clip = ImageSequenceClip(list(frames), fps=fps)
+        clip.write_videofile(tmp, codec="libx264", fps=fps, ffmpeg_params=["-pix_fmt", "yuv420p"], logger=None, audio=False)
+        clip.close()
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_mp4(path: str | Path) -> tuple[np.ndarray, float]:
+    """Read an MP4 back: (frames np.ndarray (N, H, W, 3) uint8, fps)."""
+    from moviepy import VideoFileClip
+
+    with VideoFileClip(str(path), audio=False) as clip:
+        frames = np.stack(list(clip.iter_frames(dtype="uint8")))
+        return frames, float(clip.fps)

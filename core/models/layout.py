@@ -1,0 +1,210 @@
+"""Layout2Vid's layout adapter: GLIGEN-style grounding tokens and gated self-attention for a UNet3D.
+
+VideoDirectorGPT (arXiv 2309.15091, section 3.2) adds GLIGEN's gated self-attention (Li et al.,
+arXiv 2301.07093, equation 8) to every spatial transformer block of ModelScope's UNet3D. Each frame
+gets its own grounding tokens: for entity ``n`` in frame ``f``
+
+    h_{f,n} = MLP([Fourier(box_{f,n}), phrase_embedding_{f,n}])           (GLIGEN eq. 7)
+
+and each spatial block ``v`` (visual tokens of that frame) is updated by
+
+    v = v + tanh(gamma_attn) * TS(SelfAttn([v + p, h]))                   (GLIGEN eq. 8)
+    v = v + tanh(gamma_dense) * FF(v)
+
+where TS keeps the visual tokens and ``p`` is a projection of the Fourier features of each visual
+token's own cell (an addition of ours: a miniature UNet at an 8x8 latent has too little implicit
+position information to match tokens to boxes).
+
+The adapter owns the weights and is saved on its own (``layout_adapter/`` in a pipeline folder, or a
+safetensors file for real backbones); :meth:`LayoutAdapter.attach` hooks it into a UNet3D without
+adding keys to the UNet's state dict.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention import BasicTransformerBlock, GatedSelfAttentionDense
+from diffusers.models.embeddings import GLIGENTextBoundingboxProjection, get_fourier_embeds_from_boundingbox
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
+from einops import rearrange
+from torch import nn
+
+
+def spatial_transformer_blocks(unet: nn.Module) -> list[BasicTransformerBlock]:
+    """The BasicTransformerBlocks of a UNet3D's spatial ``Transformer2DModel`` s, in module order.
+
+    Temporal transformers (``TransformerTemporalModel``) are excluded: grounding is per frame.
+    """
+    blocks: list[BasicTransformerBlock] = []
+    for module in unet.modules():
+        if isinstance(module, Transformer2DModel):
+            blocks.extend(b for b in module.transformer_blocks if isinstance(b, BasicTransformerBlock))
+    return blocks
+
+
+def cell_boxes(height: int, width: int, *, device=None) -> torch.Tensor:
+    """xyxy boxes in [0, 1] of the cells of a ``height`` x ``width`` token grid.
+
+    Returns:
+        torch.Tensor of shape (height * width, 4), float32, in row-major token order.
+    """
+    ys = torch.arange(height, device=device, dtype=torch.float32)
+    xs = torch.arange(width, device=device, dtype=torch.float32)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    boxes = torch.stack([gx / width, gy / height, (gx + 1) / width, (gy + 1) / height], dim=-1)
+    return rearrange(boxes, "h w c -> (h w) c")
+
+
+class GroundedSelfAttention(GatedSelfAttentionDense):
+    """GLIGEN's gated self-attention (eq. 8) whose visual tokens also carry their cell's position.
+
+    Args:
+        query_dim: channels of the visual tokens.
+        context_dim: channels of the grounding tokens.
+        n_heads, d_head: attention heads and channels per head.
+        fourier_freqs: frequencies of the cell-position Fourier features.
+        gate_init: initial value of both gates (GLIGEN uses 0 to keep a pretrained backbone intact).
+    """
+
+    def __init__(self, query_dim: int, context_dim: int, n_heads: int, d_head: int, *, fourier_freqs: int = 8, gate_init: float = 0.0):
+        super().__init__(query_dim, context_dim, n_heads, d_head)
+        self.fourier_freqs = fourier_freqs
+        self.position = nn.Linear(fourier_freqs * 2 * 4, query_dim)
+        with torch.no_grad():
+            self.alpha_attn.fill_(gate_init)
+            self.alpha_dense.fill_(gate_init)
+        self.aspect = 1.0  # latent height / width, set by the adapter before each call
+
+    def forward(self, x: torch.Tensor, objs: torch.Tensor) -> torch.Tensor:
+        """x: (batch * frames, tokens, query_dim); objs: (batch * frames, entities, context_dim)."""
+        if not self.enabled:
+            return x
+        n_visual = x.shape[1]
+        height = max(1, round(math.sqrt(n_visual * self.aspect)))
+        width = n_visual // height
+        cells = cell_boxes(height, width, device=x.device)[None]  # (1, tokens, 4)
+        position = self.position(get_fourier_embeds_from_boundingbox(self.fourier_freqs, cells).to(x.dtype))
+        objs = self.linear(objs)
+        attended = self.attn(self.norm1(torch.cat([x + position, objs], dim=1)))[:, :n_visual, :]
+        x = x + self.alpha_attn.tanh() * attended
+        x = x + self.alpha_dense.tanh() * self.ff(self.norm2(x))
+        return x
+
+
+class LayoutAdapter(ModelMixin, ConfigMixin):
+    """Grounding-token position net plus one gated self-attention per spatial transformer block.
+
+    Args:
+        block_dims: channels of each spatial BasicTransformerBlock of the target UNet, in the order
+            of :func:`spatial_transformer_blocks`.
+        block_heads: attention heads of each of those blocks.
+        grounding_dim: channels of the grounding tokens (the UNet's ``cross_attention_dim``).
+        phrase_dim: channels of a phrase embedding from the text encoder (384 for MiniLM).
+        fourier_freqs: GLIGEN's Fourier frequencies for xyxy boxes.
+        gate_init: initial gate value (0 for adapters on pretrained backbones, GLIGEN's choice).
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        block_dims: list[int],
+        block_heads: list[int],
+        grounding_dim: int,
+        phrase_dim: int = 384,
+        fourier_freqs: int = 8,
+        gate_init: float = 0.0,
+    ):
+        super().__init__()
+        if len(block_dims) != len(block_heads):
+            raise ValueError(f"block_heads: must have one entry per block ({len(block_dims)}), got {len(block_heads)}")
+        self.position_net = GLIGENTextBoundingboxProjection(
+            positive_len=phrase_dim, out_dim=grounding_dim, feature_type="text-only", fourier_freqs=fourier_freqs
+        )
+        self.fusers = nn.ModuleList(
+            GroundedSelfAttention(dim, grounding_dim, heads, dim // heads, fourier_freqs=fourier_freqs, gate_init=gate_init)
+            for dim, heads in zip(block_dims, block_heads)
+        )
+        self._objs: torch.Tensor | None = None
+        self._hooks: list = []
+
+    @classmethod
+    def for_unet(cls, unet: nn.Module, *, phrase_dim: int = 384, gate_init: float = 0.0) -> "LayoutAdapter":
+        """Build an adapter shaped for ``unet`` (a ``UNet3DConditionModel``)."""
+        blocks = spatial_transformer_blocks(unet)
+        if not blocks:
+            raise ValueError("unet: has no spatial transformer blocks to ground")
+        return cls(
+            block_dims=[b.norm1.normalized_shape[0] for b in blocks],
+            block_heads=[b.attn1.heads for b in blocks],
+            grounding_dim=unet.config.cross_attention_dim,
+            phrase_dim=phrase_dim,
+            gate_init=gate_init,
+        )
+
+    def grounding_tokens(self, boxes: torch.Tensor, masks: torch.Tensor, phrase_embeddings: torch.Tensor) -> torch.Tensor:
+        """Grounding tokens (GLIGEN eq. 7).
+
+        Args:
+            boxes: (batch * frames, entities, 4) xyxy in [0, 1].
+            masks: (batch * frames, entities), 1 where the entity is on screen, else 0.
+            phrase_embeddings: (batch * frames, entities, phrase_dim).
+
+        Returns:
+            torch.Tensor of shape (batch * frames, entities, grounding_dim).
+        """
+        return self.position_net(boxes=boxes, masks=masks.to(boxes.dtype), positive_embeddings=phrase_embeddings)
+
+    def attach(self, unet: nn.Module) -> None:
+        """Hook the fusers into ``unet``'s spatial blocks; calling it again is a no-op.
+
+        Raises:
+            ValueError: the UNet's spatial blocks do not match ``block_dims``.
+        """
+        if self._hooks:
+            return
+        blocks = spatial_transformer_blocks(unet)
+        dims = [b.norm1.normalized_shape[0] for b in blocks]
+        if dims != list(self.config.block_dims):
+            raise ValueError(f"unet: spatial block channels {dims} do not match the adapter's {list(self.config.block_dims)}")
+        for block, fuser in zip(blocks, self.fusers):
+            # Stored outside ``_modules`` so the UNet's state dict stays the stock one; the adapter
+            # owns and saves these weights.
+            block.__dict__["fuser"] = fuser
+        for module in unet.modules():
+            if isinstance(module, Transformer2DModel):
+                self._hooks.append(module.register_forward_pre_hook(self._inject, with_kwargs=True))
+
+    def detach(self, unet: nn.Module) -> None:
+        """Undo :meth:`attach`."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        for block in spatial_transformer_blocks(unet):
+            block.__dict__.pop("fuser", None)
+
+    def _inject(self, module, args, kwargs):
+        if self._objs is None:
+            return None
+        extra = dict(kwargs.get("cross_attention_kwargs") or {})
+        extra["gligen"] = {"objs": self._objs}
+        kwargs["cross_attention_kwargs"] = extra
+        return args, kwargs
+
+    @contextmanager
+    def grounding(self, objs: torch.Tensor | None, *, aspect: float = 1.0):
+        """Within the block, UNet calls use ``objs`` (batch * frames, entities, grounding_dim).
+
+        ``None`` turns grounding off (the steps after VideoDirectorGPT's alpha fraction).
+        """
+        self._objs = objs
+        for fuser in self.fusers:
+            fuser.aspect = aspect
+        try:
+            yield
+        finally:
+            self._objs = None

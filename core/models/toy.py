@@ -1,0 +1,64 @@
+"""Configurations of the miniature Layout2Vid trained on the toy world (see assets/ MODEL_CARD.md).
+
+64x64 RGB frames, an 8x downsampling AutoencoderKL to an 8x8x4 latent, and a two-level
+UNet3DConditionModel (64, 128 channels) whose spatial transformers carry the layout adapter.
+"""
+
+from __future__ import annotations
+
+from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
+
+from core.text import MINILM_DIM
+
+FRAME_SIZE = 64
+LATENT_CHANNELS = 4
+PROMPT_TOKENS = 24  # prompt token embeddings kept for cross-attention
+
+
+def build_toy_vae() -> AutoencoderKL:
+    """AutoencoderKL mapping (B, 3, 64, 64) in [-1, 1] to latents (B, 4, 8, 8)."""
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(32, 64, 64, 128),
+        layers_per_block=1,
+        latent_channels=LATENT_CHANNELS,
+        norm_num_groups=32,
+        sample_size=FRAME_SIZE,
+    )
+
+
+def build_toy_unet() -> UNet3DConditionModel:
+    """UNet3DConditionModel over latents (B, 4, F, 8, 8) with MiniLM (384-d) cross-attention."""
+    return UNet3DConditionModel(
+        sample_size=FRAME_SIZE // 8,
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D"),
+        up_block_types=("CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
+        block_out_channels=(64, 128),
+        layers_per_block=1,
+        cross_attention_dim=MINILM_DIM,
+        attention_head_dim=32,
+        norm_num_groups=32,
+    )
+
+
+def build_toy_scheduler() -> DDIMScheduler:
+    """DDIM with v-prediction and a zero-terminal-SNR schedule (Lin et al., arXiv 2305.08891).
+
+    Flat toy backgrounds make the mean colour matter; a zero-SNR schedule stops the model from
+    inheriting the mean of the initial noise.
+    """
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
+        clip_sample=False,
+    )

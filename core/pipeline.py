@@ -1,0 +1,312 @@
+"""Layout2VidPipeline: text-to-video diffusion with per-frame box grounding (VideoDirectorGPT's Layout2Vid).
+
+The stages of ``__call__`` follow diffusers' text-to-video pipelines:
+check inputs -> encode prompt -> grounding tokens -> timesteps -> latents -> denoising loop -> decode.
+Grounding (GLIGEN gated self-attention, see :mod:`core.models.layout`) is active for the first
+``layout_alpha`` fraction of the denoising steps, VideoDirectorGPT's alpha (arXiv 2309.15091, sec. 3.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet3DConditionModel
+from diffusers.schedulers import KarrasDiffusionSchedulers
+from diffusers.utils import BaseOutput
+from einops import rearrange
+
+from core.models.layout import LayoutAdapter
+
+
+@dataclass
+class LayoutConditioning:
+    """Per-frame grounding of one scene.
+
+    Attributes:
+        phrases: ``phrases[f][n]`` is entity ``n``'s phrase in frame ``f`` (e.g. ``"blue ball"``),
+            length ``frames`` x ``entities``.
+        boxes: torch.Tensor (frames, entities, 4), float32 xyxy in [0, 1].
+        masks: torch.Tensor (frames, entities), float32, 1 where the entity is on screen, else 0.
+        entity_seeds: one int per entity; an entity's initial noise is drawn from its seed and
+            placed under its box, so entities that share a seed (a consistency group) start alike.
+    """
+
+    phrases: list[list[str]]
+    boxes: torch.Tensor
+    masks: torch.Tensor
+    entity_seeds: list[int] | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return self.boxes.shape[0]
+
+    @property
+    def num_entities(self) -> int:
+        return self.boxes.shape[1]
+
+
+@dataclass
+class Layout2VidPipelineOutput(BaseOutput):
+    """frames: np.ndarray (frames, height, width, 3) uint8, or None when the call was interrupted."""
+
+    frames: np.ndarray | None
+    interrupted: bool = False
+
+
+class Layout2VidPipeline(DiffusionPipeline):
+    """Layout-guided text-to-video pipeline.
+
+    Components:
+        vae: AutoencoderKL (frames <-> latents, downsampling ``vae_scale_factor``).
+        text_encoder, tokenizer: a transformers text model (MiniLM BERT for the toy model, CLIP for
+            ModelScope) and its tokenizer.
+        unet: UNet3DConditionModel predicting noise or velocity over (batch, channels, frames, h, w).
+        scheduler: any diffusers scheduler (DDIM and DPM-Solver++ are used).
+        layout_adapter: LayoutAdapter or None (then no grounding; boxes are ignored).
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+    _optional_components = ["layout_adapter", "text_encoder", "tokenizer"]
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        text_encoder,
+        tokenizer,
+        unet: UNet3DConditionModel,
+        scheduler: KarrasDiffusionSchedulers,
+        layout_adapter: LayoutAdapter | None = None,
+        max_prompt_tokens: int = 24,
+        backgrounds: list[str] | None = None,
+    ):
+        super().__init__()
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, layout_adapter=layout_adapter)
+        # backgrounds: the closed set a toy-world model was trained on (None for open-domain models).
+        self.register_to_config(max_prompt_tokens=max_prompt_tokens, backgrounds=backgrounds)
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        if layout_adapter is not None:
+            layout_adapter.attach(unet)
+        self._interrupt = False
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    # ---------------------------------------------------------------------------------------
+    # Text
+    # ---------------------------------------------------------------------------------------
+
+    def _is_bert(self) -> bool:
+        return getattr(self.text_encoder.config, "model_type", "") == "bert"
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
+        """Token embeddings (len(prompts), max_prompt_tokens, hidden) for cross-attention.
+
+        For BERT encoders padding positions are zeroed (the toy model was trained so); CLIP
+        encoders keep diffusers' convention.
+        """
+        if self.text_encoder is None or self.tokenizer is None:
+            raise ValueError("text_encoder: the pipeline has no text encoder; pass text_encoder= and tokenizer= to from_pretrained")
+        batch = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.config.max_prompt_tokens, return_tensors="pt")
+        ids = batch["input_ids"].to(self.text_encoder.device)
+        mask = batch["attention_mask"].to(self.text_encoder.device)
+        hidden = self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        if self._is_bert():
+            hidden = hidden * mask[..., None].to(hidden.dtype)
+        return hidden
+
+    @torch.no_grad()
+    def encode_phrases(self, phrases: list[str]) -> torch.Tensor:
+        """Phrase embeddings (len(phrases), hidden): normalised mean pooling (BERT) or CLIP's pooled output."""
+        batch = self.tokenizer(phrases, padding=True, truncation=True, max_length=self.config.max_prompt_tokens, return_tensors="pt")
+        ids = batch["input_ids"].to(self.text_encoder.device)
+        mask = batch["attention_mask"].to(self.text_encoder.device)
+        out = self.text_encoder(input_ids=ids, attention_mask=mask)
+        if self._is_bert():
+            m = mask[..., None].to(out.last_hidden_state.dtype)
+            pooled = (out.last_hidden_state * m).sum(1) / m.sum(1).clamp(min=1)
+            return torch.nn.functional.normalize(pooled, dim=-1)
+        return out.pooler_output
+
+    # ---------------------------------------------------------------------------------------
+    # Inputs, latents, grounding
+    # ---------------------------------------------------------------------------------------
+
+    def check_inputs(self, prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, layout_alpha, callback_on_step_end_tensor_inputs):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"prompt: must be a non-empty string (got {prompt!r})")
+        if not 1 <= num_frames <= 256:
+            raise ValueError(f"num_frames: must be in [1, 256] (got {num_frames})")
+        if height % self.vae_scale_factor or width % self.vae_scale_factor:
+            raise ValueError(f"height, width: must be multiples of {self.vae_scale_factor} (got {height}x{width})")
+        if not 1 <= num_inference_steps <= 1000:
+            raise ValueError(f"num_inference_steps: must be in [1, 1000] (got {num_inference_steps})")
+        if not 0.0 <= guidance_scale <= 50.0:
+            raise ValueError(f"guidance_scale: must be in [0, 50] (got {guidance_scale})")
+        if not 0.0 <= layout_alpha <= 1.0:
+            raise ValueError(f"layout_alpha: must be in [0, 1] (got {layout_alpha})")
+        if layout is not None:
+            if layout.boxes.shape != (num_frames, layout.num_entities, 4) or layout.masks.shape != (num_frames, layout.num_entities):
+                raise ValueError(
+                    f"layout: boxes must be (num_frames, entities, 4) and masks (num_frames, entities) "
+                    f"with num_frames={num_frames} (got {tuple(layout.boxes.shape)} and {tuple(layout.masks.shape)})"
+                )
+            if len(layout.phrases) != num_frames or any(len(row) != layout.num_entities for row in layout.phrases):
+                raise ValueError(f"layout.phrases: must be num_frames x entities = {num_frames} x {layout.num_entities}")
+            if layout.entity_seeds is not None and len(layout.entity_seeds) != layout.num_entities:
+                raise ValueError(f"layout.entity_seeds: must have {layout.num_entities} entries (got {len(layout.entity_seeds)})")
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs: must be among {self._callback_tensor_inputs} (got {sorted(unknown)})")
+
+    def prepare_latents(self, num_frames, height, width, dtype, device, generator, layout: LayoutConditioning | None) -> torch.Tensor:
+        """Initial noise (1, C, F, h, w); each seeded entity's own noise is pasted under its boxes.
+
+        The entity noise is one (C, h, w) canvas per entity whose top-left corner follows the box, so
+        the entity starts from the same noise in every frame and in every scene it appears in.
+        """
+        shape = (1, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+        if layout is None or layout.entity_seeds is None:
+            return latents * self.scheduler.init_noise_sigma
+        _, channels, frames, h, w = shape
+        for n, seed in enumerate(layout.entity_seeds):
+            canvas = torch.randn((channels, h, w), generator=torch.Generator().manual_seed(int(seed))).to(device=device, dtype=dtype)
+            for f in range(frames):
+                if layout.masks[f, n] <= 0:
+                    continue
+                x0, y0, x1, y1 = layout.boxes[f, n].tolist()
+                c0, r0 = int(x0 * w), int(y0 * h)
+                c1, r1 = max(c0 + 1, round(x1 * w)), max(r0 + 1, round(y1 * h))
+                c1, r1 = min(c1, w), min(r1, h)
+                latents[0, :, f, r0:r1, c0:c1] = canvas[:, : r1 - r0, : c1 - c0]
+        return latents * self.scheduler.init_noise_sigma
+
+    def prepare_grounding(self, layout: LayoutConditioning, *, with_unconditional: bool, device, dtype) -> torch.Tensor:
+        """Grounding tokens (F, N, D), or (2F, N, D) with the null-token unconditional half first."""
+        unique = sorted({p for row in layout.phrases for p in row})
+        table = self.encode_phrases(unique).to(device=device, dtype=dtype)
+        index = {p: i for i, p in enumerate(unique)}
+        ids = torch.tensor([[index[p] for p in row] for row in layout.phrases], device=device)
+        phrase_embeds = table[ids]  # (F, N, hidden)
+        boxes = layout.boxes.to(device=device, dtype=dtype)
+        masks = layout.masks.to(device=device, dtype=dtype)
+        objs = self.layout_adapter.grounding_tokens(boxes, masks, phrase_embeds)
+        if not with_unconditional:
+            return objs
+        null = self.layout_adapter.grounding_tokens(boxes, torch.zeros_like(masks), phrase_embeds)
+        return torch.cat([null, objs])
+
+    # ---------------------------------------------------------------------------------------
+    # Call
+    # ---------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str,
+        layout: LayoutConditioning | None = None,
+        *,
+        num_frames: int = 16,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 4.0,
+        layout_alpha: float = 1.0,
+        negative_prompt: str = "",
+        generator: torch.Generator | None = None,
+        callback_on_step_end: Callable[["Layout2VidPipeline", int, int, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
+        output_type: str = "np",
+    ) -> Layout2VidPipelineOutput:
+        """Render one scene.
+
+        Args:
+            prompt: the scene's text.
+            layout: per-frame grounding; None renders from the text alone.
+            num_frames: frames F (1-256). height, width: pixels, multiples of ``vae_scale_factor``
+                (default: the UNet's sample size times it).
+            num_inference_steps: denoising steps (1-1000).
+            guidance_scale: classifier-free guidance weight w (0-50); w <= 1 disables guidance.
+                The unconditional branch has the negative prompt and null grounding tokens.
+            layout_alpha: fraction of the steps (0-1) with grounding on, VideoDirectorGPT's alpha.
+            generator: torch.Generator for the initial noise.
+            callback_on_step_end: ``f(pipe, step, timestep, {"latents": ...}) -> dict``; returned
+                tensors replace the loop's. Set ``pipe._interrupt = True`` in it to stop early.
+            output_type: ``"np"`` (uint8 frames) or ``"latent"``.
+
+        Returns:
+            Layout2VidPipelineOutput whose ``frames`` is np.ndarray (F, H, W, 3) uint8, or the
+            latents (1, C, F, h, w) for ``output_type="latent"``.
+
+        Raises:
+            ValueError: an argument outside its range (the message names it).
+        """
+        # 1. Check inputs.
+        height = height or self.unet.config.sample_size * self.vae_scale_factor
+        width = width or self.unet.config.sample_size * self.vae_scale_factor
+        self.check_inputs(prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, layout_alpha, callback_on_step_end_tensor_inputs)
+        self._interrupt = False
+        device, dtype = self._execution_device, self.unet.dtype
+        do_cfg = guidance_scale > 1.0
+
+        # 2. Encode the prompt.
+        prompt_embeds = self.encode_prompt([negative_prompt, prompt] if do_cfg else [prompt]).to(dtype)
+
+        # 3. Grounding tokens.
+        objs = None
+        if layout is not None and layout.num_entities > 0 and self.layout_adapter is not None:
+            objs = self.prepare_grounding(layout, with_unconditional=do_cfg, device=device, dtype=dtype)
+
+        # 4. Timesteps.
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        layout_steps = round(layout_alpha * len(timesteps))
+
+        # 5. Latents.
+        latents = self.prepare_latents(num_frames, height, width, dtype, device, generator, layout)
+        aspect = height / width
+
+        # 6. Denoising loop.
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                latent_input = torch.cat([latents] * 2) if do_cfg else latents
+                latent_input = self.scheduler.scale_model_input(latent_input, t)
+                step_objs = objs if i < layout_steps else None
+                if self.layout_adapter is not None:
+                    with self.layout_adapter.grounding(step_objs, aspect=aspect):
+                        model_output = self.unet(latent_input, t, encoder_hidden_states=prompt_embeds).sample
+                else:
+                    model_output = self.unet(latent_input, t, encoder_hidden_states=prompt_embeds).sample
+                if do_cfg:
+                    uncond, cond = model_output.chunk(2)
+                    model_output = uncond + guidance_scale * (cond - uncond)
+                latents = self.scheduler.step(model_output, t, latents).prev_sample
+                if callback_on_step_end is not None:
+                    available = {"latents": latents}
+                    tensors = {name: available[name] for name in callback_on_step_end_tensor_inputs}
+                    latents = callback_on_step_end(self, i, t, tensors).get("latents", latents)
+                progress_bar.update()
+                if self.interrupt:
+                    return Layout2VidPipelineOutput(frames=None, interrupted=True)
+
+        if output_type == "latent":
+            return Layout2VidPipelineOutput(frames=latents)
+
+        # 7. Decode and post-process.
+        frames = self.decode_latents(latents)
+        self.maybe_free_model_hooks()
+        return Layout2VidPipelineOutput(frames=frames)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor, chunk: int = 16) -> np.ndarray:
+        """latents (1, C, F, h, w) -> frames np.ndarray (F, H, W, 3) uint8."""
+        flat = rearrange(latents, "b c f h w -> (b f) c h w") / self.vae.config.scaling_factor
+        images = torch.cat([self.vae.decode(flat[i : i + chunk].to(self.vae.dtype)).sample for i in range(0, flat.shape[0], chunk)])
+        images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return rearrange(images, "f c h w -> f h w c").cpu().numpy()

@@ -1,0 +1,315 @@
+"""The video plan: the contract between planners, the studio and the renderer (pydantic v2, JSON on disk).
+
+A plan follows VideoDirectorGPT (arXiv 2309.15091): scenes with a description and a background,
+entities whose ids are consistency groups across scenes, and keyframe boxes per scene that are
+interpolated linearly in between. Each scene's ``events`` are Dysen-VDM's action plan
+(arXiv 2308.13812, step I): (agent, predicate, target, (start, end)) with times in frames.
+
+Boxes are xyxy normalised to [0, 1], origin top left. An entity missing from a keyframe's ``boxes``
+is off screen there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+MAX_SCENES = 8
+MIN_FRAMES, MAX_FRAMES = 8, 64
+MAX_ENTITIES_PER_SCENE = 8
+MAX_PROMPT_CHARS = 2000
+ID_PATTERN = r"^[A-Za-z0-9_\-]{1,32}$"
+
+
+class PlanValidationError(ValueError):
+    """A plan failed validation. ``errors`` holds one line per problem, each naming its field path."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__(errors[0] if len(errors) == 1 else f"{errors[0]} (and {len(errors) - 1} more)")
+
+
+def _check_box(box: list[float]) -> list[float]:
+    if len(box) != 4:
+        raise ValueError(f"a box must have 4 numbers [x0, y0, x1, y1] (got {len(box)})")
+    x0, y0, x1, y1 = box
+    for name, value in zip(("x0", "y0", "x1", "y1"), box):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1] (got {value:g})")
+    if not x0 < x1:
+        raise ValueError(f"x0 must be < x1 (got {x0:g} >= {x1:g})")
+    if not y0 < y1:
+        raise ValueError(f"y0 must be < y1 (got {y0:g} >= {y1:g})")
+    return [float(v) for v in box]
+
+
+Box = Annotated[list[float], AfterValidator(_check_box)]
+
+
+class Entity(BaseModel):
+    """A thing in the video. Its ``id`` is its consistency group: one id, one appearance, in every scene."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=ID_PATTERN)
+    name: str = Field(min_length=1, max_length=80)
+    kind: str = Field(min_length=1, max_length=40)
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def color(self) -> str | None:
+        return self.attributes.get("color")
+
+
+class Keyframe(BaseModel):
+    """Boxes of the entities on screen at one frame of a scene."""
+
+    model_config = ConfigDict(extra="forbid")
+    frame: int = Field(ge=0)
+    boxes: dict[str, Box] = Field(default_factory=dict)
+
+
+class Event(BaseModel):
+    """One timed action triplet (Dysen-VDM step I): ``agent predicate target`` over frames [start, end].
+
+    A colour change is ``predicate="turns"`` with the new colour as ``target``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    agent: str
+    predicate: str = Field(min_length=1, max_length=60)
+    target: str | None = None
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+
+
+class Triplet(BaseModel):
+    """An enrichment triplet from scene imagination (Dysen-VDM step III), valid over frames [start, end]."""
+
+    model_config = ConfigDict(extra="forbid")
+    subject: str = Field(min_length=1)
+    predicate: str = Field(min_length=1)
+    object: str = Field(min_length=1)
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+
+
+class Scene(BaseModel):
+    """One scene: rendered on its own, then concatenated."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=ID_PATTERN)
+    description: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    background: str = Field(min_length=1, max_length=80)
+    num_frames: int = Field(ge=MIN_FRAMES, le=MAX_FRAMES)
+    keyframes: list[Keyframe]
+    events: list[Event] = Field(default_factory=list)
+    enrichment: list[Triplet] = Field(default_factory=list)
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+
+    @field_validator("keyframes")
+    @classmethod
+    def _sorted_keyframes(cls, keyframes: list[Keyframe]) -> list[Keyframe]:
+        frames = [k.frame for k in keyframes]
+        if len(set(frames)) != len(frames):
+            raise ValueError(f"keyframe frames must be unique (got {frames})")
+        return sorted(keyframes, key=lambda k: k.frame)
+
+    @model_validator(mode="after")
+    def _check_times(self) -> "Scene":
+        last = self.num_frames - 1
+        frames = [k.frame for k in self.keyframes]
+        if not frames or frames[0] != 0 or frames[-1] != last:
+            raise ValueError(f"keyframes: must include frame 0 and frame {last} (num_frames - 1) (got {frames})")
+        for i, event in enumerate(self.events):
+            if not event.start <= event.end <= last:
+                raise ValueError(f"events[{i}]: start <= end <= {last} required (got {event.start}..{event.end})")
+        for i, triplet in enumerate(self.enrichment):
+            if not triplet.start <= triplet.end <= last:
+                raise ValueError(f"enrichment[{i}]: start <= end <= {last} required (got {triplet.start}..{triplet.end})")
+        return self
+
+    def entity_ids(self) -> list[str]:
+        """Ids of entities with a box in any keyframe, in order of first appearance."""
+        seen: dict[str, None] = {}
+        for keyframe in self.keyframes:
+            for entity_id in keyframe.boxes:
+                seen.setdefault(entity_id)
+        return list(seen)
+
+
+class VideoPlan(BaseModel):
+    """A whole video: prompt, fps, entities and 1-8 scenes."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: Literal[1] = SCHEMA_VERSION
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    fps: int = Field(default=8, ge=1, le=60)
+    entities: list[Entity] = Field(min_length=1)
+    scenes: list[Scene] = Field(min_length=1, max_length=MAX_SCENES)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> "VideoPlan":
+        ids = [e.id for e in self.entities]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"entities: ids must be unique (got {ids})")
+        known = set(ids)
+        scene_ids = [s.id for s in self.scenes]
+        if len(set(scene_ids)) != len(scene_ids):
+            raise ValueError(f"scenes: ids must be unique (got {scene_ids})")
+        allowed = ", ".join(ids)
+        for s, scene in enumerate(self.scenes):
+            for k, keyframe in enumerate(scene.keyframes):
+                for entity_id in keyframe.boxes:
+                    if entity_id not in known:
+                        raise ValueError(f"scenes[{s}].keyframes[{k}].boxes.{entity_id}: unknown entity id (allowed: {allowed})")
+            for i, event in enumerate(scene.events):
+                if event.agent not in known:
+                    raise ValueError(f"scenes[{s}].events[{i}].agent: unknown entity id {event.agent!r} (allowed: {allowed})")
+            count = len(scene.entity_ids())
+            if not 1 <= count <= MAX_ENTITIES_PER_SCENE:
+                raise ValueError(f"scenes[{s}]: must have 1-{MAX_ENTITIES_PER_SCENE} entities with boxes (got {count})")
+        return self
+
+    def entity(self, entity_id: str) -> Entity:
+        """The entity with this id. Raises KeyError if none."""
+        for entity in self.entities:
+            if entity.id == entity_id:
+                return entity
+        raise KeyError(entity_id)
+
+
+# ------------------------------------------------------------------------------------------------
+# Errors, I/O
+# ------------------------------------------------------------------------------------------------
+
+
+def _format_loc(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += ("." if path else "") + str(part)
+    return path
+
+
+_RANGE_MESSAGES = {
+    "greater_than_equal": "must be >= {ge}",
+    "less_than_equal": "must be <= {le}",
+    "string_too_short": "must have at least {min_length} character(s)",
+    "string_too_long": "must have at most {max_length} characters",
+    "too_short": "must have at least {min_length} item(s)",
+    "too_long": "must have at most {max_length} items",
+    "string_pattern_mismatch": "must match {pattern}",
+}
+
+
+def format_validation_error(error: ValidationError) -> list[str]:
+    """One line per pydantic error: ``<field path>: <message>``."""
+    lines = []
+    for item in error.errors():
+        message = re.sub(r"^(Value error|Assertion failed), ", "", item["msg"])
+        if item["type"] in _RANGE_MESSAGES:
+            message = _RANGE_MESSAGES[item["type"]].format(**item.get("ctx", {})) + f" (got {item['input']!r})"
+        loc = _format_loc(tuple(p for p in item["loc"] if p not in ("function-after[_check_box(), list[float]]",)))
+        if not loc:
+            lines.append(message)
+        elif re.match(r"^[\w\[\].\-]+: ", message):  # a validator's own relative path
+            lines.append(f"{loc}.{message}")
+        else:
+            lines.append(f"{loc}: {message}")
+    return lines
+
+
+def parse_plan(data: str | bytes | dict) -> VideoPlan:
+    """Validate a plan given as JSON text or a dict.
+
+    Raises:
+        PlanValidationError: invalid JSON or an invalid plan; each line names the field.
+    """
+    try:
+        if isinstance(data, (str, bytes)):
+            return VideoPlan.model_validate_json(data)
+        return VideoPlan.model_validate(data)
+    except ValidationError as error:
+        raise PlanValidationError(format_validation_error(error)) from None
+
+
+def load_plan(path: str | Path) -> VideoPlan:
+    """Read and validate a plan file. Raises PlanValidationError or OSError."""
+    return parse_plan(Path(path).read_text(encoding="utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_plan(plan: VideoPlan, path: str | Path) -> None:
+    """Write the plan as indented JSON, atomically."""
+    atomic_write_bytes(path, (plan.model_dump_json(indent=2) + "\n").encode())
+
+
+# ------------------------------------------------------------------------------------------------
+# Interpolation
+# ------------------------------------------------------------------------------------------------
+
+
+def interpolate_boxes(scene: Scene, entity_ids: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame boxes of a scene by linear interpolation between its keyframes.
+
+    Between two consecutive keyframes an entity is on screen only if it has a box in both; at a
+    keyframe it is on screen exactly when it has a box there.
+
+    Args:
+        scene: the scene.
+        entity_ids: order of the entity axis (default: ``scene.entity_ids()``).
+
+    Returns:
+        (boxes, masks): boxes np.ndarray (num_frames, entities, 4) float32 xyxy in [0, 1] (zeros
+        where absent), masks np.ndarray (num_frames, entities) bool, True where on screen.
+    """
+    entity_ids = scene.entity_ids() if entity_ids is None else entity_ids
+    boxes = np.zeros((scene.num_frames, len(entity_ids), 4), dtype=np.float32)
+    masks = np.zeros((scene.num_frames, len(entity_ids)), dtype=bool)
+    keyframes = scene.keyframes
+    for n, entity_id in enumerate(entity_ids):
+        for a, b in zip(keyframes[:-1], keyframes[1:]):
+            box_a, box_b = a.boxes.get(entity_id), b.boxes.get(entity_id)
+            if box_a is not None:
+                boxes[a.frame, n], masks[a.frame, n] = box_a, True
+            if box_b is not None:
+                boxes[b.frame, n], masks[b.frame, n] = box_b, True
+            if box_a is None or box_b is None:
+                continue
+            for frame in range(a.frame + 1, b.frame):
+                t = (frame - a.frame) / (b.frame - a.frame)
+                boxes[frame, n] = (1 - t) * np.asarray(box_a) + t * np.asarray(box_b)
+                masks[frame, n] = True
+    return boxes, masks
+
+
+def plan_json_schema() -> dict:
+    """The plan's JSON schema (sent to LLMs for structured output)."""
+    return VideoPlan.model_json_schema()
+
+
+def dumps(plan: VideoPlan) -> str:
+    return json.dumps(plan.model_dump(mode="json"), indent=2)

@@ -1,0 +1,327 @@
+"""Train the miniature Layout2Vid on the procedural toy world.
+
+    python -m core.train toy --out runs/toy --seed 0          # generate data and train, resumable
+    python -m core.train export --run runs/toy --to assets/layout2vid-toy
+
+Stages (each resumes from its last checkpoint in ``--out``; a finished stage is skipped):
+1. ``vae``: AutoencoderKL on random toy frames (L1 + MSE + a small KL term).
+2. ``data``: random 8-frame clips encoded to latents, with caption token embeddings and per-frame
+   grounding (boxes, on-screen masks, phrase ids), cached in ``data.pt``.
+3. ``unet``: UNet3D + layout adapter, v-prediction on a zero-terminal-SNR schedule, with condition
+   dropout for classifier-free guidance. The loss is logged to ``loss.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from tqdm import tqdm
+
+from core.toyworld import COLORS, KINDS, sample_clip
+
+MAX_TRAIN_ENTITIES = 3
+
+
+@dataclass(frozen=True)
+class ToyTrainConfig:
+    """Settings of one toy training run (written to ``config.json`` in the run folder)."""
+
+    seed: int = 0
+    vae_steps: int = 600
+    vae_batch: int = 24
+    vae_lr: float = 5e-4
+    clips: int = 3000
+    clip_frames: int = 8
+    unet_steps: int = 3000
+    unet_batch: int = 16
+    unet_lr: float = 3e-4
+    warmup: int = 100
+    drop_both: float = 0.1
+    drop_prompt: float = 0.05
+    drop_layout: float = 0.05
+    drop_adapter: float = 0.1  # whole batches without gated attention, so alpha < 1 works
+    checkpoint_every: int = 200
+    threads: int = 2
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def phrase_vocabulary() -> list[str]:
+    """The toy world's entity phrases, ``"<colour> <kind>"``, in a fixed order."""
+    return [f"{color} {kind}" for color in COLORS for kind in KINDS]
+
+
+def _frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [-1, 1]."""
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 1: the autoencoder
+# --------------------------------------------------------------------------------------------
+
+
+def train_vae(run: Path, cfg: ToyTrainConfig) -> None:
+    """Train the toy AutoencoderKL and save it to ``run/vae`` (resumes from ``run/vae_ckpt.pt``)."""
+    from core.models.toy import build_toy_vae
+
+    if (run / "vae" / "config.json").exists():
+        return
+    vae = build_toy_vae()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    rng = np.random.default_rng(cfg.seed)
+    step = 0
+    ckpt = run / "vae_ckpt.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        vae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        step = state["step"]
+    vae.train()
+    log = open(run / "vae_loss.csv", "a", newline="")
+    writer = csv.writer(log)
+    bar = tqdm(total=cfg.vae_steps, initial=step, desc="vae", file=sys.stdout, mininterval=10)
+    while step < cfg.vae_steps:
+        frames = np.concatenate([sample_clip(rng, num_frames=2).frames for _ in range(cfg.vae_batch // 2)])
+        images = _frames_to_tensor(frames)
+        posterior = vae.encode(images).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        l1 = F.l1_loss(recon, images)
+        mse = F.mse_loss(recon, images)
+        kl = posterior.kl().mean() / images[0].numel()
+        loss = l1 + mse + 1e-4 * kl
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.vae_lr * 0.5 * (1 + math.cos(math.pi * step / cfg.vae_steps))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        writer.writerow([step, f"{loss.item():.5f}", f"{l1.item():.5f}", f"{mse.item():.5f}", f"{kl.item():.5f}"])
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % cfg.checkpoint_every == 0 or step == cfg.vae_steps:
+            log.flush()
+            _atomic_save({"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state, "step": step}, ckpt)
+    log.close()
+    vae.eval()
+    vae.save_pretrained(run / "vae")
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 2: encoded clips
+# --------------------------------------------------------------------------------------------
+
+
+def build_dataset(run: Path, cfg: ToyTrainConfig) -> dict:
+    """Generate ``cfg.clips`` clips, encode them, and cache the tensors in ``run/data.pt``.
+
+    Returns a dict with
+        latents: (clips, 4, frames, 8, 8) float16, already multiplied by the VAE's scaling factor;
+        prompt_embeds: (clips, PROMPT_TOKENS, 384) float16 caption token embeddings;
+        boxes: (clips, frames, 3, 4) float32 xyxy; masks: (clips, frames, 3) float32;
+        phrase_ids: (clips, frames, 3) int64 into ``phrase_embeds`` (vocabulary of phrase_vocabulary());
+        phrase_embeds: (64, 384) float32; empty_prompt: (PROMPT_TOKENS, 384) float32;
+        scaling_factor: float.
+    """
+    from diffusers import AutoencoderKL
+
+    from core.models.toy import PROMPT_TOKENS
+    from core.text import load_minilm, sentence_embeddings, token_embeddings
+
+    path = run / "data.pt"
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    vae = AutoencoderKL.from_pretrained(run / "vae").eval()
+    text_encoder, tokenizer = load_minilm()
+    vocab = phrase_vocabulary()
+    index = {p: i for i, p in enumerate(vocab)}
+    rng = np.random.default_rng(cfg.seed + 1)
+    n, f, e = cfg.clips, cfg.clip_frames, MAX_TRAIN_ENTITIES
+    latents = torch.zeros(n, 4, f, 8, 8, dtype=torch.float16)
+    boxes = torch.zeros(n, f, e, 4)
+    masks = torch.zeros(n, f, e)
+    phrase_ids = torch.zeros(n, f, e, dtype=torch.long)
+    captions = []
+    chunk = 16
+    for start in tqdm(range(0, n, chunk), desc="data", file=sys.stdout, mininterval=10):
+        clips = [sample_clip(rng, num_frames=f) for _ in range(min(chunk, n - start))]
+        frames = _frames_to_tensor(np.concatenate([c.frames for c in clips]))
+        with torch.no_grad():
+            z = vae.encode(frames).latent_dist.mean
+        latents[start : start + len(clips)] = rearrange(z, "(b f) c h w -> b c f h w", f=f).half()
+        for i, clip in enumerate(clips):
+            captions.append(clip.caption)
+            for j, track in enumerate(clip.tracks):
+                for t in range(f):
+                    phrase_ids[start + i, t, j] = index[f"{track.colors[t]} {track.kind}"]
+                    if track.boxes[t] is not None:
+                        boxes[start + i, t, j] = torch.tensor(track.boxes[t])
+                        masks[start + i, t, j] = 1.0
+    scaling_factor = float(1.0 / latents.float().std())
+    latents = (latents.float() * scaling_factor).half()
+    prompt_embeds = torch.cat(
+        [token_embeddings(text_encoder, tokenizer, captions[i : i + 256], max_length=PROMPT_TOKENS) for i in range(0, n, 256)]
+    ).half()
+    data = {
+        "latents": latents,
+        "prompt_embeds": prompt_embeds,
+        "boxes": boxes,
+        "masks": masks,
+        "phrase_ids": phrase_ids,
+        "phrase_embeds": sentence_embeddings(text_encoder, tokenizer, vocab),
+        "empty_prompt": token_embeddings(text_encoder, tokenizer, [""], max_length=PROMPT_TOKENS)[0],
+        "scaling_factor": scaling_factor,
+        "captions": captions,
+    }
+    _atomic_save(data, path)
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 3: the denoiser and its layout adapter
+# --------------------------------------------------------------------------------------------
+
+
+def train_unet(run: Path, cfg: ToyTrainConfig, data: dict) -> None:
+    """Train UNet3D + LayoutAdapter on the cached clips; checkpoints in ``run/unet_ckpt.pt``."""
+    from core.models.layout import LayoutAdapter
+    from core.models.toy import build_toy_scheduler, build_toy_unet
+
+    torch.manual_seed(cfg.seed)
+    unet = build_toy_unet()
+    adapter = LayoutAdapter.for_unet(unet, gate_init=0.5)
+    adapter.attach(unet)
+    scheduler = build_toy_scheduler()
+    params = list(unet.parameters()) + list(adapter.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    step = 0
+    ckpt = run / "unet_ckpt.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        unet.load_state_dict(state["unet"])
+        adapter.load_state_dict(state["adapter"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        step = state["step"]
+    if step >= cfg.unet_steps:
+        return
+    unet.train()
+    adapter.train()
+    n, f = data["latents"].shape[0], data["latents"].shape[2]
+    log = open(run / "loss.csv", "a", newline="")
+    writer = csv.writer(log)
+    bar = tqdm(total=cfg.unet_steps, initial=step, desc="unet", file=sys.stdout, mininterval=10)
+    started = time.time()
+    while step < cfg.unet_steps:
+        idx = torch.randint(0, n, (cfg.unet_batch,), generator=generator)
+        latents = data["latents"][idx].float()  # (B, 4, F, 8, 8)
+        prompt = data["prompt_embeds"][idx].float()  # (B, T, 384)
+        boxes = rearrange(data["boxes"][idx], "b f n c -> (b f) n c")
+        masks = rearrange(data["masks"][idx], "b f n -> (b f) n")
+        phrases = data["phrase_embeds"][rearrange(data["phrase_ids"][idx], "b f n -> (b f) n")]
+        # Condition dropout for classifier-free guidance.
+        u = torch.rand(cfg.unet_batch, generator=generator)
+        drop_prompt = u < cfg.drop_both + cfg.drop_prompt
+        drop_layout = (u < cfg.drop_both) | ((u >= cfg.drop_both + cfg.drop_prompt) & (u < cfg.drop_both + cfg.drop_prompt + cfg.drop_layout))
+        prompt[drop_prompt] = data["empty_prompt"]
+        masks = masks * (~drop_layout).float().repeat_interleave(f)[:, None]
+
+        noise = torch.randn(latents.shape, generator=generator)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.unet_batch,), generator=generator)
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        target = scheduler.get_velocity(latents, noise, timesteps)
+        objs = adapter.grounding_tokens(boxes, masks, phrases)
+        if torch.rand((), generator=generator) < cfg.drop_adapter:
+            objs = None
+        with adapter.grounding(objs):
+            pred = unet(noisy, timesteps, encoder_hidden_states=prompt).sample
+        loss = F.mse_loss(pred, target)
+        lr = cfg.unet_lr * min(1.0, (step + 1) / cfg.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.unet_steps)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        step += 1
+        writer.writerow([step, f"{loss.item():.5f}", f"{lr:.2e}", f"{time.time() - started:.1f}"])
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % cfg.checkpoint_every == 0 or step == cfg.unet_steps:
+            log.flush()
+            state = {"unet": unet.state_dict(), "adapter": adapter.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "step": step}
+            _atomic_save(state, ckpt)
+    log.close()
+
+
+def export(run: Path, target: Path) -> Path:
+    """Assemble the trained parts into a ``Layout2VidPipeline`` folder at ``target`` (fp16 weights)."""
+    from diffusers import AutoencoderKL
+
+    from core.models.layout import LayoutAdapter
+    from core.models.toy import PROMPT_TOKENS, build_toy_scheduler, build_toy_unet
+    from core.pipeline import Layout2VidPipeline
+    from core.toyworld import BACKGROUNDS
+
+    state = torch.load(run / "unet_ckpt.pt", weights_only=False)
+    data = torch.load(run / "data.pt", weights_only=False)
+    vae = AutoencoderKL.from_pretrained(run / "vae")
+    vae.register_to_config(scaling_factor=data["scaling_factor"])
+    unet = build_toy_unet()
+    unet.load_state_dict(state["unet"])
+    adapter = LayoutAdapter.for_unet(unet, gate_init=0.5)
+    adapter.load_state_dict(state["adapter"])
+    pipe = Layout2VidPipeline(
+        vae=vae, text_encoder=None, tokenizer=None, unet=unet, scheduler=build_toy_scheduler(), layout_adapter=adapter,
+        max_prompt_tokens=PROMPT_TOKENS, backgrounds=list(BACKGROUNDS),
+    )
+    pipe.to(torch.float16)
+    pipe.save_pretrained(target, safe_serialization=True)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.train", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    toy = sub.add_parser("toy", help="generate toy-world data and train (resumable)")
+    toy.add_argument("--out", type=Path, default=Path("runs/toy"))
+    for name, value in asdict(ToyTrainConfig()).items():
+        toy.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    exp = sub.add_parser("export", help="write a trained run as a pipeline folder")
+    exp.add_argument("--run", type=Path, default=Path("runs/toy"))
+    exp.add_argument("--to", type=Path, default=Path("assets/layout2vid-toy"))
+    args = parser.parse_args(argv)
+    if args.command == "export":
+        print(export(args.run, args.to))
+        return 0
+    cfg = ToyTrainConfig(**{k: getattr(args, k) for k in asdict(ToyTrainConfig())})
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    train_vae(args.out, cfg)
+    data = build_dataset(args.out, cfg)
+    train_unet(args.out, cfg, data)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
