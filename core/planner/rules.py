@@ -193,7 +193,7 @@ def _mentions(tokens) -> list[Mention]:
         if nouns:
             of_at = next((i for i, t in enumerate(nouns) if t.text.lower() == "of"), None)
             head = nouns[of_at - 1] if of_at else nouns[-1]
-            words = [t.text for t in modifiers if t.text.lower() not in lx.COLOR_WORDS and t.pos_ not in ("DET", "NUM") and t.text.lower() not in ("same",) and t.text.lower() not in lx.NUMBER_WORDS]
+            words = [t.text for t in modifiers if t.text.lower() not in lx.COLOR_WORDS and t.pos_ not in ("DET", "NUM", "PRON") and t.text.lower() not in ("same",) and t.text.lower() not in lx.NUMBER_WORDS]
             words += [t.text for t in nouns]
             color = next((t.text.lower() for t in modifiers if t.text.lower() in lx.COLOR_WORDS), None)
             count = 1
