@@ -1,4 +1,8 @@
-"""Director Studio entry point: ``python launch.py <command>`` (see ``python launch.py --help``)."""
+"""Director Studio entry point.
+
+    python launch.py                       # the studio on http://127.0.0.1:7860
+    python launch.py plan|graph|render ... # the headless command line (python launch.py --help)
+"""
 
 import os
 import sys
@@ -7,7 +11,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-if __name__ == "__main__":
-    from core.cli import main
+COMMANDS = {"plan", "graph", "render", "-h", "--help"}
 
-    sys.exit(main())
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
+        from core.cli import main
+    else:
+        from studio.app import main
+    sys.exit(main(sys.argv[1:]))

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from tqdm import tqdm
 
-from core.toyworld import COLORS, KINDS, sample_clip
+from core.toyworld import BACKGROUNDS, COLORS, KINDS, sample_clip
 
 MAX_TRAIN_ENTITIES = 3
 
@@ -39,9 +39,10 @@ class ToyTrainConfig:
     """Settings of one toy training run (written to ``config.json`` in the run folder)."""
 
     seed: int = 0
-    vae_steps: int = 600
-    vae_batch: int = 24
-    vae_lr: float = 5e-4
+    vae_steps: int = 3600
+    vae_batch: int = 16
+    vae_lr: float = 1e-3
+    vae_foreground_weight: float = 8.0
     clips: int = 3000
     clip_frames: int = 8
     unet_steps: int = 3000
@@ -77,6 +78,20 @@ def _frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+def _foreground_weight(clips, foreground_weight: float) -> torch.Tensor:
+    """(N, 1, H, W) loss weights: ``foreground_weight`` on shape pixels, 1 on background pixels.
+
+    Shapes cover a few percent of a frame; without the weight the autoencoder learns backgrounds
+    long before it learns the shapes' colours.
+    """
+    masks = []
+    for clip in clips:
+        background = np.asarray(BACKGROUNDS[clip.background], dtype=np.int16)
+        masks.append(np.abs(clip.frames.astype(np.int16) - background).sum(-1) > 24)
+    mask = torch.from_numpy(np.concatenate(masks)).float()[:, None]
+    return 1.0 + (foreground_weight - 1.0) * mask
+
+
 def train_vae(run: Path, cfg: ToyTrainConfig) -> None:
     """Train the toy AutoencoderKL and save it to ``run/vae`` (resumes from ``run/vae_ckpt.pt``)."""
     from core.models.toy import build_toy_vae
@@ -99,12 +114,13 @@ def train_vae(run: Path, cfg: ToyTrainConfig) -> None:
     writer = csv.writer(log)
     bar = tqdm(total=cfg.vae_steps, initial=step, desc="vae", file=sys.stdout, mininterval=10)
     while step < cfg.vae_steps:
-        frames = np.concatenate([sample_clip(rng, num_frames=2).frames for _ in range(cfg.vae_batch // 2)])
-        images = _frames_to_tensor(frames)
+        clips = [sample_clip(rng, num_frames=2) for _ in range(cfg.vae_batch // 2)]
+        images = _frames_to_tensor(np.concatenate([c.frames for c in clips]))
+        weight = _foreground_weight(clips, cfg.vae_foreground_weight)
         posterior = vae.encode(images).latent_dist
         recon = vae.decode(posterior.sample()).sample
-        l1 = F.l1_loss(recon, images)
-        mse = F.mse_loss(recon, images)
+        l1 = (weight * (recon - images).abs()).mean()
+        mse = (weight * (recon - images) ** 2).mean()
         kl = posterior.kl().mean() / images[0].numel()
         loss = l1 + mse + 1e-4 * kl
         for group in optimizer.param_groups:

@@ -1,0 +1,84 @@
+"""Speed and memory of the main job on this machine, printed as figures (not a timed test).
+
+    .venv/bin/python benchmarks/bench_core.py [--model assets/layout2vid-toy] [--steps 25]
+
+Prints: planning time per dev prompt with the rules planner (parser already loaded); seconds to
+render one 16-frame 64x64 scene at 25 steps with classifier-free guidance; peak resident memory;
+the render's achieved GFLOP/s (FLOPs counted by torch's FlopCounterMode) beside this machine's own
+fp32 matmul GFLOP/s, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def main() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from core.plan import parse_plan
+    from core.planner.rules import load_parser, plan_with_rules
+    from core.render import RenderSettings, load_pipeline, render_scene
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--prompts", type=Path, default=ROOT.parent / "shared" / "prompts" / "toyworld_dev.jsonl")
+    args = parser.parse_args()
+
+    load_parser()
+    prompts = [json.loads(line)["prompt"] for line in args.prompts.read_text().splitlines() if line.strip()]
+    times = []
+    for prompt in prompts:
+        start = time.perf_counter()
+        plan_with_rules(prompt)
+        times.append(time.perf_counter() - start)
+    print(f"plan (rules): mean {1000 * sum(times) / len(times):.1f} ms, max {1000 * max(times):.1f} ms per prompt over {len(times)} prompts (target <= 1000 ms)")
+
+    pipe = load_pipeline(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    plan = plan_with_rules("A red ball rolls from left to right across the grass.")
+    assert plan.scenes[0].num_frames == 16
+    settings = RenderSettings(num_inference_steps=args.steps)
+    render_scene(pipe, plan, 0, RenderSettings(num_inference_steps=2))  # warm-up
+    runs = []
+    for seed in range(3):
+        start = time.perf_counter()
+        frames = render_scene(pipe, plan, 0, settings.model_copy(update={"seed": seed}))
+        runs.append(time.perf_counter() - start)
+    seconds = min(runs)
+    with FlopCounterMode(display=False) as counter:
+        render_scene(pipe, plan, 0, settings)
+    flops = counter.get_total_flops()
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    machine = matmul_gflops()
+    achieved = flops / seconds / 1e9
+    print(f"render: {frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]}, {args.steps} steps, guidance {settings.guidance_scale}: "
+          f"{seconds:.2f} s (best of {len(runs)}: {', '.join(f'{r:.2f}' for r in runs)}; target <= 10 s)")
+    print(f"peak memory (max RSS): {peak_gb:.2f} GB (target <= 3 GB)")
+    print(f"render FLOPs: {flops / 1e9:.1f} GFLOP -> {achieved:.1f} GFLOP/s achieved")
+    print(f"machine fp32 matmul (1024^3): {machine:.1f} GFLOP/s; render/matmul ratio {achieved / machine:.2f}")
+    print(f"torch threads: {torch.get_num_threads()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""The studio's single entry point into the core: projects, edits, planning and rendering.
+
+A Workspace owns the project store (SQLite), the output folder (the only folder the app serves files
+from), the lazily loaded pipeline and the per-scene render cache. Every edit goes through
+:meth:`Workspace.edit`, which keeps the last good plan when an edit is invalid.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from core.plan import PlanValidationError, VideoPlan, atomic_write_bytes, parse_plan
+from core.store import ProjectStore
+
+MAX_PLAN_BYTES = 1_000_000
+
+
+@dataclass
+class EditResult:
+    """The plan after an edit (the previous plan if the edit was refused) and the error, if any."""
+
+    plan: VideoPlan
+    error: str | None = None
+
+
+class Workspace:
+    """Projects, edits and renders for one data folder.
+
+    Args:
+        data_dir: holds ``studio.sqlite3`` and ``outputs/``.
+        model: pipeline folder for rendering (None: the shipped toy model).
+        device, dtype: where the pipeline runs.
+    """
+
+    def __init__(self, data_dir: str | Path, *, model: str | None = None, device: str = "cpu", dtype: str = "fp32"):
+        self.data_dir = Path(data_dir)
+        self.output_dir = self.data_dir / "outputs"
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.store = ProjectStore(self.data_dir / "studio.sqlite3")
+        self.model, self.device, self.dtype = model, device, dtype
+        self._pipe = None
+        self._pipe_lock = threading.Lock()
+        self._render_lock = threading.Lock()
+        self._scene_cache: dict[str, np.ndarray] = {}
+        self._cancel: dict[str, threading.Event] = {}
+        self._last_settings: dict[int, object] = {}  # project id -> RenderSettings of its last render
+
+    # Projects ----------------------------------------------------------------------------------
+
+    def plan_prompt(self, prompt: str, *, planner: str = "rules", llm_model: str = "", base_url: str = "", api_key: str = "", num_frames: int = 16) -> VideoPlan:
+        """Plan a prompt with the chosen planner. Raises PlanValidationError or PlanError."""
+        if planner == "openai":
+            from core.planner.llm import OpenAIPlanner
+
+            return OpenAIPlanner(llm_model or "gpt-4o-mini", base_url=base_url or None, api_key=api_key or None).plan(prompt, num_frames=num_frames)
+        from core.planner.rules import plan_with_rules
+
+        return plan_with_rules(prompt, num_frames=num_frames)
+
+    def create_project(self, plan: VideoPlan, name: str | None = None) -> int:
+        return self.store.create_project(name or plan.prompt[:60], plan)
+
+    def latest_project(self) -> int | None:
+        projects = self.store.list_projects()
+        return projects[0].id if projects else None
+
+    def import_plan(self, data: bytes, project_id: int | None = None) -> tuple[int, VideoPlan]:
+        """Validate an uploaded plan (at most 1 MB) and save it as a new version (or a new project)."""
+        if len(data) > MAX_PLAN_BYTES:
+            raise PlanValidationError([f"plan file: must be at most {MAX_PLAN_BYTES // 1000} kB (got {len(data) // 1000} kB)"])
+        plan = parse_plan(data)
+        if project_id is None:
+            return self.create_project(plan), plan
+        self.store.commit(project_id, plan, "import")
+        return project_id, plan
+
+    def export_plan(self, project_id: int) -> Path:
+        """Write the current plan to the output folder; returns the file."""
+        version, plan = self.store.current(project_id)
+        path = self.output_dir / f"project{project_id}-v{version}.plan.json"
+        atomic_write_bytes(path, (plan.model_dump_json(indent=2) + "\n").encode())
+        return path
+
+    # Edits --------------------------------------------------------------------------------------
+
+    def edit(self, project_id: int, change: Callable[..., VideoPlan], *args, note: str = "") -> EditResult:
+        """Apply ``change(plan, *args)`` to the current plan and save it as a new version.
+
+        An invalid edit saves nothing and returns the current plan with the error message.
+        """
+        _, plan = self.store.current(project_id)
+        try:
+            new_plan = change(plan, *args)
+        except PlanValidationError as error:
+            return EditResult(plan, str(error))
+        self.store.commit(project_id, new_plan, note or getattr(change, "__name__", "edit"))
+        return EditResult(new_plan)
+
+    def undo(self, project_id: int) -> VideoPlan:
+        plan = self.store.undo(project_id)
+        return plan if plan is not None else self.store.current(project_id)[1]
+
+    def redo(self, project_id: int) -> VideoPlan:
+        plan = self.store.redo(project_id)
+        return plan if plan is not None else self.store.current(project_id)[1]
+
+    # Rendering ------------------------------------------------------------------------------------
+
+    def pipeline(self):
+        """The pipeline, loaded on first use."""
+        with self._pipe_lock:
+            if self._pipe is None:
+                from core.render import load_pipeline
+
+                self._pipe = load_pipeline(self.model, device=self.device, dtype=self.dtype)
+                self._pipe.set_progress_bar_config(disable=True)
+            return self._pipe
+
+    def cancel(self, session: str) -> None:
+        """Ask the render of ``session`` to stop after its current denoising step."""
+        self._cancel.setdefault(session, threading.Event()).set()
+
+    def render(self, project_id: int, settings, *, session: str = "default", on_progress=None) -> tuple[Path, Path]:
+        """Render the current plan to ``outputs/`` ; returns (mp4 path, plan json path).
+
+        Scenes whose content and settings did not change since an earlier render come from the cache.
+
+        Raises:
+            RenderCancelled: :meth:`cancel` was called for this session.
+        """
+        from core.export import write_mp4
+        from core.render import render_plan
+
+        version, plan = self.store.current(project_id)
+        event = self._cancel.setdefault(session, threading.Event())
+        event.clear()
+        with self._render_lock:
+            frames = render_plan(self.pipeline(), plan, settings, on_progress=on_progress, should_cancel=event.is_set, cache=self._scene_cache)
+        self._last_settings[project_id] = settings
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        video = write_mp4(frames, self.output_dir / f"project{project_id}-v{version}-{stamp}.mp4", fps=plan.fps)
+        plan_path = video.with_suffix(".plan.json")
+        atomic_write_bytes(plan_path, (plan.model_dump_json(indent=2) + "\n").encode())
+        return video, plan_path
+
+    def rendered_frame(self, project_id: int, plan: VideoPlan, scene_index: int, frame: int) -> np.ndarray | None:
+        """The frame from the project's last render of this exact scene, if one is cached."""
+        from core.render import scene_cache_key
+
+        settings = self._last_settings.get(project_id)
+        if self._pipe is None or settings is None:
+            return None
+        key = scene_cache_key(plan, scene_index, settings, str(getattr(self._pipe, "name_or_path", "")) or "pipeline")
+        frames = self._scene_cache.get(key)
+        return None if frames is None else frames[frame]

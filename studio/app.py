@@ -1,0 +1,131 @@
+"""Director Studio: one page composed of the panels in studio/panels, wired to core.workspace.
+
+    python launch.py [--host 127.0.0.1] [--port 7860] [--auth user:password] [--data-dir DIR] [--model DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from core.store import default_data_dir
+from core.workspace import Workspace
+from studio.handlers import Handlers
+from studio.panels import graph as graph_panel
+from studio.panels import layout as layout_panel
+from studio.panels import prompt as prompt_panel
+from studio.panels import render as render_panel
+from studio.panels import scenes as scenes_panel
+
+CSS = "#frame-status p {margin: 0}"
+
+
+def build_app(workspace: Workspace) -> gr.Blocks:
+    """The studio page for ``workspace`` (nothing is launched here)."""
+    h = Handlers(workspace)
+    with gr.Blocks(title="Director Studio") as app:
+        session = gr.State({})
+        gr.Markdown("# Director Studio\nPrompt → video plan → dynamic scene graph → layout-guided video.")
+        note = gr.Markdown(elem_id="message")
+        with gr.Row():
+            with gr.Column(scale=1):
+                gr.Markdown("## 1. Prompt and plan")
+                p = prompt_panel.render()
+                gr.Markdown("## 2. Scenes")
+                s = scenes_panel.render()
+            with gr.Column(scale=1):
+                gr.Markdown("## 3. Layout")
+                l = layout_panel.render()
+                gr.Markdown("## 4. Scene graph")
+                g = graph_panel.render()
+        gr.Markdown("## 5. Render")
+        r = render_panel.render()
+
+        views = [p.plan_json, s.scenes, s.entities, l.scene, l.frame, l.boxes, l.status, l.entity, g.graph, g.events, g.timeline]
+        outputs = [session, note, *views]
+        where = [l.scene, l.frame]
+
+        app.load(h.load, [session], outputs).then(h.project_choices, None, p.projects)
+        p.generate.click(h.generate, [session, p.prompt, p.planner, p.llm_model, p.base_url, p.api_key, p.frames], outputs).then(
+            h.project_choices, None, p.projects
+        )
+        p.undo.click(h.undo, [session, *where], outputs)
+        p.redo.click(h.redo, [session, *where], outputs)
+        p.open_project.click(h.open_project, [session, p.projects], outputs)
+        p.projects.focus(h.project_choices, None, p.projects)
+        p.import_file.upload(h.import_plan, [session, p.import_file], outputs).then(h.project_choices, None, p.projects)
+        p.export.click(h.export_plan, [session], p.export)
+
+        s.scenes.input(h.edit_scenes, [session, s.scenes, *where], outputs)
+        s.entities.input(h.edit_entities, [session, s.entities, *where], outputs)
+        s.add_scene.click(h.add_scene, [session, *where], outputs)
+        s.delete_scene.click(h.delete_scene, [session, *where], outputs)
+        s.move_up.click(functools.partial(h.move_scene, offset=-1), [session, *where], outputs)
+        s.move_down.click(functools.partial(h.move_scene, offset=1), [session, *where], outputs)
+
+        l.scene.input(h.select, [session, l.scene, gr.State(0)], outputs)
+        l.frame.release(h.select, [session, *where], outputs)
+        l.boxes.change(h.boxes_changed, [session, l.boxes, *where], outputs, trigger_mode="always_last")
+        l.remove_keyframe.click(h.remove_keyframe, [session, *where], outputs)
+        l.absent.click(h.make_absent, [session, *where, l.entity], outputs)
+
+        g.events.input(h.edit_events, [session, g.events, *where], outputs)
+
+        render_event = r.run.click(
+            h.render, [session, r.steps, r.guidance, r.alpha, r.seed], [r.video, r.downloads, r.render_status], concurrency_limit=1, concurrency_id="render"
+        )
+        r.cancel.click(h.cancel, None, r.render_status, queue=False)
+        render_event.then(lambda: None)
+    return app
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="launch.py", description="Start the Director Studio web app.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--auth", default=os.environ.get("DIRECTOR_STUDIO_AUTH"), help="user:password (required for a non-local host)")
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="projects database and outputs")
+    parser.add_argument("--model", default=None, help="pipeline folder (default: the shipped toy model)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--max-queue", type=int, default=8, help="renders waiting at most")
+    return parser.parse_args(argv)
+
+
+def auth_pair(args: argparse.Namespace) -> tuple[str, str] | None:
+    """(user, password) from --auth; raises ValueError when binding beyond localhost without one."""
+    if args.auth:
+        user, sep, password = args.auth.partition(":")
+        if not sep or not user or not password:
+            raise ValueError("--auth: must be user:password")
+        return user, password
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        raise ValueError(f"--host: binding {args.host} requires --auth user:password (or DIRECTOR_STUDIO_AUTH)")
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        auth = auth_pair(args)
+    except ValueError as error:
+        print(f"error: {error}", file=__import__("sys").stderr)
+        return 2
+    workspace = Workspace(args.data_dir, model=args.model, device=args.device, dtype=args.dtype)
+    app = build_app(workspace)
+    app.queue(max_size=args.max_queue, default_concurrency_limit=8)
+    print(f"Director Studio on http://{args.host}:{args.port} (data: {args.data_dir})", flush=True)
+    app.launch(
+        server_name=args.host,
+        server_port=args.port,
+        auth=auth,
+        allowed_paths=[str(workspace.output_dir)],
+        show_error=True,
+        css=CSS,
+        theme=gr.themes.Soft(),
+    )
+    return 0

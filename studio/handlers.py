@@ -1,0 +1,216 @@
+"""Event handlers: each reads the session's project, calls one core function, returns the views.
+
+Every handler returns ``[session, message, *views]`` where views are studio.views.all_views(...).
+A refused edit returns the last good plan's views and the core's validation message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from core import editing
+from core.plan import PlanValidationError, VideoPlan
+from core.planner import PlanError
+from core.render import RenderCancelled, RenderSettings
+from core.workspace import Workspace
+from studio.views import SKETCH_SIZE, VIEW_COUNT, all_views, box_labels, clamp
+
+
+def message(text: str | None, ok: str = "") -> str:
+    return f"⚠️ {text}" if text else ok
+
+
+class Handlers:
+    """The studio's event functions over one Workspace. ``session`` is a dict {"project": id}."""
+
+    def __init__(self, workspace: Workspace):
+        self.ws = workspace
+
+    # helpers ---------------------------------------------------------------------------------
+
+    def _project(self, session: dict | None) -> int | None:
+        if session and session.get("project") is not None:
+            return session["project"]
+        return None
+
+    def _views(self, session, plan: VideoPlan | None, scene, frame, note: str = ""):
+        if plan is None:
+            return [session, note, *[gr.update()] * VIEW_COUNT]
+        project = self._project(session)
+        base = self.ws.rendered_frame(project, plan, *_sel(plan, scene, frame)) if project is not None else None
+        return [session, note, *all_views(plan, scene, frame, base)]
+
+    def _edit(self, session, scene, frame, change, *args, ok=""):
+        project = self._project(session)
+        if project is None:
+            return self._views(session, None, scene, frame, message("Generate or open a plan first."))
+        result = self.ws.edit(project, change, *args)
+        return self._views(session, result.plan, scene, frame, message(result.error, ok))
+
+    # project ---------------------------------------------------------------------------------
+
+    def load(self, session, request: gr.Request | None = None):
+        """Page load: reopen the session's project, else the most recently edited one."""
+        session = dict(session or {})
+        project = self._project(session) or self.ws.latest_project()
+        if project is None:
+            return self._views(session, None, 0, 0, "Type a prompt and press **Generate plan**.")
+        session["project"] = project
+        _, plan = self.ws.store.current(project)
+        return self._views(session, plan, 0, 0, f"Opened project {project}.")
+
+    def generate(self, session, prompt, planner, llm_model, base_url, api_key, frames):
+        session = dict(session or {})
+        try:
+            plan = self.ws.plan_prompt(prompt or "", planner=planner, llm_model=llm_model, base_url=base_url, api_key=api_key, num_frames=int(frames))
+        except (PlanValidationError, PlanError) as error:
+            return self._views(session, self._current(session), 0, 0, message(str(error)))
+        session["project"] = self.ws.create_project(plan)
+        return self._views(session, plan, 0, 0, f"New project {session['project']}: {len(plan.scenes)} scene(s), {len(plan.entities)} entities.")
+
+    def _current(self, session) -> VideoPlan | None:
+        project = self._project(session)
+        return self.ws.store.current(project)[1] if project is not None else None
+
+    def project_choices(self):
+        return gr.update(choices=[(f"{p.id}: {p.name} ({p.versions} versions)", p.id) for p in self.ws.store.list_projects()])
+
+    def open_project(self, session, project_id):
+        session = dict(session or {})
+        if project_id is None:
+            return self._views(session, self._current(session), 0, 0, message("Pick a project to open."))
+        session["project"] = int(project_id)
+        _, plan = self.ws.store.current(int(project_id))
+        return self._views(session, plan, 0, 0, f"Opened project {project_id}.")
+
+    def undo(self, session, scene, frame):
+        project = self._project(session)
+        plan = self.ws.undo(project) if project is not None else None
+        return self._views(session, plan, scene, frame, "Undone." if plan else "")
+
+    def redo(self, session, scene, frame):
+        project = self._project(session)
+        plan = self.ws.redo(project) if project is not None else None
+        return self._views(session, plan, scene, frame, "Redone." if plan else "")
+
+    def import_plan(self, session, file_path):
+        session = dict(session or {})
+        if not file_path:
+            return self._views(session, self._current(session), 0, 0, "")
+        try:
+            data = Path(file_path).read_bytes()
+            project, plan = self.ws.import_plan(data, self._project(session))
+        except PlanValidationError as error:
+            return self._views(session, self._current(session), 0, 0, message(str(error)))
+        session["project"] = project
+        return self._views(session, plan, 0, 0, "Imported the plan.")
+
+    def export_plan(self, session):
+        project = self._project(session)
+        return str(self.ws.export_plan(project)) if project is not None else None
+
+    # scenes and entities ---------------------------------------------------------------------
+
+    def edit_scenes(self, session, rows, scene, frame):
+        rows = _rows(rows)
+        return self._edit(session, scene, frame, editing.update_scenes, rows, ok="Scenes saved.")
+
+    def edit_entities(self, session, rows, scene, frame):
+        rows = [r[:4] for r in _rows(rows)]
+        return self._edit(session, scene, frame, editing.update_entities, rows, ok="Entities saved.")
+
+    def add_scene(self, session, scene, frame):
+        return self._edit(session, scene, frame, editing.add_scene, ok="Scene added.")
+
+    def delete_scene(self, session, scene, frame):
+        return self._edit(session, 0, 0, editing.delete_scene, int(scene or 0), ok="Scene deleted.")
+
+    def move_scene(self, session, scene, frame, offset: int):
+        plan = self._current(session)
+        target = int(scene or 0) + offset
+        views = self._edit(session, target, frame, editing.move_scene, int(scene or 0), offset, ok="Scene moved.")
+        return views if plan is None or 0 <= target < len(plan.scenes) else self._edit(session, scene, frame, editing.move_scene, int(scene or 0), offset)
+
+    # layout ----------------------------------------------------------------------------------
+
+    def select(self, session, scene, frame):
+        return self._views(session, self._current(session), scene, frame, "")
+
+    def boxes_changed(self, session, value, scene, frame):
+        """The box editor sends all boxes of the frame; a moved or resized one makes a keyframe."""
+        plan = self._current(session)
+        if plan is None or not value:
+            return [gr.update()] * (2 + VIEW_COUNT)
+        scene, frame = _sel(plan, scene, frame)
+        by_label = {label: eid for eid, label in box_labels(plan).items()}
+        boxes = {}
+        for box in value.get("boxes") or []:
+            entity_id = by_label.get(box.get("label"))
+            if entity_id is None:
+                continue
+            boxes[entity_id] = [round(min(max(box[k] / SKETCH_SIZE, 0.0), 1.0), 4) for k in ("xmin", "ymin", "xmax", "ymax")]
+        current = editing.frame_boxes(plan, scene, frame)
+        if _same_boxes(boxes, current):
+            # Also reached when the editor's value was set by another event: change nothing, or
+            # the update would fire this handler again.
+            return [gr.update()] * (2 + VIEW_COUNT)
+        return self._edit(session, scene, frame, editing.set_keyframe, scene, frame, boxes, ok=f"Keyframe saved at frame {frame}.")
+
+    def remove_keyframe(self, session, scene, frame):
+        return self._edit(session, scene, frame, editing.remove_keyframe, int(scene or 0), int(frame or 0), ok="Keyframe removed.")
+
+    def make_absent(self, session, scene, frame, entity_id):
+        return self._edit(session, scene, frame, editing.set_absent, int(scene or 0), int(frame or 0), entity_id, ok="Entity taken off screen here.")
+
+    # events ----------------------------------------------------------------------------------
+
+    def edit_events(self, session, rows, scene, frame):
+        return self._edit(session, scene, frame, editing.update_events, int(scene or 0), _rows(rows), ok="Events saved.")
+
+    # render ----------------------------------------------------------------------------------
+
+    def render(self, session, steps, guidance, alpha, seed, request: gr.Request | None = None, progress=gr.Progress()):
+        project = self._project(session)
+        if project is None:
+            raise gr.Error("Generate or open a plan first.")
+        try:
+            settings = RenderSettings(num_inference_steps=int(steps), guidance_scale=float(guidance), layout_alpha=float(alpha), seed=int(seed))
+        except ValueError as error:
+            raise gr.Error(str(error).splitlines()[0]) from None
+
+        def on_progress(p):
+            progress((p.scene * p.steps + p.step) / (p.scenes * p.steps), desc=f"scene {p.scene + 1}/{p.scenes}, step {p.step}/{p.steps}")
+
+        token = request.session_hash if request is not None else "default"
+        try:
+            video, plan_path = self.ws.render(project, settings, session=token, on_progress=on_progress)
+        except RenderCancelled as error:
+            return gr.update(), gr.update(), f"⚠️ {error}."
+        return str(video), [str(video), str(plan_path)], f"Rendered {video.name}."
+
+    def cancel(self, request: gr.Request | None = None):
+        self.ws.cancel(request.session_hash if request is not None else "default")
+        return "Cancelling after the current step..."
+
+
+def _rows(rows) -> list[list]:
+    if rows is None:
+        return []
+    if hasattr(rows, "values"):  # pandas DataFrame
+        return rows.values.tolist()
+    if isinstance(rows, dict) and "data" in rows:
+        return rows["data"]
+    return [list(r) for r in rows]
+
+
+def _sel(plan: VideoPlan, scene, frame) -> tuple[int, int]:
+    sel = clamp(plan, scene, frame)
+    return sel.scene, sel.frame
+
+
+def _same_boxes(a: dict, b: dict, tolerance: float = 1.5 / SKETCH_SIZE) -> bool:
+    if a.keys() != b.keys():
+        return False
+    return all(abs(x - y) <= tolerance for k in a for x, y in zip(a[k], b[k]))

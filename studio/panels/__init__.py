@@ -1,0 +1,1 @@
+"""One module per panel; each ``render()`` builds its components and returns them in a namespace."""

@@ -1,0 +1,32 @@
+"""Panel 1: prompt and plan: generate with a planner, open projects, undo/redo, import/export."""
+
+import os
+from types import SimpleNamespace
+
+import gradio as gr
+
+
+def render() -> SimpleNamespace:
+    with gr.Group():
+        prompt = gr.Textbox(label="Prompt", lines=2, placeholder="A red ball rolls across the grass, then a blue star falls from the sky.", elem_id="prompt")
+        with gr.Row():
+            planner = gr.Radio(["rules", "openai"], value="rules", label="Planner", elem_id="planner")
+            frames = gr.Slider(8, 64, value=16, step=1, label="Frames per scene")
+        with gr.Accordion("LLM endpoint (openai planner)", open=False):
+            base_url = gr.Textbox(label="Base URL", value=os.environ.get("OPENAI_BASE_URL", ""), placeholder="http://127.0.0.1:11434/v1")
+            llm_model = gr.Textbox(label="Model", value=os.environ.get("OPENAI_MODEL", "gpt-4o-mini"))
+            # The key is only ever read from the environment or typed here; it is never sent back.
+            api_key = gr.Textbox(label="API key (blank: $OPENAI_API_KEY)", type="password", value="")
+        with gr.Row():
+            generate = gr.Button("Generate plan", variant="primary", elem_id="generate")
+            undo = gr.Button("Undo", elem_id="undo")
+            redo = gr.Button("Redo", elem_id="redo")
+    with gr.Row():
+        projects = gr.Dropdown(label="Projects", choices=[], elem_id="projects", scale=3)
+        open_project = gr.Button("Open", elem_id="open-project", scale=1)
+    with gr.Row():
+        import_file = gr.File(label="Import plan (JSON, max 1 MB)", file_types=[".json"], type="filepath", elem_id="import")
+        export = gr.DownloadButton("Export plan JSON", elem_id="export")
+    with gr.Accordion("Plan JSON", open=False):
+        plan_json = gr.Code(language="json", interactive=False, elem_id="plan-json")
+    return SimpleNamespace(**locals())
