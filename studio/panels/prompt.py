@@ -26,7 +26,9 @@ def render() -> SimpleNamespace:
         open_project = gr.Button("Open", elem_id="open-project", scale=1)
     with gr.Row():
         import_file = gr.File(label="Import plan (JSON, max 1 MB)", file_types=[".json"], type="filepath", elem_id="import")
-        export = gr.DownloadButton("Export plan JSON", elem_id="export")
+        with gr.Column():
+            export = gr.Button("Export plan JSON", elem_id="export")
+            export_file = gr.File(label="Exported plan", interactive=False, elem_id="export-file")
     with gr.Accordion("Plan JSON", open=False):
         plan_json = gr.Code(language="json", interactive=False, elem_id="plan-json")
     return SimpleNamespace(**locals())

@@ -1,0 +1,227 @@
+"""The studio in a real browser: Debian's Chromium driven by Playwright, the app in this process.
+
+Screenshots of each panel go to docs/screenshots/ (the README shows them).
+"""
+
+import json
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+from core.export import read_mp4  # noqa: E402
+from core.render import DEFAULT_MODEL  # noqa: E402
+from core.workspace import Workspace  # noqa: E402
+from studio.app import build_app  # noqa: E402
+from tests.conftest import ROOT  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = ROOT / "docs" / "screenshots"
+PROMPT = "A red ball rolls from left to right across the grass, then a blue star falls from the sky."
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.start()
+
+    def start(self):
+        self.workspace = Workspace(self.data_dir)
+        self.app = build_app(self.workspace)
+        self.port = free_port()
+        self.app.queue(max_size=8).launch(
+            server_name="127.0.0.1", server_port=self.port, prevent_thread_lock=True, allowed_paths=[str(self.workspace.output_dir)], quiet=True
+        )
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def restart(self):
+        self.app.close()
+        self.start()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    server = Server(tmp_path_factory.mktemp("studio-data"))
+    yield server
+    server.app.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1600}, accept_downloads=True)
+    page = context.new_page()
+    page.goto(server.url)
+    page.wait_for_selector("#generate")
+    yield page
+    context.close()
+
+
+def current_plan(server) -> dict:
+    project = server.workspace.latest_project()
+    return json.loads(server.workspace.store.current(project)[1].model_dump_json())
+
+
+def wait_for(predicate, timeout=30.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def generate(page, server, prompt=PROMPT):
+    before = server.workspace.latest_project()
+    page.fill("#prompt textarea", prompt)
+    page.click("#generate")
+    wait_for(lambda: server.workspace.latest_project() not in (None, before), what="a new project")
+    page.wait_for_selector("#message:has-text('New project')")
+    page.wait_for_selector("#frame-status:has-text('Frame 0')")
+
+
+def wait_text(page, selector, text, timeout=30.0):
+    wait_for(lambda: text in page.inner_text(selector), timeout=timeout, what=f"{text!r} in {selector}")
+
+
+def shot(page, selector_or_none, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    if selector_or_none is None:
+        page.screenshot(path=SHOTS / name, full_page=True)
+    else:
+        page.locator(selector_or_none).screenshot(path=SHOTS / name)
+
+
+def set_slider(page, elem_id, value):
+    box = page.locator(f"#{elem_id} input[type='number']")
+    box.fill(str(value))
+    box.press("Enter")
+    # The frame slider saves on release; the number box sends the same event.
+    page.locator(f"#{elem_id} input[type='range']").dispatch_event("pointerup")
+
+
+def canvas_box(page):
+    canvas = page.locator("#box-editor canvas").first
+    return canvas, canvas.bounding_box()
+
+
+def test_generate_plan_from_prompt(page, server):
+    generate(page, server)
+    plan = current_plan(server)
+    assert {e["kind"] for e in plan["entities"]} == {"ball", "star"}
+    wait_text(page, "#scenes-table", "grass")
+    shot(page, None, "studio.png")
+
+
+def test_drag_box_on_frame_0_becomes_keyframe_in_export(page, server):
+    generate(page, server, "A red ball rolls from left to right across the grass.")
+    before = current_plan(server)["scenes"][0]["keyframes"][0]["boxes"]["e1"]
+    page.click("#box-editor button[title*='Drag']") if page.locator("#box-editor button[title*='Drag']").count() else None
+    canvas, bbox = canvas_box(page)
+    scale = min(bbox["width"], bbox["height"]) / 256
+    ox = bbox["x"] + (bbox["width"] - 256 * scale) / 2
+    oy = bbox["y"] + (bbox["height"] - 256 * scale) / 2
+    cx = ox + (before[0] + before[2]) / 2 * 256 * scale
+    cy = oy + (before[1] + before[3]) / 2 * 256 * scale
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 20, cy - 40, steps=8)
+    page.mouse.move(cx + 40, cy - 80, steps=8)
+    page.mouse.up()
+    after = wait_for(lambda: (b := current_plan(server)["scenes"][0]["keyframes"][0]["boxes"]["e1"]) != before and b, what="the dragged box")
+    assert after[1] < before[1] - 0.1  # moved up
+    page.click("#export")
+    page.wait_for_selector("#export-file a")
+    with page.expect_download() as download:
+        page.locator("#export-file a").first.click()
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert exported["scenes"][0]["keyframes"][0]["boxes"]["e1"] == after
+    shot(page, "#box-editor", "layout.png")
+
+
+def test_frame_slider_moves_the_interpolated_box(page, server):
+    generate(page, server, "A red ball rolls from left to right across the grass.")
+    set_slider(page, "frame-slider", 8)
+    page.wait_for_selector("#frame-status:has-text('Frame 8')")
+    assert "interpolated" in page.inner_text("#frame-status")
+
+
+def test_editing_an_event_changes_the_timeline(page, server):
+    generate(page, server, "A red ball rolls from left to right across the grass.")
+    cell = page.locator("#events-table [data-testid='cell-0-1']")
+    cell.dblclick()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("bounces")
+    page.keyboard.press("Enter")
+    wait_for(lambda: current_plan(server)["scenes"][0]["events"][0]["predicate"] == "bounces", what="the edited event")
+    wait_text(page, "#timeline", "bounces")
+    shot(page, "#scene-graph", "scene_graph.png")
+    shot(page, "#timeline", "timeline.png")
+
+
+def test_invalid_edit_shows_message_and_keeps_plan(page, server):
+    generate(page, server, "A red ball rolls from left to right across the grass.")
+    cell = page.locator("#scenes-table [data-testid='cell-0-3']")
+    cell.dblclick()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("100")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#message:has-text('num_frames: must be <= 64')")
+    assert current_plan(server)["scenes"][0]["num_frames"] == 16
+    shot(page, "#scenes-table", "scenes.png")
+
+
+def test_reload_keeps_the_last_edit_and_restart_reopens_it(page, server, browser):
+    generate(page, server, "A red ball rolls from left to right across the grass.")
+    cell = page.locator("#scenes-table [data-testid='cell-0-2']")
+    cell.dblclick()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("snow")
+    page.keyboard.press("Enter")
+    wait_for(lambda: current_plan(server)["scenes"][0]["background"] == "snow", what="the edit")
+    page.reload()
+    wait_text(page, "#scenes-table", "snow")
+    server.restart()
+    page.goto(server.url)
+    wait_text(page, "#scenes-table", "snow")
+
+
+@pytest.mark.skipif(not (DEFAULT_MODEL / "model_index.json").exists(), reason="shipped model missing")
+def test_render_progress_download_and_cancel(page, server):
+    generate(page, server, "A red ball rolls from left to right across the grass.")
+    set_slider(page, "steps", 8)
+    page.click("#render")
+    page.wait_for_selector("#render-status:has-text('Rendered')", timeout=120_000)
+    link = page.locator("#downloads a").first
+    with page.expect_download() as download:
+        link.click()
+    frames, fps = read_mp4(download.value.path())
+    assert frames.shape == (16, 64, 64, 3) and fps == 8
+    shot(page, "#video", "render.png")
+    # Cancel: a long render stops within a step.
+    set_slider(page, "steps", 100)
+    page.click("#render")
+    time.sleep(1.5)
+    page.click("#cancel")
+    page.wait_for_selector("#render-status:has-text('cancelled')", timeout=60_000)
