@@ -82,7 +82,9 @@ def load_pipeline(model: str | Path | None = None, *, device: str = "cpu", dtype
         text_encoder, tokenizer = load_minilm()
         extra = {"text_encoder": text_encoder, "tokenizer": tokenizer}
     pipe = Layout2VidPipeline.from_pretrained(path, torch_dtype=dtypes[dtype], **extra)
-    pipe.to(device=device, dtype=dtypes[dtype])
+    if extra:
+        pipe.text_encoder.to(dtype=dtypes[dtype])
+    pipe.to(device)
     return pipe
 
 

@@ -43,12 +43,10 @@ class ToyTrainConfig:
     vae_batch: int = 16
     vae_lr: float = 1e-3
     vae_foreground_weight: float = 8.0
-    decoder_steps: int = 2000
-    decoder_lr: float = 3e-4
     clips: int = 3000
     clip_frames: int = 8
-    unet_steps: int = 3000
-    unet_batch: int = 16
+    unet_steps: int = 1800
+    unet_batch: int = 10
     unet_lr: float = 3e-4
     warmup: int = 100
     drop_both: float = 0.1
@@ -140,54 +138,6 @@ def train_vae(run: Path, cfg: ToyTrainConfig) -> None:
     log.close()
     vae.eval()
     vae.save_pretrained(run / "vae")
-
-
-def finetune_decoder(run: Path, cfg: ToyTrainConfig) -> None:
-    """Stage 1b: train only the VAE decoder further (encoder frozen, so cached latents stay valid).
-
-    Runs beside the UNet stage; its weights go to ``run/decoder_ckpt.pt`` and replace the decoder at
-    export.
-    """
-    from diffusers import AutoencoderKL
-
-    ckpt = run / "decoder_ckpt.pt"
-    vae = AutoencoderKL.from_pretrained(run / "vae")
-    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.decoder_lr, weight_decay=0.0)
-    rng = np.random.default_rng(cfg.seed + 2)
-    step = 0
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
-        vae.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = state["rng"]
-        step = state["step"]
-    vae.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
-    log = open(run / "decoder_loss.csv", "a", newline="")
-    writer = csv.writer(log)
-    bar = tqdm(total=cfg.decoder_steps, initial=step, desc="decoder", file=sys.stdout, mininterval=10)
-    while step < cfg.decoder_steps:
-        clips = [sample_clip(rng, num_frames=2) for _ in range(cfg.vae_batch // 2)]
-        images = _frames_to_tensor(np.concatenate([c.frames for c in clips]))
-        weight = _foreground_weight(clips, cfg.vae_foreground_weight)
-        with torch.no_grad():
-            latents = vae.encode(images).latent_dist.sample()
-        recon = vae.decode(latents).sample
-        loss = (weight * (recon - images).abs()).mean() + (weight * (recon - images) ** 2).mean()
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.decoder_lr * 0.5 * (1 + math.cos(math.pi * step / cfg.decoder_steps))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        writer.writerow([step, f"{loss.item():.5f}"])
-        bar.update(1)
-        if step % cfg.checkpoint_every == 0 or step == cfg.decoder_steps:
-            log.flush()
-            _atomic_save({"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state, "step": step}, ckpt)
-    log.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,8 +300,6 @@ def export(run: Path, target: Path) -> Path:
     state = torch.load(run / "unet_ckpt.pt", weights_only=False)
     data = torch.load(run / "data.pt", weights_only=False)
     vae = AutoencoderKL.from_pretrained(run / "vae")
-    if (run / "decoder_ckpt.pt").exists():
-        vae.load_state_dict(torch.load(run / "decoder_ckpt.pt", weights_only=False)["model"])
     vae.register_to_config(scaling_factor=data["scaling_factor"])
     unet = build_toy_unet()
     unet.load_state_dict(state["unet"])
@@ -371,7 +319,6 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     toy = sub.add_parser("toy", help="generate toy-world data and train (resumable)")
     toy.add_argument("--out", type=Path, default=Path("runs/toy"))
-    toy.add_argument("--stage", choices=["all", "decoder"], default="all", help="'decoder': only the decoder fine-tune (run it beside 'all')")
     for name, value in asdict(ToyTrainConfig()).items():
         toy.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     exp = sub.add_parser("export", help="write a trained run as a pipeline folder")
@@ -387,9 +334,6 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     train_vae(args.out, cfg)
-    if args.stage == "decoder":
-        finetune_decoder(args.out, cfg)
-        return 0
     data = build_dataset(args.out, cfg)
     train_unet(args.out, cfg, data)
     return 0

@@ -1,0 +1,85 @@
+"""Studio speed, printed as figures (not a timed test).
+
+    .venv/bin/python benchmarks/bench_studio.py
+
+Measures, in one run: page ready (navigation until the Generate button and the first project's
+views are shown) in headless Chromium; server time of a box drag (a moved box saved as a keyframe
+and every view rebuilt); server time of a frame-slider step; plan generation with the rules planner.
+Targets (issue 3): page <= 3 s, drag <= 150 ms, slider <= 200 ms, rules plan <= 1 s.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PROMPT = "A red ball rolls from left to right across the grass, then a blue star falls from the sky."
+
+
+def timed(fn, *args, repeat=20):
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), max(times)
+
+
+def main() -> None:
+    from core.planner.rules import load_parser
+    from core.workspace import Workspace
+    from studio.handlers import Handlers
+
+    load_parser()
+    handlers = Handlers(Workspace(Path(tempfile.mkdtemp()) / "data"))
+    med, worst = timed(lambda: handlers.generate({}, PROMPT, "rules", "", "", "", 16), repeat=5)
+    print(f"plan generation (rules, all views): median {1000 * med:.0f} ms, max {1000 * worst:.0f} ms (target <= 1000 ms)")
+    session = handlers.generate({}, PROMPT, "rules", "", "", "", 16)[0]
+
+    state = {"x": 0}
+
+    def drag():
+        value = handlers.select(session, 0, 0)[7]
+        state["x"] = (state["x"] + 7) % 60
+        box = value["boxes"][0]
+        box["xmin"], box["xmax"] = 10 + state["x"], 70 + state["x"]
+        out = handlers.boxes_changed(session, value, 0, 0)
+        assert "Keyframe saved" in out[1], out[1]
+
+    select_med, _ = timed(lambda: handlers.select(session, 0, 0))
+    drag_med, drag_worst = timed(drag)
+    print(f"box drag saved + views rebuilt: median {1000 * (drag_med - select_med):.0f} ms, max {1000 * (drag_worst - select_med):.0f} ms (target <= 150 ms)")
+    frames = iter(range(10**6))
+    med, worst = timed(lambda: handlers.select(session, 0, next(frames) % 16))
+    print(f"frame slider step (all views incl. scene graph): median {1000 * med:.0f} ms, max {1000 * worst:.0f} ms (target <= 200 ms)")
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.studio.test_browser import ARGS, CHROMIUM, Server
+
+    server = Server(handlers.ws.data_dir)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            loads = []
+            for _ in range(3):
+                page = browser.new_page()
+                start = time.perf_counter()
+                page.goto(server.url)
+                page.wait_for_selector("#frame-status:has-text('Frame 0')")
+                loads.append(time.perf_counter() - start)
+                page.close()
+            browser.close()
+        print(f"page ready (views of the last project shown): best {min(loads):.2f} s, worst {max(loads):.2f} s (target <= 3 s)")
+    finally:
+        server.app.close()
+
+
+if __name__ == "__main__":
+    main()
