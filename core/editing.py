@@ -73,7 +73,9 @@ def remove_keyframe(plan: VideoPlan, scene_index: int, frame: int) -> VideoPlan:
 
 
 def update_scenes(plan: VideoPlan, rows: list[list]) -> VideoPlan:
-    """Apply the scene table: rows of [id, description, background, num_frames], in the new order.
+    """Apply the scene table: rows of [id, description, background, num_frames, seed], in order.
+
+    ``seed`` may be blank (the render seed plus the scene's index is used).
 
     A row whose id is new copies the layout of the last scene; a missing id deletes that scene.
     Changing ``num_frames`` rescales the scene's keyframes and event times.
@@ -91,6 +93,12 @@ def update_scenes(plan: VideoPlan, rows: list[list]) -> VideoPlan:
             raise PlanValidationError([f"scenes[{i}].num_frames: must be an integer in [8, 64] (got {frames!r})"]) from None
         scene = copy.deepcopy(by_id.get(scene_id) or data["scenes"][-1])
         scene.update(id=scene_id, description=description, background=background)
+        if len(row) > 4:
+            seed = str(row[4]).strip() if row[4] is not None else ""
+            try:
+                scene["seed"] = int(float(seed)) if seed and seed.lower() != "nan" else None
+            except ValueError:
+                raise PlanValidationError([f"scenes[{i}].seed: must be blank or an integer in [0, 2147483647] (got {seed!r})"]) from None
         if frames != scene["num_frames"] and 8 <= frames <= 64:
             scene = _rescale(scene, frames)
         else:

@@ -81,7 +81,7 @@ def load_pipeline(model: str | Path | None = None, *, device: str = "cpu", dtype
     if index.get("text_encoder", [None])[0] is None:
         text_encoder, tokenizer = load_minilm()
         extra = {"text_encoder": text_encoder, "tokenizer": tokenizer}
-    pipe = Layout2VidPipeline.from_pretrained(path, torch_dtype=dtypes[dtype], **extra)
+    pipe = Layout2VidPipeline.from_pretrained(path, dtype=dtypes[dtype], **extra)
     if extra:
         pipe.text_encoder.to(dtype=dtypes[dtype])
     pipe.to(device)

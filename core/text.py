@@ -30,7 +30,9 @@ def minilm_path() -> Path:
 def load_minilm():
     """Load (text_encoder, tokenizer): a transformers ``BertModel`` in eval mode and its fast tokenizer."""
     from transformers import AutoTokenizer, BertModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()  # the pooler head is not used (and not loaded): no report needed
     path = minilm_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     text_encoder = BertModel.from_pretrained(path, add_pooling_layer=False).eval()

@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         auth=auth,
         allowed_paths=[str(workspace.output_dir)],
         show_error=True,
+        max_file_size="1mb",
         css=CSS,
         theme=gr.themes.Soft(),
     )

@@ -25,7 +25,7 @@ class Selection:
 
 
 def scene_rows(plan: VideoPlan) -> list[list]:
-    return [[s.id, s.description, s.background, s.num_frames] for s in plan.scenes]
+    return [[s.id, s.description, s.background, s.num_frames, "" if s.seed is None else s.seed] for s in plan.scenes]
 
 
 def entity_rows(plan: VideoPlan) -> list[list]:

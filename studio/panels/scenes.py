@@ -7,8 +7,8 @@ import gradio as gr
 
 def render() -> SimpleNamespace:
     scenes = gr.Dataframe(
-        headers=["id", "description", "background", "num_frames"],
-        datatype=["str", "str", "str", "number"],
+        headers=["id", "description", "background", "num_frames", "seed"],
+        datatype=["str", "str", "str", "number", "str"],
         interactive=True,
         label="Scenes (edit cells; press Enter to save)",
         elem_id="scenes-table",

@@ -27,7 +27,7 @@ def test_generate_creates_a_project_and_shows_the_plan(handlers):
     session, note, plan_json = out[0], out[1], json.loads(out[2])
     assert session["project"] == 1 and "New project 1" in note
     assert plan_json["entities"][0]["attributes"]["color"] == "red"
-    assert out[3] == [["s1", PROMPT, "grass", 16]]
+    assert out[3] == [["s1", PROMPT, "grass", 16, ""]]
     assert [b["label"] for b in out[7]["boxes"]] == ["ball"]
     assert out[7]["image"].shape == (SKETCH_SIZE, SKETCH_SIZE, 3)
     assert "keyframe" in out[8]
@@ -72,6 +72,14 @@ def test_editing_an_event_updates_table_timeline_and_graph(handlers):
     assert any("turns blue" in label for label in out[12].data[0].y)
     graph_labels = [t for trace in out[10].data for t in (trace.text or [])]
     assert "blue" in graph_labels
+
+
+def test_scene_seed_is_editable(handlers):
+    session = generate(handlers)[0]
+    out = handlers.edit_scenes(session, [["s1", PROMPT, "grass", 16, "42"]], 0, 0)
+    assert json.loads(out[2])["scenes"][0]["seed"] == 42
+    out = handlers.edit_scenes(session, [["s1", PROMPT, "grass", 16, "x"]], 0, 0)
+    assert out[1].startswith("⚠️ scenes[0].seed: must be blank or an integer")
 
 
 def test_undo_redo_walk_versions(handlers):
