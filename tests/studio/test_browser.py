@@ -113,6 +113,14 @@ def shot(page, selector_or_none, name):
         page.locator(selector_or_none).screenshot(path=SHOTS / name)
 
 
+def edit_cell(page, table, cell, text):
+    """Type ``text`` into a Gradio Dataframe cell (``cell-<row>-<col>``) and press Enter."""
+    page.locator(f"{table} [data-testid='{cell}']").dblclick()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(text)
+    page.keyboard.press("Enter")
+
+
 def set_slider(page, elem_id, value):
     box = page.locator(f"#{elem_id} input[type='number']")
     box.fill(str(value))
@@ -137,7 +145,9 @@ def test_generate_plan_from_prompt(page, server):
 def test_drag_box_on_frame_0_becomes_keyframe_in_export(page, server):
     generate(page, server, "A red ball rolls from left to right across the grass.")
     before = current_plan(server)["scenes"][0]["keyframes"][0]["boxes"]["e1"]
-    page.click("#box-editor button[title*='Drag']") if page.locator("#box-editor button[title*='Drag']").count() else None
+    drag_tool = page.locator("#box-editor button[title*='Drag']")
+    if drag_tool.count():
+        drag_tool.first.click()
     canvas, bbox = canvas_box(page)
     scale = min(bbox["width"], bbox["height"]) / 256
     ox = bbox["x"] + (bbox["width"] - 256 * scale) / 2
@@ -169,11 +179,7 @@ def test_frame_slider_moves_the_interpolated_box(page, server):
 
 def test_editing_an_event_changes_the_timeline(page, server):
     generate(page, server, "A red ball rolls from left to right across the grass.")
-    cell = page.locator("#events-table [data-testid='cell-0-1']")
-    cell.dblclick()
-    page.keyboard.press("Control+A")
-    page.keyboard.type("bounces")
-    page.keyboard.press("Enter")
+    edit_cell(page, "#events-table", "cell-0-1", "bounces")
     wait_for(lambda: current_plan(server)["scenes"][0]["events"][0]["predicate"] == "bounces", what="the edited event")
     wait_text(page, "#timeline", "bounces")
     shot(page, "#scene-graph", "scene_graph.png")
@@ -182,11 +188,7 @@ def test_editing_an_event_changes_the_timeline(page, server):
 
 def test_invalid_edit_shows_message_and_keeps_plan(page, server):
     generate(page, server, "A red ball rolls from left to right across the grass.")
-    cell = page.locator("#scenes-table [data-testid='cell-0-3']")
-    cell.dblclick()
-    page.keyboard.press("Control+A")
-    page.keyboard.type("100")
-    page.keyboard.press("Enter")
+    edit_cell(page, "#scenes-table", "cell-0-3", "100")
     page.wait_for_selector("#message:has-text('num_frames: must be <= 64')")
     assert current_plan(server)["scenes"][0]["num_frames"] == 16
     shot(page, "#scenes-table", "scenes.png")
@@ -194,11 +196,7 @@ def test_invalid_edit_shows_message_and_keeps_plan(page, server):
 
 def test_reload_keeps_the_last_edit_and_restart_reopens_it(page, server, browser):
     generate(page, server, "A red ball rolls from left to right across the grass.")
-    cell = page.locator("#scenes-table [data-testid='cell-0-2']")
-    cell.dblclick()
-    page.keyboard.press("Control+A")
-    page.keyboard.type("snow")
-    page.keyboard.press("Enter")
+    edit_cell(page, "#scenes-table", "cell-0-2", "snow")
     wait_for(lambda: current_plan(server)["scenes"][0]["background"] == "snow", what="the edit")
     page.reload()
     wait_text(page, "#scenes-table", "snow")
