@@ -60,27 +60,52 @@ def build_app(workspace: Workspace) -> gr.Blocks:
         p.import_file.upload(h.import_plan, [session, p.import_file], outputs).then(h.project_choices, None, p.projects)
         p.export.click(h.export_plan, [session], p.export_file)
 
-        s.scenes.input(h.edit_scenes, [session, s.scenes, *where], outputs)
-        s.entities.input(h.edit_entities, [session, s.entities, *where], outputs)
-        s.add_scene.click(h.add_scene, [session, *where], outputs)
-        s.delete_scene.click(h.delete_scene, [session, *where], outputs)
-        s.move_up.click(functools.partial(h.move_scene, offset=-1), [session, *where], outputs)
-        s.move_down.click(functools.partial(h.move_scene, offset=1), [session, *where], outputs)
+        # Edits report next to the panel they came from.
+        scene_outputs = [session, s.message, *views]
+        layout_outputs = [session, l.message, *views]
+        event_outputs = [session, g.message, *views]
+        s.scenes.input(h.edit_scenes, [session, s.scenes, *where], scene_outputs)
+        s.entities.input(h.edit_entities, [session, s.entities, *where], scene_outputs)
+        s.add_scene.click(h.add_scene, [session, *where], scene_outputs)
+        s.delete_scene.click(h.delete_scene, [session, *where], scene_outputs)
+        s.move_up.click(functools.partial(h.move_scene, offset=-1), [session, *where], scene_outputs)
+        s.move_down.click(functools.partial(h.move_scene, offset=1), [session, *where], scene_outputs)
 
-        l.scene.input(h.select, [session, l.scene, gr.State(0)], outputs)
-        l.frame.release(h.select, [session, *where], outputs)
-        l.boxes.change(h.boxes_changed, [session, l.boxes, *where], outputs, trigger_mode="always_last")
-        l.remove_keyframe.click(h.remove_keyframe, [session, *where], outputs)
-        l.absent.click(h.make_absent, [session, *where, l.entity], outputs)
+        l.scene.input(h.select, [session, l.scene, gr.State(0)], layout_outputs)
+        l.frame.release(h.select, [session, *where], layout_outputs)
+        l.boxes.change(h.boxes_changed, [session, l.boxes, *where], layout_outputs, trigger_mode="always_last")
+        l.remove_keyframe.click(h.remove_keyframe, [session, *where], layout_outputs)
+        l.absent.click(h.make_absent, [session, *where, l.entity], layout_outputs)
 
-        g.events.input(h.edit_events, [session, g.events, *where], outputs)
+        g.events.input(h.edit_events, [session, g.events, *where], event_outputs)
 
         render_event = r.run.click(
             h.render, [session, r.steps, r.guidance, r.alpha, r.seed], [r.video, r.downloads, r.render_status], concurrency_limit=1, concurrency_id="render"
         )
         r.cancel.click(h.cancel, None, r.render_status, queue=False)
-        render_event.then(lambda: None)
     return app
+
+
+def warm_up() -> None:
+    """Build every view once for a small plan, so the first page load does not pay for first calls
+    (plotly figure classes, networkx layout, PIL drawing)."""
+    from core.plan import parse_plan
+    from studio.views import all_views
+
+    plan = parse_plan(
+        {
+            "prompt": "warm-up",
+            "entities": [{"id": "e1", "name": "ball", "kind": "ball", "attributes": {"color": "red"}}],
+            "scenes": [
+                {
+                    "id": "s1", "description": "warm-up", "background": "grass", "num_frames": 8,
+                    "keyframes": [{"frame": 0, "boxes": {"e1": [0.1, 0.1, 0.3, 0.3]}}, {"frame": 7, "boxes": {"e1": [0.6, 0.1, 0.8, 0.3]}}],
+                    "events": [{"agent": "e1", "predicate": "rolls", "target": None, "start": 0, "end": 7}],
+                }
+            ],
+        }
+    )
+    all_views(plan, 0, 3)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -116,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=__import__("sys").stderr)
         return 2
     workspace = Workspace(args.data_dir, model=args.model, device=args.device, dtype=args.dtype)
+    warm_up()
     app = build_app(workspace)
     app.queue(max_size=args.max_queue, default_concurrency_limit=8)
     print(f"Director Studio on http://{args.host}:{args.port} (data: {args.data_dir})", flush=True)

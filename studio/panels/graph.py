@@ -14,5 +14,6 @@ def render() -> SimpleNamespace:
         label="Events (agent, predicate, target, start-end frames)",
         elem_id="events-table",
     )
+    message = gr.Markdown(elem_id="events-message")
     timeline = gr.Plot(label="Timeline", elem_id="timeline")
     return SimpleNamespace(**locals())

@@ -26,4 +26,5 @@ def render() -> SimpleNamespace:
         remove_keyframe = gr.Button("Remove this keyframe", elem_id="remove-keyframe")
         entity = gr.Dropdown(label="Entity", choices=[], elem_id="entity-picker")
         absent = gr.Button("Off screen at this frame", elem_id="make-absent")
+    message = gr.Markdown(elem_id="layout-message")
     return SimpleNamespace(**locals())

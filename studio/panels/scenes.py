@@ -18,6 +18,7 @@ def render() -> SimpleNamespace:
         delete_scene = gr.Button("Delete selected scene", elem_id="delete-scene")
         move_up = gr.Button("Move up", elem_id="move-up")
         move_down = gr.Button("Move down", elem_id="move-down")
+    message = gr.Markdown(elem_id="scenes-message")
     entities = gr.Dataframe(
         headers=["id", "name", "kind", "color", "scenes"],
         datatype=["str", "str", "str", "str", "str"],

@@ -170,11 +170,28 @@ def test_drag_box_on_frame_0_becomes_keyframe_in_export(page, server):
     shot(page, "#box-editor", "layout.png")
 
 
+def red_box_x(page) -> float:
+    """Mean x (pixels) of the red box drawn on the box editor's canvas, from a screenshot."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    image = np.asarray(Image.open(io.BytesIO(page.locator("#box-editor canvas").first.screenshot())).convert("RGB")).astype(int)
+    red = (image[..., 0] > 150) & (image[..., 1] < 120) & (image[..., 2] < 120)
+    assert red.sum() > 50, "no red box on the canvas"
+    return float(red.nonzero()[1].mean())
+
+
 def test_frame_slider_moves_the_interpolated_box(page, server):
     generate(page, server, "A red ball rolls from left to right across the grass.")
+    time.sleep(0.5)
+    x0 = red_box_x(page)
     set_slider(page, "frame-slider", 8)
     page.wait_for_selector("#frame-status:has-text('Frame 8')")
     assert "interpolated" in page.inner_text("#frame-status")
+    time.sleep(0.5)
+    assert red_box_x(page) > x0 + 20  # the ball's box moved right on the canvas
 
 
 def test_editing_an_event_changes_the_timeline(page, server):
@@ -189,7 +206,7 @@ def test_editing_an_event_changes_the_timeline(page, server):
 def test_invalid_edit_shows_message_and_keeps_plan(page, server):
     generate(page, server, "A red ball rolls from left to right across the grass.")
     edit_cell(page, "#scenes-table", "cell-0-3", "100")
-    page.wait_for_selector("#message:has-text('num_frames: must be <= 64')")
+    page.wait_for_selector("#scenes-message:has-text('num_frames: must be <= 64')")
     assert current_plan(server)["scenes"][0]["num_frames"] == 16
     shot(page, "#scenes-table", "scenes.png")
 
@@ -210,6 +227,8 @@ def test_render_progress_download_and_cancel(page, server):
     generate(page, server, "A red ball rolls from left to right across the grass.")
     set_slider(page, "steps", 8)
     page.click("#render")
+    # Progress: gr.Progress shows "scene i/n, step k/K" while the render runs.
+    page.wait_for_function("() => /scene 1\\/1, step \\d+\\/8/.test(document.body.innerText)", timeout=60_000, polling=50)
     page.wait_for_selector("#render-status:has-text('Rendered')", timeout=120_000)
     link = page.locator("#downloads a").first
     with page.expect_download() as download:
