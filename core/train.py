@@ -45,7 +45,7 @@ class ToyTrainConfig:
     vae_foreground_weight: float = 8.0
     clips: int = 3000
     clip_frames: int = 8
-    unet_steps: int = 1300
+    unet_steps: int = 2000
     unet_batch: int = 10
     unet_lr: float = 3e-4
     warmup: int = 100
