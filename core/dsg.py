@@ -34,7 +34,7 @@ class SceneGraphs:
     frames: list[nx.DiGraph]
 
 
-def _display_names(plan: VideoPlan) -> dict[str, str]:
+def display_names(plan: VideoPlan) -> dict[str, str]:
     """Entity id -> a name unique within the plan (``"ball"``, ``"ball #2"``)."""
     names: dict[str, str] = {}
     counts: dict[str, int] = {}
@@ -65,7 +65,7 @@ def build_scene_graphs(plan: VideoPlan, scene: Scene) -> SceneGraphs:
         SceneGraphs with ``scene.num_frames`` graphs. An entity's object node is present in a frame
         exactly when it is on screen there (it has a box, keyframed or interpolated).
     """
-    names = _display_names(plan)
+    names = display_names(plan)
     entity_ids = scene.entity_ids()
     _, masks = interpolate_boxes(scene, entity_ids)
     colors = entity_colors(plan, scene)

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw
 
-from core.dsg import _display_names, build_scene_graphs
+from core.dsg import display_names, build_scene_graphs
 from core.plan import VideoPlan, interpolate_boxes
 from core.toyworld import BACKGROUNDS, COLORS
 
@@ -101,7 +101,7 @@ def scene_graph_figure(plan: VideoPlan, scene_index: int, frame: int) -> go.Figu
 def events_timeline(plan: VideoPlan, scene_index: int, frame: int | None = None) -> go.Figure:
     """The scene's events as a Gantt chart: one bar per (agent, predicate, target) over [start, end]."""
     scene = plan.scenes[scene_index]
-    names = _display_names(plan)
+    names = display_names(plan)
     labels, starts, lengths, colors = [], [], [], []
     for i, event in enumerate(scene.events):
         target = names.get(event.target, event.target) if event.target else ""

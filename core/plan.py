@@ -11,7 +11,6 @@ is off screen there.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -304,12 +303,3 @@ def interpolate_boxes(scene: Scene, entity_ids: list[str] | None = None) -> tupl
                 boxes[frame, n] = (1 - t) * np.asarray(box_a) + t * np.asarray(box_b)
                 masks[frame, n] = True
     return boxes, masks
-
-
-def plan_json_schema() -> dict:
-    """The plan's JSON schema (sent to LLMs for structured output)."""
-    return VideoPlan.model_json_schema()
-
-
-def dumps(plan: VideoPlan) -> str:
-    return json.dumps(plan.model_dump(mode="json"), indent=2)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from core.dsg import _display_names
+from core.dsg import display_names
 from core.editing import frame_boxes, is_keyframe
 from core.figures import entity_rgb, events_timeline, layout_sketch, scene_graph_figure
 from core.plan import VideoPlan
@@ -42,7 +42,7 @@ def event_rows(plan: VideoPlan, scene: int) -> list[list]:
 
 def box_labels(plan: VideoPlan) -> dict[str, str]:
     """Entity id -> the label shown on its box (unique display name)."""
-    return _display_names(plan)
+    return display_names(plan)
 
 
 def annotator_value(plan: VideoPlan, scene: int, frame: int, base=None) -> dict:

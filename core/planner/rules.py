@@ -172,9 +172,6 @@ def _clauses(sentence) -> list[Clause]:
                 clauses[-1].tokens.append(token)
             i += max(skip, 1) if skip else 1
             continue
-        if word in (",", "and") and i + 1 < len(tokens) and has_verb:
-            # lookahead: is the next token a verb starting a chained clause? handled above on that token
-            pass
         current.tokens.append(token)
         i += 1
     if pending_concurrent and len(clauses) > 1:
@@ -232,8 +229,6 @@ def _mentions(tokens) -> list[Mention]:
         word = token.text.lower()
         is_noun_like = token.pos_ in ("NOUN", "PROPN") or word in lx.KIND_SYNONYMS
         if is_noun_like and word not in lx.SPATIAL_NOUNS and not (_is_action(token) and word not in lx.KIND_SYNONYMS):
-            if nouns and index > 0 and tokens[index - 1].text.lower() == "of":
-                pass
             nouns.append(token)
             continue
         if word == "of" and nouns and index + 1 < len(tokens):
@@ -713,8 +708,6 @@ class _Builder:
         elif goal:
             gx = goal[0] if goal[0] is not None else cx
             gy = goal[1] if goal[1] is not None else cy
-            if source is None and goal[0] is None and direction is None and default[0] == 0 and default[1] == 0:
-                pass
         else:
             dx, dy = direction or default
             if source and not direction:
