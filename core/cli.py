@@ -47,15 +47,40 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--plan", type=Path)
     source.add_argument("--prompt")
     render.add_argument("--out", type=Path, required=True)
-    render.add_argument("--model", default=None, help="pipeline folder (default: the shipped toy model)")
-    render.add_argument("--device", default="cpu")
-    render.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    add_model_options(render)
     render.add_argument("--steps", type=int, default=25, help="denoising steps (1-200)")
     render.add_argument("--guidance-scale", type=float, default=4.0, help="classifier-free guidance (0-30)")
-    render.add_argument("--layout-alpha", type=float, default=1.0, help="fraction of steps with layout grounding (0-1)")
+    render.add_argument(
+        "--layout-alpha", type=float, default=None, help="fraction of steps with the adapter's gated attention (0-1; default 1 for the toy model, 0.3 for backbones)"
+    )
+    render.add_argument(
+        "--layout-control", choices=["auto", "adapter", "guidance", "none"], default="auto",
+        help="adapter, training-free box guidance, or none (auto: the adapter if the model has one, else guidance)",
+    )
+    render.add_argument("--frame-prompts", choices=["auto", "on", "off"], default="auto", help="a prompt per frame from its scene graph (auto: on for backbones)")
     render.add_argument("--seed", type=int, default=0)
     _planner_options(render)
     return parser
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The options that choose and place the rendering model (shared with the studio)."""
+    parser.add_argument("--model", default=None, help="diffusers pipeline folder or hub id (default: the shipped toy model)")
+    parser.add_argument("--adapter", type=Path, default=None, help="layout adapter .safetensors for a backbone")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda[:N] or mps")
+    parser.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="default: fp32 on the cpu, fp16 on a GPU")
+    parser.add_argument("--scheduler", default=None, choices=["ddim", "dpm++"], help="default: the toy model's DDIM, DPM-Solver++ for backbones")
+    parser.add_argument("--cpu-offload", action="store_true", help="model CPU offload for small GPUs")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+
+
+def model_options(args: argparse.Namespace) -> dict:
+    """Keyword arguments for ``core.render.load_pipeline`` from :func:`add_model_options`' options."""
+    dtype = args.dtype or ("fp32" if args.device == "cpu" else "fp16")
+    return {
+        "model": args.model, "adapter": args.adapter, "device": args.device, "dtype": dtype,
+        "scheduler": args.scheduler, "cpu_offload": args.cpu_offload, "compile_unet": args.compile,
+    }
 
 
 def _planner_options(parser: argparse.ArgumentParser) -> None:
@@ -100,7 +125,7 @@ def cmd_render(args) -> None:
         raise CliError(f"--out: must end in .mp4 (got {args.out.name})")
     settings = _settings(args)
     plan = load_plan(args.plan) if args.plan else _make_plan(args)
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    pipe = load_pipeline(**model_options(args))
     pipe.set_progress_bar_config(disable=True)
     total = sum(1 for _ in plan.scenes) * settings.num_inference_steps
     with tqdm(total=total, unit="step", desc="render", disable=None) as bar:
@@ -124,7 +149,10 @@ def _settings(args):
 
     names = {"num_inference_steps": "--steps", "guidance_scale": "--guidance-scale", "layout_alpha": "--layout-alpha", "seed": "--seed"}
     try:
-        return RenderSettings(num_inference_steps=args.steps, guidance_scale=args.guidance_scale, layout_alpha=args.layout_alpha, seed=args.seed)
+        return RenderSettings(
+            num_inference_steps=args.steps, guidance_scale=args.guidance_scale, layout_alpha=args.layout_alpha, seed=args.seed,
+            layout_control=args.layout_control, frame_prompts={"auto": None, "on": True, "off": False}[args.frame_prompts],
+        )
     except ValidationError as error:
         line = format_validation_error(error)[0]
         field, _, message = line.partition(": ")

@@ -179,3 +179,37 @@ def entity_phrase(graph: nx.DiGraph, entity_id: str, fallback: str) -> str:
         if data["type"] == "attribute" and data["predicate"] == HAS_COLOR:
             return f"{data['label']} {name}"
     return name
+
+
+def frame_prompt(graph: nx.DiGraph, scene_text: str) -> str:
+    """One frame's prompt: ``scene_text`` followed by what the frame's scene graph says.
+
+    Each on-screen entity contributes its phrase (colour at this frame plus kind) and its
+    relations, e.g. ``"the grass: a ball rolls. red ball rolls, blue star above red ball"``; the
+    per-frame phrases make a colour change reach the text at its frame (Dysen-VDM's per-frame
+    graphs, used without training a graph encoder).
+
+    Args:
+        graph: one frame's scene graph from :func:`build_scene_graphs`.
+        scene_text: the scene's prompt.
+
+    Returns:
+        str; just ``scene_text`` when the frame has no entity on screen.
+    """
+    parts = []
+    for node, data in graph.nodes(data=True):
+        if data["type"] != "object":
+            continue
+        phrase = entity_phrase(graph, node, data["label"])
+        relations = []
+        for child in graph.successors(node):
+            if graph.nodes[child]["type"] == "relation":
+                targets = [graph.nodes[o] for o in graph.successors(child)]
+                target = ""
+                if targets:
+                    target = entity_phrase(graph, next(graph.successors(child)), targets[0]["label"]) if targets[0]["type"] == "object" else targets[0]["label"]
+                relations.append(f"{graph.nodes[child]['label']} {target}".strip())
+        parts.append(f"{phrase} {' and '.join(relations)}" if relations else phrase)
+    if not parts:
+        return scene_text
+    return f"{scene_text.rstrip('. ')}. " + ", ".join(parts)

@@ -8,6 +8,7 @@ Grounding (GLIGEN gated self-attention, see :mod:`core.models.layout`) is active
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -18,6 +19,8 @@ from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import BaseOutput
 from einops import rearrange
 
+from core.guidance import BoxGuidance, guided_latents, install_recorder, layer_energy, phrase_token_weights
+from core.models.frame_text import FrameText
 from core.models.layout import LayoutAdapter
 
 
@@ -32,12 +35,15 @@ class LayoutConditioning:
         masks: torch.Tensor (frames, entities), float32, 1 where the entity is on screen, else 0.
         entity_seeds: one int per entity; an entity's initial noise is drawn from its seed and
             placed under its box, so entities that share a seed (a consistency group) start alike.
+        frame_prompts: optional text of each frame (length ``frames``), built from that frame's
+            scene graph; it replaces the scene prompt in the spatial cross-attention of its frame.
     """
 
     phrases: list[list[str]]
     boxes: torch.Tensor
     masks: torch.Tensor
     entity_seeds: list[int] | None = None
+    frame_prompts: list[str] | None = None
 
     @property
     def num_frames(self) -> int:
@@ -90,6 +96,7 @@ class Layout2VidPipeline(DiffusionPipeline):
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         if layout_adapter is not None:
             layout_adapter.attach(unet)
+        self._frame_text = FrameText(unet)
         self._interrupt = False
 
     @property
@@ -160,6 +167,8 @@ class Layout2VidPipeline(DiffusionPipeline):
                 raise ValueError(f"layout.phrases: must be num_frames x entities = {num_frames} x {layout.num_entities}")
             if layout.entity_seeds is not None and len(layout.entity_seeds) != layout.num_entities:
                 raise ValueError(f"layout.entity_seeds: must have {layout.num_entities} entries (got {len(layout.entity_seeds)})")
+            if layout.frame_prompts is not None and len(layout.frame_prompts) != num_frames:
+                raise ValueError(f"layout.frame_prompts: must have one prompt per frame ({num_frames}), got {len(layout.frame_prompts)}")
         unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs: must be among {self._callback_tensor_inputs} (got {sorted(unknown)})")
@@ -218,6 +227,7 @@ class Layout2VidPipeline(DiffusionPipeline):
         num_inference_steps: int = 25,
         guidance_scale: float = 4.0,
         layout_alpha: float = 1.0,
+        box_guidance: BoxGuidance | None = None,
         negative_prompt: str = "",
         generator: torch.Generator | None = None,
         callback_on_step_end: Callable[["Layout2VidPipeline", int, int, dict], dict] | None = None,
@@ -234,7 +244,10 @@ class Layout2VidPipeline(DiffusionPipeline):
             num_inference_steps: denoising steps (1-1000).
             guidance_scale: classifier-free guidance weight w (0-50); w <= 1 disables guidance.
                 The unconditional branch has the negative prompt and null grounding tokens.
-            layout_alpha: fraction of the steps (0-1) with grounding on, VideoDirectorGPT's alpha.
+            layout_alpha: fraction of the steps (0-1) with the adapter's gated attention on,
+                VideoDirectorGPT's alpha. 0 turns the adapter off.
+            box_guidance: training-free cross-attention box guidance (:mod:`core.guidance`) for
+                the first ``box_guidance.alpha`` fraction of the steps; None for none.
             generator: torch.Generator for the initial noise.
             callback_on_step_end: ``f(pipe, step, timestep, {"latents": ...}) -> dict``; returned
                 tensors replace the loop's. Set ``pipe._interrupt = True`` in it to stop early.
@@ -251,12 +264,19 @@ class Layout2VidPipeline(DiffusionPipeline):
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
         self.check_inputs(prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, layout_alpha, callback_on_step_end_tensor_inputs)
+        if box_guidance is not None and not (0.0 <= box_guidance.alpha <= 1.0 and box_guidance.scale >= 0.0):
+            raise ValueError(f"box_guidance: alpha must be in [0, 1] and scale >= 0 (got {box_guidance.alpha}, {box_guidance.scale})")
         self._interrupt = False
         device, dtype = self._execution_device, self.unet.dtype
         do_cfg = guidance_scale > 1.0
 
-        # 2. Encode the prompt.
+        # 2. Encode the prompt: the scene prompt, and each frame's own prompt where given.
         prompt_embeds = self.encode_prompt([negative_prompt, prompt] if do_cfg else [prompt]).to(dtype)
+        frame_embeds = cond_frame_embeds = None  # (B * F, T, D), (F, T, D)
+        frame_prompts = layout.frame_prompts if layout is not None else None
+        if frame_prompts is not None:
+            cond_frame_embeds = self.encode_prompt(frame_prompts).to(dtype)
+            frame_embeds = torch.cat([prompt_embeds[:1].expand(num_frames, -1, -1), cond_frame_embeds]) if do_cfg else cond_frame_embeds
 
         # 3. Grounding tokens.
         objs = None
@@ -267,33 +287,57 @@ class Layout2VidPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
         layout_steps = round(layout_alpha * len(timesteps))
+        guided_steps = 0
+        if box_guidance is not None and layout is not None and layout.num_entities > 0:
+            guided_steps = round(box_guidance.alpha * len(timesteps))
 
         # 5. Latents.
         latents = self.prepare_latents(num_frames, height, width, dtype, device, generator, layout)
         aspect = height / width
 
         # 6. Denoising loop.
-        with self.progress_bar(total=len(timesteps)) as progress_bar:
-            for i, t in enumerate(timesteps):
-                latent_input = torch.cat([latents] * 2) if do_cfg else latents
-                latent_input = self.scheduler.scale_model_input(latent_input, t)
-                step_objs = objs if i < layout_steps else None
-                if self.layout_adapter is not None:
-                    with self.layout_adapter.grounding(step_objs, aspect=aspect):
+        recorder, previous_processors = install_recorder(self.unet) if guided_steps else (None, None)
+        try:
+            if guided_steps:
+                token_weights = phrase_token_weights(
+                    self.tokenizer, frame_prompts or [prompt] * num_frames, layout.phrases, max_length=self.config.max_prompt_tokens
+                ).to(device)
+                boxes, masks = layout.boxes.to(device), layout.masks.to(device)
+                cond_embeds = prompt_embeds[-1:]
+
+                def energy(x, t):
+                    recorder.maps.clear()
+                    recorder.recording = True
+                    try:
+                        with self._conditioning(None, cond_frame_embeds, aspect):
+                            self.unet(self.scheduler.scale_model_input(x, t), t, encoder_hidden_states=cond_embeds)
+                    finally:
+                        recorder.recording = False
+                    return layer_energy(recorder.maps, token_weights, boxes, masks, aspect=aspect)
+
+            with self.progress_bar(total=len(timesteps)) as progress_bar:
+                for i, t in enumerate(timesteps):
+                    if i < guided_steps:
+                        latents, _ = guided_latents(latents, lambda x: energy(x, t), scale=box_guidance.scale)
+                    latent_input = torch.cat([latents] * 2) if do_cfg else latents
+                    latent_input = self.scheduler.scale_model_input(latent_input, t)
+                    step_objs = objs if i < layout_steps else None
+                    with self._conditioning(step_objs, frame_embeds, aspect):
                         model_output = self.unet(latent_input, t, encoder_hidden_states=prompt_embeds).sample
-                else:
-                    model_output = self.unet(latent_input, t, encoder_hidden_states=prompt_embeds).sample
-                if do_cfg:
-                    uncond, cond = model_output.chunk(2)
-                    model_output = uncond + guidance_scale * (cond - uncond)
-                latents = self.scheduler.step(model_output, t, latents).prev_sample
-                if callback_on_step_end is not None:
-                    available = {"latents": latents}
-                    tensors = {name: available[name] for name in callback_on_step_end_tensor_inputs}
-                    latents = callback_on_step_end(self, i, t, tensors).get("latents", latents)
-                progress_bar.update()
-                if self.interrupt:
-                    return Layout2VidPipelineOutput(frames=None, interrupted=True)
+                    if do_cfg:
+                        uncond, cond = model_output.chunk(2)
+                        model_output = uncond + guidance_scale * (cond - uncond)
+                    latents = self.scheduler.step(model_output, t, latents).prev_sample
+                    if callback_on_step_end is not None:
+                        available = {"latents": latents}
+                        tensors = {name: available[name] for name in callback_on_step_end_tensor_inputs}
+                        latents = callback_on_step_end(self, i, t, tensors).get("latents", latents)
+                    progress_bar.update()
+                    if self.interrupt:
+                        return Layout2VidPipelineOutput(frames=None, interrupted=True)
+        finally:
+            if previous_processors is not None:
+                self.unet.set_attn_processor(previous_processors)
 
         if output_type == "latent":
             return Layout2VidPipelineOutput(frames=latents)
@@ -302,6 +346,16 @@ class Layout2VidPipeline(DiffusionPipeline):
         frames = self.decode_latents(latents)
         self.maybe_free_model_hooks()
         return Layout2VidPipelineOutput(frames=frames)
+
+    @contextmanager
+    def _conditioning(self, objs: torch.Tensor | None, frame_embeds: torch.Tensor | None, aspect: float):
+        """UNet calls inside use grounding tokens ``objs`` and per-frame text ``frame_embeds``."""
+        with self._frame_text.use(frame_embeds):
+            if self.layout_adapter is None:
+                yield
+            else:
+                with self.layout_adapter.grounding(objs, aspect=aspect):
+                    yield
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, chunk: int = 16) -> np.ndarray:

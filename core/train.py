@@ -2,6 +2,7 @@
 
     python -m core.train toy --out runs/toy --seed 0          # generate data and train, resumable
     python -m core.train export --run runs/toy --to assets/layout2vid-toy
+    python -m core.train adapter --model PATH --images DIR --annotations COCO.json   # see core.adapter_training
 
 Stages (each resumes from its last checkpoint in ``--out``; a finished stage is skipped):
 1. ``vae``: AutoencoderKL on random toy frames (L1 + MSE + a small KL term).
@@ -321,10 +322,30 @@ def main(argv: list[str] | None = None) -> int:
     toy.add_argument("--out", type=Path, default=Path("runs/toy"))
     for name, value in asdict(ToyTrainConfig()).items():
         toy.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    ada = sub.add_parser("adapter", help="train a layout adapter on a frozen backbone from COCO boxes (VideoDirectorGPT recipe)")
+    ada.add_argument("--model", required=True, help="diffusers text-to-video folder or hub id")
+    ada.add_argument("--images", type=Path, required=True, help="folder of the images named in the annotations")
+    ada.add_argument("--annotations", type=Path, required=True, help="COCO instances JSON")
+    ada.add_argument("--out", type=Path, default=Path("layout2vid.safetensors"))
+    ada.add_argument("--steps", type=int, default=1000)
+    ada.add_argument("--batch", type=int, default=4)
+    ada.add_argument("--lr", type=float, default=5e-5)
+    ada.add_argument("--seed", type=int, default=0)
+    ada.add_argument("--device", default="cpu")
+    ada.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
     exp = sub.add_parser("export", help="write a trained run as a pipeline folder")
     exp.add_argument("--run", type=Path, default=Path("runs/toy"))
     exp.add_argument("--to", type=Path, default=Path("assets/layout2vid-toy"))
     args = parser.parse_args(argv)
+    if args.command == "adapter":
+        from core.adapter_training import run
+
+        try:
+            return run(args)
+        except (ValueError, OSError) as error:
+            message = f"{error.filename}: no such file" if isinstance(error, FileNotFoundError) and error.filename else str(error)
+            print(f"error: {message}", file=sys.stderr)
+            return 2
     if args.command == "export":
         print(export(args.run, args.to))
         return 0

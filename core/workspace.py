@@ -36,14 +36,17 @@ class Workspace:
         data_dir: holds ``studio.sqlite3`` and ``outputs/``.
         model: pipeline folder for rendering (None: the shipped toy model).
         device, dtype: where the pipeline runs.
+        load_options: more keyword arguments for :func:`core.render.load_pipeline` (``adapter``,
+            ``scheduler``, ``cpu_offload``, ``compile_unet``).
     """
 
-    def __init__(self, data_dir: str | Path, *, model: str | None = None, device: str = "cpu", dtype: str = "fp32"):
+    def __init__(self, data_dir: str | Path, *, model: str | None = None, device: str = "cpu", dtype: str = "fp32", **load_options):
         self.data_dir = Path(data_dir)
         self.output_dir = self.data_dir / "outputs"
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.store = ProjectStore(self.data_dir / "studio.sqlite3")
         self.model, self.device, self.dtype = model, device, dtype
+        self.load_options = load_options
         self._pipe = None
         self._pipe_lock = threading.Lock()
         self._render_lock = threading.Lock()
@@ -118,7 +121,7 @@ class Workspace:
             if self._pipe is None:
                 from core.render import load_pipeline
 
-                self._pipe = load_pipeline(self.model, device=self.device, dtype=self.dtype)
+                self._pipe = load_pipeline(self.model, device=self.device, dtype=self.dtype, **self.load_options)
                 self._pipe.set_progress_bar_config(disable=True)
             return self._pipe
 
@@ -151,11 +154,11 @@ class Workspace:
 
     def rendered_frame(self, project_id: int, plan: VideoPlan, scene_index: int, frame: int) -> np.ndarray | None:
         """The frame from the project's last render of this exact scene, if one is cached."""
-        from core.render import scene_cache_key
+        from core.render import model_id, scene_cache_key
 
         settings = self._last_settings.get(project_id)
         if self._pipe is None or settings is None:
             return None
-        key = scene_cache_key(plan, scene_index, settings, str(getattr(self._pipe, "name_or_path", "")) or "pipeline")
+        key = scene_cache_key(plan, scene_index, settings, model_id(self._pipe))
         frames = self._scene_cache.get(key)
         return None if frames is None else frames[frame]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from core.cli import add_model_options, model_options
+from core.render import check_model_options
 from core.store import default_data_dir
 from core.workspace import Workspace
 from studio.handlers import Handlers
@@ -114,9 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--auth", default=os.environ.get("DIRECTOR_STUDIO_AUTH"), help="user:password (required for a non-local host)")
     parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="projects database and outputs")
-    parser.add_argument("--model", default=None, help="pipeline folder (default: the shipped toy model)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    add_model_options(parser)
     parser.add_argument("--max-queue", type=int, default=8, help="renders waiting at most")
     return parser.parse_args(argv)
 
@@ -140,7 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=__import__("sys").stderr)
         return 2
-    workspace = Workspace(args.data_dir, model=args.model, device=args.device, dtype=args.dtype)
+    options = model_options(args)
+    try:
+        check_model_options(**options)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=__import__("sys").stderr)
+        return 2
+    workspace = Workspace(args.data_dir, **options)
     warm_up()
     app = build_app(workspace)
     app.queue(max_size=args.max_queue, default_concurrency_limit=8)

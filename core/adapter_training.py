@@ -1,0 +1,274 @@
+"""Train a layout adapter on a frozen text-to-video backbone from image-level box annotations.
+
+VideoDirectorGPT's Layout2Vid recipe (arXiv 2309.15091, section 3.2): only the GLIGEN-style gated
+self-attention and the grounding position net are trained, on images with boxes treated as
+one-frame videos, with the backbone (UNet3D, VAE, text encoder) frozen. The loss is the backbone's
+own diffusion objective (epsilon or v-prediction MSE, per its scheduler config).
+
+Annotations are COCO "instances" JSON: ``images`` (id, file_name, width, height), ``annotations``
+(image_id, category_id, bbox = [x, y, w, h] in pixels) and ``categories`` (id, name). The phrase of
+a box is its category name; the prompt of an image is its ``caption`` if it has one, else
+``"a photo of <names>"``.
+
+    python -m core.train adapter --model PATH --images DIR --annotations COCO.json --out layout2vid.safetensors
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from tqdm import tqdm
+
+
+class CocoImage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: int
+    file_name: str
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    caption: str | None = None
+
+
+class CocoAnnotation(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    image_id: int
+    category_id: int
+    bbox: list[float] = Field(min_length=4, max_length=4)
+
+
+class CocoCategory(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: int
+    name: str = Field(min_length=1)
+
+
+class CocoInstances(BaseModel):
+    """The part of a COCO instances file the adapter trainer reads."""
+
+    model_config = ConfigDict(extra="ignore")
+    images: list[CocoImage] = Field(min_length=1)
+    annotations: list[CocoAnnotation]
+    categories: list[CocoCategory] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class AdapterTrainConfig:
+    """Settings of :func:`train_adapter` (defaults follow GLIGEN's fine-tuning: AdamW, lr 5e-5)."""
+
+    steps: int = 1000
+    batch: int = 4
+    lr: float = 5e-5
+    max_boxes: int = 8
+    drop_grounding: float = 0.1  # fraction of samples with null grounding tokens (for guidance)
+    seed: int = 0
+
+
+def load_coco(path: Path) -> CocoInstances:
+    """Parse and validate a COCO instances file.
+
+    Raises:
+        ValueError: not JSON, a missing or malformed field (named), or references to unknown ids.
+    """
+    try:
+        coco = CocoInstances.model_validate_json(Path(path).read_text())
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"annotations: {where}: {first['msg']}") from None
+    images = {image.id for image in coco.images}
+    categories = {c.id for c in coco.categories}
+    for i, ann in enumerate(coco.annotations):
+        if ann.image_id not in images:
+            raise ValueError(f"annotations[{i}].image_id: {ann.image_id} is not an image id")
+        if ann.category_id not in categories:
+            raise ValueError(f"annotations[{i}].category_id: {ann.category_id} is not a category id")
+        if ann.bbox[2] <= 0 or ann.bbox[3] <= 0:
+            raise ValueError(f"annotations[{i}].bbox: width and height must be > 0 (got {ann.bbox})")
+    return coco
+
+
+def grounding_examples(coco: CocoInstances, images_dir: Path, *, size: tuple[int, int], max_boxes: int) -> list[dict]:
+    """One example per annotated image: pixels, prompt, phrases, xyxy boxes in [0, 1].
+
+    Returns:
+        dicts with ``pixels`` torch.Tensor (3, H, W) float32 in [-1, 1], ``prompt`` str,
+        ``phrases`` list[str] and ``boxes`` torch.Tensor (n, 4), the ``max_boxes`` largest boxes.
+
+    Raises:
+        FileNotFoundError: an image file is missing.
+    """
+    names = {c.id: c.name for c in coco.categories}
+    by_image: dict[int, list[CocoAnnotation]] = {}
+    for ann in coco.annotations:
+        by_image.setdefault(ann.image_id, []).append(ann)
+    height, width = size
+    examples = []
+    for image in coco.images:
+        anns = sorted(by_image.get(image.id, []), key=lambda a: -a.bbox[2] * a.bbox[3])[:max_boxes]
+        if not anns:
+            continue
+        path = images_dir / image.file_name
+        if not path.is_file():
+            raise FileNotFoundError(2, "no such file", str(path))
+        pixels = np.asarray(Image.open(path).convert("RGB").resize((width, height), Image.BICUBIC), dtype=np.float32)
+        boxes = torch.tensor(
+            [[a.bbox[0] / image.width, a.bbox[1] / image.height, (a.bbox[0] + a.bbox[2]) / image.width, (a.bbox[1] + a.bbox[3]) / image.height] for a in anns]
+        ).clamp(0, 1)
+        phrases = [names[a.category_id] for a in anns]
+        prompt = image.caption or "a photo of " + ", ".join(dict.fromkeys(phrases))
+        examples.append({"pixels": torch.from_numpy(pixels).permute(2, 0, 1) / 127.5 - 1, "prompt": prompt, "phrases": phrases, "boxes": boxes})
+    if not examples:
+        raise ValueError("annotations: no image has a box")
+    return examples
+
+
+def encode_examples(pipe, examples: list[dict], *, max_boxes: int) -> dict:
+    """Encode examples once with the frozen VAE and text encoder.
+
+    Returns:
+        ``latents`` (N, C, 1, h, w), ``prompt_embeds`` (N, T, D), ``phrase_embeds`` (N, max_boxes, P),
+        ``boxes`` (N, max_boxes, 4), ``masks`` (N, max_boxes); all float32 on the CPU.
+    """
+    latents, prompts, phrase_embeds, boxes, masks = [], [], [], [], []
+    device = pipe._execution_device
+    with torch.no_grad():
+        for ex in examples:
+            pixels = ex["pixels"][None].to(device=device, dtype=pipe.vae.dtype)
+            latent = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
+            latents.append(latent[:, :, None].float().cpu())  # (1, C, 1, h, w)
+            prompts.append(pipe.encode_prompt([ex["prompt"]]).float().cpu())
+            n = len(ex["phrases"])
+            table = torch.zeros(max_boxes, pipe.text_encoder.config.hidden_size)
+            table[:n] = pipe.encode_phrases(ex["phrases"]).float().cpu()
+            box = torch.zeros(max_boxes, 4)
+            box[:n] = ex["boxes"]
+            mask = torch.zeros(max_boxes)
+            mask[:n] = 1
+            phrase_embeds.append(table)
+            boxes.append(box)
+            masks.append(mask)
+    return {
+        "latents": torch.cat(latents), "prompt_embeds": torch.cat(prompts), "phrase_embeds": torch.stack(phrase_embeds),
+        "boxes": torch.stack(boxes), "masks": torch.stack(masks),
+    }
+
+
+def diffusion_loss(pipe, adapter, batch: dict, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """The backbone's diffusion MSE on ``batch`` with the adapter's grounding (a scalar tensor).
+
+    Args:
+        batch: a slice of :func:`encode_examples`' output. noise: like ``batch["latents"]``.
+        timesteps: (N,) int64 training timesteps.
+    """
+    device, dtype = pipe._execution_device, pipe.unet.dtype
+    latents = batch["latents"].to(device)
+    noise = noise.to(device)
+    timesteps = timesteps.to(device)
+    noisy = pipe.scheduler.add_noise(latents, noise, timesteps)
+    if pipe.scheduler.config.prediction_type == "v_prediction":
+        target = pipe.scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    # A bf16/fp16 backbone with an fp32 adapter runs under autocast.
+    with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32):
+        objs = adapter.grounding_tokens(batch["boxes"].to(device), batch["masks"].to(device), batch["phrase_embeds"].to(device))
+        with adapter.grounding(objs):
+            pred = pipe.unet(noisy.to(dtype), timesteps, encoder_hidden_states=batch["prompt_embeds"].to(device, dtype)).sample
+    return F.mse_loss(pred.float(), target.float())
+
+
+def train_adapter(pipe, data: dict, cfg: AdapterTrainConfig, *, log_path: Path | None = None):
+    """Train a new :class:`LayoutAdapter` (gates at 0) on ``data`` with the backbone frozen.
+
+    Args:
+        pipe: a Layout2VidPipeline (its UNet, VAE and text encoder are frozen here).
+        data: :func:`encode_examples`' output.
+
+    Returns:
+        (adapter, losses): the trained adapter (fp32) and the loss of every step.
+    """
+    from core.backbones import adapter_for
+
+    torch.manual_seed(cfg.seed)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.requires_grad_(False)
+    if pipe.layout_adapter is not None:
+        pipe.layout_adapter.detach(pipe.unet)
+    adapter = adapter_for(pipe.unet, pipe.text_encoder, gate_init=0.0).to(pipe._execution_device)
+    adapter.attach(pipe.unet)
+    adapter.train()
+    optimizer = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    n = data["latents"].shape[0]
+    num_train = pipe.scheduler.config.num_train_timesteps
+    losses = []
+    writer = None
+    if log_path is not None:
+        log = open(log_path, "w", newline="")
+        writer = csv.writer(log)
+        writer.writerow(["step", "loss", "lr"])
+    for step in tqdm(range(cfg.steps), desc="adapter", disable=None):
+        idx = torch.randint(0, n, (min(cfg.batch, n),), generator=generator)
+        batch = {k: v[idx] for k, v in data.items()}
+        drop = torch.rand(len(idx), generator=generator) < cfg.drop_grounding
+        batch["masks"] = batch["masks"] * (~drop).float()[:, None]
+        noise = torch.randn(batch["latents"].shape, generator=generator)
+        timesteps = torch.randint(0, num_train, (len(idx),), generator=generator)
+        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.steps // 20))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = diffusion_loss(pipe, adapter, batch, noise, timesteps)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(adapter.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        if writer is not None:
+            writer.writerow([step + 1, f"{losses[-1]:.5f}", f"{lr:.2e}"])
+    if writer is not None:
+        log.close()
+    adapter.eval()
+    return adapter, losses
+
+
+def trainable_fraction(pipe, adapter) -> tuple[int, int]:
+    """(adapter parameters, adapter + UNet parameters): VideoDirectorGPT trains about 13 %."""
+    trainable = sum(p.numel() for p in adapter.parameters())
+    return trainable, trainable + sum(p.numel() for p in pipe.unet.parameters())
+
+
+def run(args) -> int:
+    """``python -m core.train adapter``: load, encode, train, save; prints the loss and the fraction."""
+    from core.backbones import save_adapter
+    from core.render import load_pipeline
+
+    coco = load_coco(args.annotations)
+    if not args.images.is_dir():
+        raise ValueError(f"--images: {args.images} is not a folder")
+    if args.out.suffix != ".safetensors":
+        raise ValueError(f"--out: must end in .safetensors (got {args.out.name})")
+    cfg = AdapterTrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed)
+    if cfg.steps < 1 or cfg.batch < 1 or not 0 < cfg.lr < 1:
+        raise ValueError("--steps and --batch must be >= 1 and --lr in (0, 1)")
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype or ("fp32" if args.device == "cpu" else "bf16"))
+    pipe.set_progress_bar_config(disable=True)
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    examples = grounding_examples(coco, args.images, size=(side, side), max_boxes=cfg.max_boxes)
+    data = encode_examples(pipe, examples, max_boxes=cfg.max_boxes)
+    adapter, losses = train_adapter(pipe, data, cfg, log_path=args.out.with_suffix(".loss.csv"))
+    save_adapter(adapter, args.out)
+    trained, total = trainable_fraction(pipe, adapter)
+    window = max(1, math.ceil(len(losses) / 10))
+    print(
+        f"wrote {args.out}: {len(examples)} images, {cfg.steps} steps, loss {np.mean(losses[:window]):.4f} -> {np.mean(losses[-window:]):.4f}; "
+        f"trained {trained:,} of {total:,} parameters ({100 * trained / total:.1f} %)"
+    )
+    return 0
