@@ -10,13 +10,15 @@ outside the loop). Then, on the same device, the same latents and scheduler (DPM
 
 1. the stock diffusers ``TextToVideoSDPipeline``;
 2. our ``Layout2VidPipeline`` with a layout adapter and three boxed entities, gated attention on for
-   every step (``layout_alpha=1``, the worst case);
+   every step (``layout_alpha=1``, the worst case): GLIGEN's adapter (gated self-attention plus a
+   gated feed-forward, ``ff_mult=4``) and the light one (``ff_mult=0``, no feed-forward);
 3. ours without an adapter, with training-free box guidance on its default first 20 % of steps.
 
 It prints seconds per denoising step (median over the steps after the first), the ratios against the
-stock pipeline (goals: adapter <= 1.10 per step, guidance <= 1.5 per render), peak GPU memory, and
-the achieved TFLOP/s of the stock step (FLOPs counted by ``FlopCounterMode``) against this device's
-own dense matmul TFLOP/s measured in the same run.
+stock pipeline (goals: adapter <= 1.10 per step, guidance <= 1.5 per render), peak GPU memory, the
+achieved TFLOP/s of the stock step (FLOPs counted by ``FlopCounterMode``) against this device's own
+dense matmul TFLOP/s measured in the same run, and the FLOP ratios of both adapters on the full
+ModelScope UNet at 16 x 256 x 256 (counted on the ``meta`` device, so also on a CPU).
 """
 
 from __future__ import annotations
@@ -77,6 +79,35 @@ def build(config: str, device: str, dtype: torch.dtype):
     return parts
 
 
+def full_size_flop_ratios(frames: int = 16, size: int = 256) -> dict[int, float]:
+    """FLOPs of one CFG step of the full ModelScope UNet3D with each adapter / without, on ``meta``."""
+    from diffusers import UNet3DConditionModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from core.models.layout import LayoutAdapter
+
+    with torch.device("meta"):
+        unet = UNet3DConditionModel()
+        adapters = {mult: LayoutAdapter.for_unet(unet, phrase_dim=1024, ff_mult=mult) for mult in (4, 0)}
+    x = torch.empty(2, 4, frames, size // 8, size // 8, device="meta")
+    embeds = torch.empty(2, 77, 1024, device="meta")
+    t = torch.tensor(500, device="meta")
+
+    def count(adapter=None) -> int:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            if adapter is None:
+                unet(x, t, encoder_hidden_states=embeds)
+            else:
+                adapter.attach(unet)
+                with adapter.grounding(torch.empty(2 * frames, 3, 1024, device="meta")):
+                    unet(x, t, encoder_hidden_states=embeds)
+                adapter.detach(unet)
+        return counter.get_total_flops()
+
+    base = count()
+    return {mult: count(adapter) / base for mult, adapter in adapters.items()}
+
+
 def step_times(run, device: str) -> tuple[list[float], float]:
     """Run ``run(callback)`` once; returns (seconds of each step after the first, whole-call seconds)."""
     stamps: list[float] = []
@@ -124,8 +155,8 @@ def main() -> None:
           f"config {config} ({params / 1e9:.2f} B UNet parameters), {args.frames} frames {size}x{size}, {steps} DPM-Solver++ steps, guidance 9")
     stock = TextToVideoSDPipeline(**parts)
     stock.set_progress_bar_config(disable=True)
-    adapter = adapter_for(parts["unet"], parts["text_encoder"], gate_init=0.5).to(device=args.device, dtype=dtype)
-    ours = Layout2VidPipeline(**parts, layout_adapter=adapter, max_prompt_tokens=77)
+    adapters = {mult: adapter_for(parts["unet"], parts["text_encoder"], gate_init=0.5, ff_mult=mult).to(device=args.device, dtype=dtype) for mult in (4, 0)}
+    ours = Layout2VidPipeline(**parts, layout_adapter=adapters[4], max_prompt_tokens=77)
     ours.set_progress_bar_config(disable=True)
     prompt = "a red ball rolls left of a blue star under a green tree"
     boxes = torch.tensor([[0.05, 0.4, 0.35, 0.7], [0.5, 0.1, 0.8, 0.4], [0.6, 0.5, 0.95, 0.95]])
@@ -137,7 +168,17 @@ def main() -> None:
     def run_stock(cb):
         stock(prompt, generator=torch.Generator().manual_seed(0), callback=cb, callback_steps=1, **common)
 
+    def use_adapter(mult):
+        ours.layout_adapter.detach(ours.unet)
+        adapters[mult].attach(ours.unet)
+        ours.register_modules(layout_adapter=adapters[mult])
+
     def run_adapter(cb):
+        use_adapter(4)
+        ours(prompt, layout, layout_alpha=1.0, generator=torch.Generator().manual_seed(0), callback_on_step_end=cb, **common)
+
+    def run_light(cb):
+        use_adapter(0)
         ours(prompt, layout, layout_alpha=1.0, generator=torch.Generator().manual_seed(0), callback_on_step_end=cb, **common)
 
     def run_guidance(cb):
@@ -148,12 +189,12 @@ def main() -> None:
             ours.layout_adapter.attach(ours.unet)
 
     results = {}
-    for name, run in [("stock", run_stock), ("adapter", run_adapter), ("guidance", run_guidance)]:
+    for name, run in [("stock", run_stock), ("adapter", run_adapter), ("light", run_light), ("guidance", run_guidance)]:
         run(lambda *a: a[-1] if isinstance(a[-1], dict) else None)  # warm-up
         if gpu:
             torch.cuda.reset_peak_memory_stats()
         per_step, total = step_times(run, args.device)
-        peak = torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan")
+        peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if gpu else "n/a on the cpu"
         results[name] = (statistics.median(per_step), total, peak)
 
     latents = torch.randn(2, 4, args.frames, size // 8, size // 8, device=args.device, dtype=dtype)
@@ -163,14 +204,20 @@ def main() -> None:
     flops = counter.get_total_flops()
     peak_tflops = matmul_tflops(args.device, dtype)
 
-    s_stock, t_stock, m_stock = results["stock"]
-    s_adapter, t_adapter, m_adapter = results["adapter"]
-    _, t_guidance, m_guidance = results["guidance"]
-    print(f"stock TextToVideoSDPipeline: {s_stock:.3f} s/step, {t_stock:.2f} s per call, peak {m_stock:.2f} GiB")
-    print(f"Layout2Vid + adapter (alpha 1): {s_adapter:.3f} s/step, {t_adapter:.2f} s per call, peak {m_adapter:.2f} GiB")
-    print(f"Layout2Vid + training-free guidance (alpha 0.2): {t_guidance:.2f} s per call, peak {m_guidance:.2f} GiB")
-    print(f"ratio adapter / stock per step: {s_adapter / s_stock:.3f} (goal <= 1.10)")
-    print(f"ratio guidance / stock per call: {t_guidance / t_stock:.3f} (goal <= 1.5)")
+    labels = {
+        "stock": "stock TextToVideoSDPipeline",
+        "adapter": "Layout2Vid + GLIGEN adapter, ff_mult 4 (alpha 1)",
+        "light": "Layout2Vid + light adapter, ff_mult 0 (alpha 1)",
+        "guidance": "Layout2Vid + training-free guidance (alpha 0.2)",
+    }
+    for name, (per_step, total, peak) in results.items():
+        print(f"{labels[name]}: {per_step:.3f} s/step, {total:.2f} s per call, peak {peak}")
+    s_stock, t_stock = results["stock"][:2]
+    print(f"ratio GLIGEN adapter / stock per step: {results['adapter'][0] / s_stock:.3f} (goal <= 1.10)")
+    print(f"ratio light adapter / stock per step: {results['light'][0] / s_stock:.3f} (goal <= 1.10)")
+    print(f"ratio guidance / stock per call: {results['guidance'][1] / t_stock:.3f} (goal <= 1.5)")
+    ratios = full_size_flop_ratios()
+    print(f"FLOPs of a CFG step, full ModelScope UNet3D at 16x256x256: GLIGEN adapter {ratios[4]:.3f}x, light adapter {ratios[0]:.3f}x the stock step")
     achieved = flops / s_stock / 1e12
     print(f"stock step: {flops / 1e12:.2f} TFLOP -> {achieved:.2f} TFLOP/s achieved vs {peak_tflops:.2f} TFLOP/s dense matmul on this device ({achieved / peak_tflops:.2f})")
 

@@ -69,6 +69,7 @@ class AdapterTrainConfig:
     max_boxes: int = 8
     drop_grounding: float = 0.1  # fraction of samples with null grounding tokens (for guidance)
     seed: int = 0
+    ff_mult: int = 4  # the adapter's gated feed-forward width (GLIGEN 4, 0 for none)
 
 
 def load_coco(path: Path) -> CocoInstances:
@@ -202,7 +203,7 @@ def train_adapter(pipe, data: dict, cfg: AdapterTrainConfig, *, log_path: Path |
         module.requires_grad_(False)
     if pipe.layout_adapter is not None:
         pipe.layout_adapter.detach(pipe.unet)
-    adapter = adapter_for(pipe.unet, pipe.text_encoder, gate_init=0.0).to(pipe._execution_device)
+    adapter = adapter_for(pipe.unet, pipe.text_encoder, gate_init=0.0, ff_mult=cfg.ff_mult).to(pipe._execution_device)
     adapter.attach(pipe.unet)
     adapter.train()
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -255,7 +256,7 @@ def run(args) -> int:
         raise ValueError(f"--images: {args.images} is not a folder")
     if args.out.suffix != ".safetensors":
         raise ValueError(f"--out: must end in .safetensors (got {args.out.name})")
-    cfg = AdapterTrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed)
+    cfg = AdapterTrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, ff_mult=args.ff_mult)
     if cfg.steps < 1 or cfg.batch < 1 or not 0 < cfg.lr < 1:
         raise ValueError("--steps and --batch must be >= 1 and --lr in (0, 1)")
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype or ("fp32" if args.device == "cpu" else "bf16"))

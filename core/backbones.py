@@ -66,20 +66,14 @@ def resolve_model_dir(model: str | Path) -> Path:
         raise OSError(f"model: {text} is not a local folder and could not be fetched from the hub ({type(error).__name__})") from None
 
 
-def adapter_for(unet, text_encoder, *, gate_init: float = 0.0, fourier_freqs: int = 8) -> LayoutAdapter:
+def adapter_for(unet, text_encoder, *, gate_init: float = 0.0, fourier_freqs: int = 8, ff_mult: int = 4) -> LayoutAdapter:
     """A new LayoutAdapter shaped for ``unet``, taking phrase embeddings from ``text_encoder``.
 
     The phrase dimension is the text encoder's ``hidden_size`` (CLIP's pooled output, or MiniLM's
     mean pooling). ``gate_init`` 0 keeps a pretrained backbone's output unchanged at the start
-    (GLIGEN, arXiv 2301.07093, section 3.2).
+    (GLIGEN, arXiv 2301.07093, section 3.2). ``ff_mult``: see :class:`LayoutAdapter`.
     """
-    adapter = LayoutAdapter.for_unet(unet, phrase_dim=text_encoder.config.hidden_size, gate_init=gate_init)
-    if fourier_freqs != adapter.config.fourier_freqs:
-        adapter = LayoutAdapter(
-            block_dims=adapter.config.block_dims, block_heads=adapter.config.block_heads, grounding_dim=adapter.config.grounding_dim,
-            phrase_dim=adapter.config.phrase_dim, fourier_freqs=fourier_freqs, gate_init=gate_init,
-        )
-    return adapter
+    return LayoutAdapter.for_unet(unet, phrase_dim=text_encoder.config.hidden_size, gate_init=gate_init, fourier_freqs=fourier_freqs, ff_mult=ff_mult)
 
 
 def save_adapter(adapter: LayoutAdapter, path: str | Path) -> Path:
@@ -125,7 +119,7 @@ def load_adapter(path: str | Path, unet, text_encoder) -> LayoutAdapter:
     except Exception as error:  # noqa: BLE001 - a corrupt file is a user error
         raise ValueError(f"adapter: {path} is not a readable safetensors file ({error})") from None
     config = json.loads(metadata.get(ADAPTER_METADATA_KEY, "{}"))
-    adapter = adapter_for(unet, text_encoder, fourier_freqs=int(config.get("fourier_freqs", 8)))
+    adapter = adapter_for(unet, text_encoder, fourier_freqs=int(config.get("fourier_freqs", 8)), ff_mult=int(config.get("ff_mult", 4)))
     expected = adapter.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

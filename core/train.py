@@ -331,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     ada.add_argument("--batch", type=int, default=4)
     ada.add_argument("--lr", type=float, default=5e-5)
     ada.add_argument("--seed", type=int, default=0)
+    ada.add_argument("--ff-mult", type=int, default=4, choices=[0, 1, 2, 4], help="gated dense feed-forward width (GLIGEN 4; 0: none, faster)")
     ada.add_argument("--device", default="cpu")
     ada.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
     exp = sub.add_parser("export", help="write a trained run as a pipeline folder")

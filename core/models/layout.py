@@ -27,7 +27,7 @@ from contextlib import contextmanager
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.attention import BasicTransformerBlock, GatedSelfAttentionDense
+from diffusers.models.attention import BasicTransformerBlock, FeedForward, GatedSelfAttentionDense
 from diffusers.models.embeddings import GLIGENTextBoundingboxProjection, get_fourier_embeds_from_boundingbox
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
@@ -69,16 +69,35 @@ class GroundedSelfAttention(GatedSelfAttentionDense):
         n_heads, d_head: attention heads and channels per head.
         fourier_freqs: frequencies of the cell-position Fourier features.
         gate_init: initial value of both gates (GLIGEN uses 0 to keep a pretrained backbone intact).
+        ff_mult: width multiplier of the gated dense feed-forward (GLIGEN: 4); 0 drops that branch,
+            which removes about two thirds of the adapter's FLOPs on a ModelScope UNet.
     """
 
-    def __init__(self, query_dim: int, context_dim: int, n_heads: int, d_head: int, *, fourier_freqs: int = 8, gate_init: float = 0.0):
+    def __init__(
+        self, query_dim: int, context_dim: int, n_heads: int, d_head: int, *, fourier_freqs: int = 8, gate_init: float = 0.0, ff_mult: int = 4
+    ):
         super().__init__(query_dim, context_dim, n_heads, d_head)
+        if ff_mult == 0:
+            del self.ff, self.norm2, self.alpha_dense
+        elif ff_mult != 4:
+            self.ff = FeedForward(query_dim, mult=ff_mult, activation_fn="geglu")
+        self.ff_mult = ff_mult
         self.fourier_freqs = fourier_freqs
         self.position = nn.Linear(fourier_freqs * 2 * 4, query_dim)
         with torch.no_grad():
             self.alpha_attn.fill_(gate_init)
-            self.alpha_dense.fill_(gate_init)
+            if ff_mult:
+                self.alpha_dense.fill_(gate_init)
         self.aspect = 1.0  # latent height / width, set by the adapter before each call
+
+    def _cell_features(self, height: int, width: int, device, dtype) -> torch.Tensor:
+        """Fourier features (1, height * width, fourier_freqs * 8) of the token cells, cached per grid."""
+        key = (height, width, device, dtype)
+        cache = self.__dict__.setdefault("_cell_cache", {})
+        if key not in cache:
+            cells = cell_boxes(height, width, device=device)[None]  # (1, tokens, 4)
+            cache[key] = get_fourier_embeds_from_boundingbox(self.fourier_freqs, cells).to(dtype)
+        return cache[key]
 
     def forward(self, x: torch.Tensor, objs: torch.Tensor) -> torch.Tensor:
         """x: (batch * frames, tokens, query_dim); objs: (batch * frames, entities, context_dim)."""
@@ -87,12 +106,12 @@ class GroundedSelfAttention(GatedSelfAttentionDense):
         n_visual = x.shape[1]
         height = max(1, round(math.sqrt(n_visual * self.aspect)))
         width = n_visual // height
-        cells = cell_boxes(height, width, device=x.device)[None]  # (1, tokens, 4)
-        position = self.position(get_fourier_embeds_from_boundingbox(self.fourier_freqs, cells).to(x.dtype))
+        position = self.position(self._cell_features(height, width, x.device, x.dtype))  # (1, tokens, query_dim)
         objs = self.linear(objs)
         attended = self.attn(self.norm1(torch.cat([x + position, objs], dim=1)))[:, :n_visual, :]
         x = x + self.alpha_attn.tanh() * attended
-        x = x + self.alpha_dense.tanh() * self.ff(self.norm2(x))
+        if self.ff_mult:
+            x = x + self.alpha_dense.tanh() * self.ff(self.norm2(x))
         return x
 
 
@@ -107,6 +126,7 @@ class LayoutAdapter(ModelMixin, ConfigMixin):
         phrase_dim: channels of a phrase embedding from the text encoder (384 for MiniLM).
         fourier_freqs: GLIGEN's Fourier frequencies for xyxy boxes.
         gate_init: initial gate value (0 for adapters on pretrained backbones, GLIGEN's choice).
+        ff_mult: the gated dense feed-forward's width multiplier (GLIGEN 4; 0 for none).
     """
 
     @register_to_config
@@ -118,6 +138,7 @@ class LayoutAdapter(ModelMixin, ConfigMixin):
         phrase_dim: int = 384,
         fourier_freqs: int = 8,
         gate_init: float = 0.0,
+        ff_mult: int = 4,
     ):
         super().__init__()
         if len(block_dims) != len(block_heads):
@@ -126,14 +147,14 @@ class LayoutAdapter(ModelMixin, ConfigMixin):
             positive_len=phrase_dim, out_dim=grounding_dim, feature_type="text-only", fourier_freqs=fourier_freqs
         )
         self.fusers = nn.ModuleList(
-            GroundedSelfAttention(dim, grounding_dim, heads, dim // heads, fourier_freqs=fourier_freqs, gate_init=gate_init)
+            GroundedSelfAttention(dim, grounding_dim, heads, dim // heads, fourier_freqs=fourier_freqs, gate_init=gate_init, ff_mult=ff_mult)
             for dim, heads in zip(block_dims, block_heads)
         )
         self._objs: torch.Tensor | None = None
         self._hooks: list = []
 
     @classmethod
-    def for_unet(cls, unet: nn.Module, *, phrase_dim: int = 384, gate_init: float = 0.0) -> "LayoutAdapter":
+    def for_unet(cls, unet: nn.Module, *, phrase_dim: int = 384, gate_init: float = 0.0, fourier_freqs: int = 8, ff_mult: int = 4) -> "LayoutAdapter":
         """Build an adapter shaped for ``unet`` (a ``UNet3DConditionModel``)."""
         blocks = spatial_transformer_blocks(unet)
         if not blocks:
@@ -143,7 +164,9 @@ class LayoutAdapter(ModelMixin, ConfigMixin):
             block_heads=[b.attn1.heads for b in blocks],
             grounding_dim=unet.config.cross_attention_dim,
             phrase_dim=phrase_dim,
+            fourier_freqs=fourier_freqs,
             gate_init=gate_init,
+            ff_mult=ff_mult,
         )
 
     def grounding_tokens(self, boxes: torch.Tensor, masks: torch.Tensor, phrase_embeddings: torch.Tensor) -> torch.Tensor:

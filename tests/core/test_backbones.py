@@ -190,3 +190,14 @@ def test_adapter_training_cli_rejects_a_bad_annotation(folders, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err == ["error: annotations[0].category_id: 42 is not a category id"]
     assert not out.exists()
+
+
+def test_the_studio_workspace_renders_with_a_backbone_and_adapter(folders):
+    from core.workspace import Workspace
+
+    workspace = Workspace(folders["tmp"] / "studio-data", model=str(folders["stock"]), adapter=folders["adapter"])
+    project = workspace.create_project(folders["plan"])
+    video, plan_json = workspace.render(project, RenderSettings(num_inference_steps=2))
+    frames, _ = read_mp4(video)
+    assert frames.shape == (8, 16, 16, 3) and plan_json.exists()
+    assert workspace.pipeline().layout_adapter is not None
