@@ -63,7 +63,8 @@ def resolve_model_dir(model: str | Path) -> Path:
     try:
         return Path(snapshot_download(text))
     except Exception as error:  # noqa: BLE001 - any hub failure becomes one line
-        raise OSError(f"model: {text} is not a local folder and could not be fetched from the hub ({type(error).__name__})") from None
+        hint = "; set HF_HUB_OFFLINE=0 to allow downloads" if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") else ""
+        raise OSError(f"model: {text} is not a local folder and could not be fetched from the hub ({type(error).__name__}{hint})") from None
 
 
 def adapter_for(unet, text_encoder, *, gate_init: float = 0.0, fourier_freqs: int = 8, ff_mult: int = 4) -> LayoutAdapter:

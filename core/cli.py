@@ -60,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--frame-prompts", choices=["auto", "on", "off"], default="auto", help="a prompt per frame from its scene graph (auto: on for backbones)")
     render.add_argument("--seed", type=int, default=0)
     _planner_options(render)
+
+    evaluate = sub.add_parser("eval", help="render a prompt file and measure layout control (metrics.json, report.html)")
+    evaluate.add_argument("prompts", type=Path, help='JSONL, one {"prompt": ...} per line (optional "checks")')
+    evaluate.add_argument("--out", type=Path, required=True, help="output folder")
+    evaluate.add_argument("--variant", default="full", help="full, no-graph, no-layout or training-free")
+    evaluate.add_argument("--limit", type=int, default=None, help="first N prompts only")
+    evaluate.add_argument("--steps", type=int, default=25, help="denoising steps (1-200)")
+    evaluate.add_argument("--guidance-scale", type=float, default=4.0)
+    evaluate.add_argument("--seed", type=int, default=0)
+    add_model_options(evaluate)
     return parser
 
 
@@ -141,6 +151,26 @@ def cmd_render(args) -> None:
     print(f"wrote {args.out} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, {plan.fps} fps) and {args.out.with_suffix('.plan.json')}")
 
 
+def cmd_eval(args) -> None:
+    from tqdm import tqdm
+
+    from core.evaluate import read_prompts, run_eval, variant_settings
+    from core.render import load_pipeline
+
+    if args.limit is not None and args.limit < 1:
+        raise CliError(f"--limit: must be >= 1 (got {args.limit})")
+    if args.out.exists() and not args.out.is_dir():
+        raise CliError(f"--out: {args.out} exists and is not a folder")
+    settings = variant_settings(args.variant, num_inference_steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed)
+    prompts = read_prompts(args.prompts, args.limit)
+    pipe = load_pipeline(**model_options(args))
+    pipe.set_progress_bar_config(disable=True)
+    with tqdm(total=len(prompts), unit="video", desc=f"eval {args.variant}", disable=None) as bar:
+        metrics = run_eval(prompts, args.out, pipe=pipe, settings=settings, variant=args.variant, on_video=lambda done, total: bar.update(1))
+    print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+    print(f"wrote {args.out / 'metrics.json'} and {args.out / 'report.html'}")
+
+
 def _settings(args):
     from pydantic import ValidationError
 
@@ -166,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help()
             return 0
-        {"plan": cmd_plan, "graph": cmd_graph, "render": cmd_render}[args.command](args)
+        {"plan": cmd_plan, "graph": cmd_graph, "render": cmd_render, "eval": cmd_eval}[args.command](args)
         return 0
     except (CliError, PlanValidationError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

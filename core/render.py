@@ -45,6 +45,9 @@ class RenderSettings(BaseModel):
             (0-10) of the training-free guidance.
         frame_prompts: give each frame its own prompt built from its scene graph; None: on for
             open-domain backbones, off for the toy model (trained on one caption per clip).
+        use_scene_graph: take each frame's entity phrases (and frame prompts) from that frame's
+            dynamic scene graph; False uses the plan's entities as they are at the start (the
+            evaluation's ``no-graph`` variant).
         seed: base seed, 0 to 2**31 - 1.
     """
 
@@ -56,6 +59,7 @@ class RenderSettings(BaseModel):
     box_guidance_alpha: float = Field(default=0.2, ge=0.0, le=1.0)
     box_guidance_scale: float = Field(default=1.0, ge=0.0, le=10.0)
     frame_prompts: bool | None = None
+    use_scene_graph: bool = True
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
@@ -225,7 +229,11 @@ def scene_conditioning(plan: VideoPlan, scene_index: int, settings: RenderSettin
     boxes, masks = interpolate_boxes(scene, entity_ids)
     graphs = build_scene_graphs(plan, scene).frames
     fallback = {e: f"{plan.entity(e).color or ''} {plan.entity(e).kind}".strip() for e in entity_ids}
-    phrases = [[entity_phrase(graphs[f], e, fallback[e]) for e in entity_ids] for f in range(scene.num_frames)]
+    if settings.use_scene_graph:
+        phrases = [[entity_phrase(graphs[f], e, fallback[e]) for e in entity_ids] for f in range(scene.num_frames)]
+    else:
+        phrases = [[fallback[e] for e in entity_ids] for _ in range(scene.num_frames)]
+        scene_text = None
     return LayoutConditioning(
         phrases=phrases,
         boxes=torch.from_numpy(boxes),

@@ -133,6 +133,45 @@ def auth_pair(args: argparse.Namespace) -> tuple[str, str] | None:
     return None
 
 
+def serve(workspace: Workspace, *, host: str = "127.0.0.1", port: int = 7860, auth=None, max_queue: int = 8, quiet: bool = False) -> tuple[gr.Blocks, str]:
+    """Build the studio for ``workspace``, start it in the background and prime it; returns (app, url).
+
+    Priming builds every view once and fetches the page once from the running server, so that the
+    first visitor does not pay for first calls (plotly, networkx, PIL, Gradio's page config).
+    """
+    warm_up()
+    app = build_app(workspace)
+    app.queue(max_size=max_queue, default_concurrency_limit=8)
+    app.launch(
+        server_name=host,
+        server_port=port,
+        auth=auth,
+        allowed_paths=[str(workspace.output_dir)],
+        show_error=True,
+        max_file_size="1mb",
+        css=CSS,
+        theme=gr.themes.Soft(),
+        prevent_thread_lock=True,
+        quiet=quiet,
+    )
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "localhost") else host
+    url = f"http://{local}:{app.server_port}/"
+    prime(url)
+    return app, url
+
+
+def prime(url: str) -> None:
+    """GET the page and its config once (server-side caches); failures are ignored."""
+    import urllib.request
+
+    for path in ("", "config"):
+        try:
+            with urllib.request.urlopen(url + path, timeout=10) as response:
+                response.read()
+        except OSError:
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -147,18 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=__import__("sys").stderr)
         return 2
     workspace = Workspace(args.data_dir, **options)
-    warm_up()
-    app = build_app(workspace)
-    app.queue(max_size=args.max_queue, default_concurrency_limit=8)
+    app, _ = serve(workspace, host=args.host, port=args.port, auth=auth, max_queue=args.max_queue, quiet=True)
     print(f"Director Studio on http://{args.host}:{args.port} (data: {args.data_dir})", flush=True)
-    app.launch(
-        server_name=args.host,
-        server_port=args.port,
-        auth=auth,
-        allowed_paths=[str(workspace.output_dir)],
-        show_error=True,
-        max_file_size="1mb",
-        css=CSS,
-        theme=gr.themes.Soft(),
-    )
+    app.block_thread()
     return 0

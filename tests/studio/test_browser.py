@@ -16,7 +16,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 from core.export import read_mp4  # noqa: E402
 from core.render import DEFAULT_MODEL  # noqa: E402
 from core.workspace import Workspace  # noqa: E402
-from studio.app import build_app  # noqa: E402
+from studio.app import serve  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -40,12 +40,7 @@ class Server:
 
     def start(self):
         self.workspace = Workspace(self.data_dir)
-        self.app = build_app(self.workspace)
-        self.port = free_port()
-        self.app.queue(max_size=8).launch(
-            server_name="127.0.0.1", server_port=self.port, prevent_thread_lock=True, allowed_paths=[str(self.workspace.output_dir)], quiet=True
-        )
-        self.url = f"http://127.0.0.1:{self.port}/"
+        self.app, self.url = serve(self.workspace, port=free_port(), quiet=True)
 
     def restart(self):
         self.app.close()
