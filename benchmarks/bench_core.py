@@ -5,7 +5,8 @@
 Prints: planning time per dev prompt with the rules planner (parser already loaded); seconds to
 render one 16-frame 64x64 scene at 25 steps with classifier-free guidance; peak resident memory;
 the render's achieved GFLOP/s (FLOPs counted by torch's FlopCounterMode) beside this machine's own
-fp32 matmul GFLOP/s, measured in the same run.
+fp32 matmul GFLOP/s, measured in the same run; the cost of the layout controls (gated attention on,
+text only, training-free guidance) as ratios measured in the same run.
 """
 
 from __future__ import annotations
@@ -78,6 +79,24 @@ def main() -> None:
     print(f"render FLOPs: {flops / 1e9:.1f} GFLOP -> {achieved:.1f} GFLOP/s achieved")
     print(f"machine fp32 matmul (1024^3): {machine:.1f} GFLOP/s; render/matmul ratio {achieved / machine:.2f}")
     print(f"torch threads: {torch.get_num_threads()}")
+
+    # Layout control costs, interleaved so that machine noise hits every variant alike.
+    variants = {
+        "gated attention on (alpha 1)": settings,
+        "gated attention off (text only)": settings.model_copy(update={"layout_control": "none"}),
+        "training-free guidance (adapter off)": settings.model_copy(update={"layout_control": "guidance"}),
+    }
+    times = {name: [] for name in variants}
+    for seed in range(3):
+        for name, variant in variants.items():
+            start = time.perf_counter()
+            render_scene(pipe, plan, 0, variant.model_copy(update={"seed": seed}))
+            times[name].append(time.perf_counter() - start)
+    best = {name: min(t) for name, t in times.items()}
+    off = best["gated attention off (text only)"]
+    for name, value in best.items():
+        print(f"{name}: {value:.2f} s (best of 3), {value / off:.2f}x text only")
+    print("targets: gated attention <= 1.15x, training-free guidance <= 1.5x text only")
 
 
 if __name__ == "__main__":

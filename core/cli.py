@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="adapter, training-free box guidance, or none (auto: the adapter if the model has one, else guidance)",
     )
     render.add_argument("--frame-prompts", choices=["auto", "on", "off"], default="auto", help="a prompt per frame from its scene graph (auto: on for backbones)")
+    _box_guidance_options(render)
     render.add_argument("--seed", type=int, default=0)
     _planner_options(render)
 
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--steps", type=int, default=25, help="denoising steps (1-200)")
     evaluate.add_argument("--guidance-scale", type=float, default=4.0)
     evaluate.add_argument("--seed", type=int, default=0)
+    _box_guidance_options(evaluate)
     add_model_options(evaluate)
     return parser
 
@@ -91,6 +93,11 @@ def model_options(args: argparse.Namespace) -> dict:
         "model": args.model, "adapter": args.adapter, "device": args.device, "dtype": dtype,
         "scheduler": args.scheduler, "cpu_offload": args.cpu_offload, "compile_unet": args.compile,
     }
+
+
+def _box_guidance_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--box-guidance-alpha", type=float, default=0.2, help="fraction of steps with training-free box guidance (0-1)")
+    parser.add_argument("--box-guidance-scale", type=float, default=1.0, help="step size of the training-free box guidance (0-10)")
 
 
 def _planner_options(parser: argparse.ArgumentParser) -> None:
@@ -161,7 +168,12 @@ def cmd_eval(args) -> None:
         raise CliError(f"--limit: must be >= 1 (got {args.limit})")
     if args.out.exists() and not args.out.is_dir():
         raise CliError(f"--out: {args.out} exists and is not a folder")
-    settings = variant_settings(args.variant, num_inference_steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed)
+    settings = _checked(
+        lambda: variant_settings(
+            args.variant, num_inference_steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed,
+            box_guidance_alpha=args.box_guidance_alpha, box_guidance_scale=args.box_guidance_scale,
+        )
+    )
     prompts = read_prompts(args.prompts, args.limit)
     pipe = load_pipeline(**model_options(args))
     pipe.set_progress_bar_config(disable=True)
@@ -172,21 +184,29 @@ def cmd_eval(args) -> None:
 
 
 def _settings(args):
+    from core.render import RenderSettings
+
+    return _checked(
+        lambda: RenderSettings(
+            num_inference_steps=args.steps, guidance_scale=args.guidance_scale, layout_alpha=args.layout_alpha, seed=args.seed,
+            layout_control=args.layout_control, frame_prompts={"auto": None, "on": True, "off": False}[args.frame_prompts],
+            box_guidance_alpha=args.box_guidance_alpha, box_guidance_scale=args.box_guidance_scale,
+        )
+    )
+
+
+def _checked(make):
+    """``make()`` a RenderSettings; a validation error becomes a CliError naming the option."""
     from pydantic import ValidationError
 
     from core.plan import format_validation_error
-    from core.render import RenderSettings
 
-    names = {"num_inference_steps": "--steps", "guidance_scale": "--guidance-scale", "layout_alpha": "--layout-alpha", "seed": "--seed"}
     try:
-        return RenderSettings(
-            num_inference_steps=args.steps, guidance_scale=args.guidance_scale, layout_alpha=args.layout_alpha, seed=args.seed,
-            layout_control=args.layout_control, frame_prompts={"auto": None, "on": True, "off": False}[args.frame_prompts],
-        )
+        return make()
     except ValidationError as error:
         line = format_validation_error(error)[0]
         field, _, message = line.partition(": ")
-        raise CliError(f"{names.get(field, field)}: {message}") from None
+        raise CliError(f"--{field.replace('num_inference_steps', 'steps').replace('_', '-')}: {message}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
