@@ -228,6 +228,9 @@ def _mentions(tokens) -> list[Mention]:
     for index, token in enumerate(tokens):
         word = token.text.lower()
         is_noun_like = token.pos_ in ("NOUN", "PROPN") or word in lx.KIND_SYNONYMS
+        if is_noun_like and word in lx.COLOR_WORDS and index + 1 < len(tokens) and tokens[index + 1].pos_ in ("NOUN", "PROPN") and not nouns:
+            modifiers.append(token)  # "an orange ring": spaCy tags the colour as a compound noun
+            continue
         if is_noun_like and word not in lx.SPATIAL_NOUNS and not (_is_action(token) and word not in lx.KIND_SYNONYMS):
             nouns.append(token)
             continue

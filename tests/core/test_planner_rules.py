@@ -69,3 +69,9 @@ def test_planning_speed_is_interactive():
         plan_with_rules(item["prompt"])
     # A generous bound: the benchmark measures the real figure (about 10 ms a prompt).
     assert (time.perf_counter() - start) / 12 < 1.0
+
+
+def test_a_colour_tagged_as_a_compound_noun_is_still_the_colour():
+    plan = plan_with_rules("An orange ring grows in the middle of the grass.")
+    assert [(e.kind, e.color) for e in plan.entities] == [("ring", "orange")]
+    assert [e.name for e in plan_with_rules("A man eats an orange.").entities] == ["man", "orange"]
