@@ -8,7 +8,7 @@ Grounding (GLIGEN gated self-attention, see :mod:`core.models.layout`) is active
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,6 +21,7 @@ from einops import rearrange
 
 from core.guidance import BoxGuidance, guided_latents, install_recorder, layer_energy, phrase_token_weights
 from core.models.frame_text import FrameText
+from core.models.graph_encoder import SceneGraphEncoder, graph_tensors
 from core.models.layout import LayoutAdapter
 
 
@@ -37,6 +38,8 @@ class LayoutConditioning:
             placed under its box, so entities that share a seed (a consistency group) start alike.
         frame_prompts: optional text of each frame (length ``frames``), built from that frame's
             scene graph; it replaces the scene prompt in the spatial cross-attention of its frame.
+        scene_graphs: optional per-frame scene graphs (networkx, :mod:`core.dsg`) for a pipeline
+            with a ``graph_encoder`` (Dysen-VDM's recurrent graph Transformer).
     """
 
     phrases: list[list[str]]
@@ -44,6 +47,7 @@ class LayoutConditioning:
     masks: torch.Tensor
     entity_seeds: list[int] | None = None
     frame_prompts: list[str] | None = None
+    scene_graphs: list | None = None
 
     @property
     def num_frames(self) -> int:
@@ -72,10 +76,12 @@ class Layout2VidPipeline(DiffusionPipeline):
         unet: UNet3DConditionModel predicting noise or velocity over (batch, channels, frames, h, w).
         scheduler: any diffusers scheduler (DDIM and DPM-Solver++ are used).
         layout_adapter: LayoutAdapter or None (then no grounding; boxes are ignored).
+        graph_encoder: SceneGraphEncoder or None (then scene graphs reach the model only through
+            phrases and frame prompts).
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
-    _optional_components = ["layout_adapter", "text_encoder", "tokenizer"]
+    _optional_components = ["layout_adapter", "graph_encoder", "text_encoder", "tokenizer"]
     _callback_tensor_inputs = ["latents"]
 
     def __init__(
@@ -86,16 +92,21 @@ class Layout2VidPipeline(DiffusionPipeline):
         unet: UNet3DConditionModel,
         scheduler: KarrasDiffusionSchedulers,
         layout_adapter: LayoutAdapter | None = None,
+        graph_encoder: SceneGraphEncoder | None = None,
         max_prompt_tokens: int = 24,
         backgrounds: list[str] | None = None,
     ):
         super().__init__()
-        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, layout_adapter=layout_adapter)
+        self.register_modules(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, layout_adapter=layout_adapter, graph_encoder=graph_encoder
+        )
         # backgrounds: the closed set a toy-world model was trained on (None for open-domain models).
         self.register_to_config(max_prompt_tokens=max_prompt_tokens, backgrounds=backgrounds)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         if layout_adapter is not None:
             layout_adapter.attach(unet)
+        if graph_encoder is not None:
+            graph_encoder.attach(unet)
         self._frame_text = FrameText(unet)
         self._interrupt = False
 
@@ -211,6 +222,15 @@ class Layout2VidPipeline(DiffusionPipeline):
         null = self.layout_adapter.grounding_tokens(boxes, torch.zeros_like(masks), phrase_embeds)
         return torch.cat([null, objs])
 
+    def prepare_graph_tokens(self, scene_graphs: list, *, with_unconditional: bool, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Graph tokens and mask, (F, N + 1, D) and (F, N + 1), or (2F, ...) with the empty-graph half first."""
+        tensors = graph_tensors(scene_graphs, lambda texts: self.encode_phrases(texts).float().cpu()).to(device=device, dtype=dtype)
+        tokens, mask = self.graph_encoder.encode(tensors)
+        if not with_unconditional:
+            return tokens, mask
+        null_tokens, null_mask = self.graph_encoder.null_tokens(tokens.shape[0], like=tokens)
+        return torch.cat([null_tokens, tokens]), torch.cat([null_mask, mask])
+
     # ---------------------------------------------------------------------------------------
     # Call
     # ---------------------------------------------------------------------------------------
@@ -283,6 +303,10 @@ class Layout2VidPipeline(DiffusionPipeline):
         if layout is not None and layout.num_entities > 0 and self.layout_adapter is not None:
             objs = self.prepare_grounding(layout, with_unconditional=do_cfg, device=device, dtype=dtype)
 
+        graph_tokens = None
+        if layout is not None and layout.scene_graphs is not None and self.graph_encoder is not None:
+            graph_tokens = self.prepare_graph_tokens(layout.scene_graphs, with_unconditional=do_cfg, device=device, dtype=dtype)
+
         # 4. Timesteps.
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
@@ -309,7 +333,8 @@ class Layout2VidPipeline(DiffusionPipeline):
                     recorder.maps.clear()
                     recorder.recording = True
                     try:
-                        with self._conditioning(None, cond_frame_embeds, aspect):
+                        cond_graph = None if graph_tokens is None else tuple(x[-num_frames:] for x in graph_tokens)
+                        with self._conditioning(None, cond_frame_embeds, aspect, cond_graph):
                             self.unet(self.scheduler.scale_model_input(x, t), t, encoder_hidden_states=cond_embeds)
                     finally:
                         recorder.recording = False
@@ -322,7 +347,7 @@ class Layout2VidPipeline(DiffusionPipeline):
                     latent_input = torch.cat([latents] * 2) if do_cfg else latents
                     latent_input = self.scheduler.scale_model_input(latent_input, t)
                     step_objs = objs if i < layout_steps else None
-                    with self._conditioning(step_objs, frame_embeds, aspect):
+                    with self._conditioning(step_objs, frame_embeds, aspect, graph_tokens):
                         model_output = self.unet(latent_input, t, encoder_hidden_states=prompt_embeds).sample
                     if do_cfg:
                         uncond, cond = model_output.chunk(2)
@@ -348,14 +373,15 @@ class Layout2VidPipeline(DiffusionPipeline):
         return Layout2VidPipelineOutput(frames=frames)
 
     @contextmanager
-    def _conditioning(self, objs: torch.Tensor | None, frame_embeds: torch.Tensor | None, aspect: float):
-        """UNet calls inside use grounding tokens ``objs`` and per-frame text ``frame_embeds``."""
-        with self._frame_text.use(frame_embeds):
-            if self.layout_adapter is None:
-                yield
-            else:
-                with self.layout_adapter.grounding(objs, aspect=aspect):
-                    yield
+    def _conditioning(self, objs: torch.Tensor | None, frame_embeds: torch.Tensor | None, aspect: float, graph_tokens=None):
+        """UNet calls inside use grounding tokens ``objs``, per-frame text ``frame_embeds`` and graph tokens."""
+        with ExitStack() as stack:
+            stack.enter_context(self._frame_text.use(frame_embeds))
+            if self.layout_adapter is not None:
+                stack.enter_context(self.layout_adapter.grounding(objs, aspect=aspect))
+            if self.graph_encoder is not None:
+                stack.enter_context(self.graph_encoder.conditioning(graph_tokens))
+            yield
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, chunk: int = 16) -> np.ndarray:

@@ -46,7 +46,8 @@ class RenderSettings(BaseModel):
         frame_prompts: give each frame its own prompt built from its scene graph; None: on for
             open-domain backbones, off for the toy model (trained on one caption per clip).
         use_scene_graph: take each frame's entity phrases (and frame prompts) from that frame's
-            dynamic scene graph; False uses the plan's entities as they are at the start (the
+            dynamic scene graph and give the graphs to the model's graph encoder, if it has one;
+            False uses the plan's entities as they are at the start and no graphs (the
             evaluation's ``no-graph`` variant).
         seed: base seed, 0 to 2**31 - 1.
     """
@@ -240,6 +241,7 @@ def scene_conditioning(plan: VideoPlan, scene_index: int, settings: RenderSettin
         masks=torch.from_numpy(masks.astype(np.float32)),
         entity_seeds=[entity_seed(plan, e, settings.seed) for e in entity_ids],
         frame_prompts=[frame_prompt(graph, scene_text) for graph in graphs] if scene_text is not None else None,
+        scene_graphs=graphs if settings.use_scene_graph else None,
     )
 
 

@@ -21,6 +21,7 @@ import math
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -216,6 +217,47 @@ def build_dataset(run: Path, cfg: ToyTrainConfig) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+def unet_batch_loss(unet, adapter, scheduler, data: dict, idx: torch.Tensor, cfg: ToyTrainConfig, generator, *, graph_encoder=None, graphs: dict | None = None) -> torch.Tensor:
+    """v-prediction MSE of one batch of cached clips, with the condition dropout of ``cfg``.
+
+    Args:
+        idx: (B,) clip indices into ``data``. graphs: :func:`core.graph_training.graph_dataset`'s
+            output when ``graph_encoder`` is trained too (dropped together with the layout).
+    """
+    batch = len(idx)
+    f = data["latents"].shape[2]
+    latents = data["latents"][idx].float()  # (B, 4, F, 8, 8)
+    prompt = data["prompt_embeds"][idx].float()  # (B, T, 384)
+    boxes = rearrange(data["boxes"][idx], "b f n c -> (b f) n c")
+    masks = rearrange(data["masks"][idx], "b f n -> (b f) n")
+    phrases = data["phrase_embeds"][rearrange(data["phrase_ids"][idx], "b f n -> (b f) n")]
+    # Condition dropout for classifier-free guidance.
+    u = torch.rand(batch, generator=generator)
+    drop_prompt = u < cfg.drop_both + cfg.drop_prompt
+    drop_layout = (u < cfg.drop_both) | ((u >= cfg.drop_both + cfg.drop_prompt) & (u < cfg.drop_both + cfg.drop_prompt + cfg.drop_layout))
+    prompt[drop_prompt] = data["empty_prompt"]
+    masks = masks * (~drop_layout).float().repeat_interleave(f)[:, None]
+
+    noise = torch.randn(latents.shape, generator=generator)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    target = scheduler.get_velocity(latents, noise, timesteps)
+    objs = adapter.grounding_tokens(boxes, masks, phrases)
+    if torch.rand((), generator=generator) < cfg.drop_adapter:
+        objs = None
+    tokens = None
+    if graph_encoder is not None:
+        from core.graph_training import batch_graphs
+
+        tokens, token_mask = graph_encoder.encode(batch_graphs(graphs, idx))
+        token_mask = token_mask * (~drop_layout).float().repeat_interleave(f)[:, None]
+        token_mask[:, 0] = 1  # the null token stays
+        tokens = (tokens, token_mask)
+    with adapter.grounding(objs), (graph_encoder.conditioning(tokens) if graph_encoder is not None else nullcontext()):
+        pred = unet(noisy, timesteps, encoder_hidden_states=prompt).sample
+    return F.mse_loss(pred, target)
+
+
 def train_unet(run: Path, cfg: ToyTrainConfig, data: dict) -> None:
     """Train UNet3D + LayoutAdapter on the cached clips; checkpoints in ``run/unet_ckpt.pt``."""
     from core.models.layout import LayoutAdapter
@@ -242,35 +284,14 @@ def train_unet(run: Path, cfg: ToyTrainConfig, data: dict) -> None:
         return
     unet.train()
     adapter.train()
-    n, f = data["latents"].shape[0], data["latents"].shape[2]
+    n = data["latents"].shape[0]
     log = open(run / "loss.csv", "a", newline="")
     writer = csv.writer(log)
     bar = tqdm(total=cfg.unet_steps, initial=step, desc="unet", file=sys.stdout, mininterval=10)
     started = time.time()
     while step < cfg.unet_steps:
         idx = torch.randint(0, n, (cfg.unet_batch,), generator=generator)
-        latents = data["latents"][idx].float()  # (B, 4, F, 8, 8)
-        prompt = data["prompt_embeds"][idx].float()  # (B, T, 384)
-        boxes = rearrange(data["boxes"][idx], "b f n c -> (b f) n c")
-        masks = rearrange(data["masks"][idx], "b f n -> (b f) n")
-        phrases = data["phrase_embeds"][rearrange(data["phrase_ids"][idx], "b f n -> (b f) n")]
-        # Condition dropout for classifier-free guidance.
-        u = torch.rand(cfg.unet_batch, generator=generator)
-        drop_prompt = u < cfg.drop_both + cfg.drop_prompt
-        drop_layout = (u < cfg.drop_both) | ((u >= cfg.drop_both + cfg.drop_prompt) & (u < cfg.drop_both + cfg.drop_prompt + cfg.drop_layout))
-        prompt[drop_prompt] = data["empty_prompt"]
-        masks = masks * (~drop_layout).float().repeat_interleave(f)[:, None]
-
-        noise = torch.randn(latents.shape, generator=generator)
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.unet_batch,), generator=generator)
-        noisy = scheduler.add_noise(latents, noise, timesteps)
-        target = scheduler.get_velocity(latents, noise, timesteps)
-        objs = adapter.grounding_tokens(boxes, masks, phrases)
-        if torch.rand((), generator=generator) < cfg.drop_adapter:
-            objs = None
-        with adapter.grounding(objs):
-            pred = unet(noisy, timesteps, encoder_hidden_states=prompt).sample
-        loss = F.mse_loss(pred, target)
+        loss = unet_batch_loss(unet, adapter, scheduler, data, idx, cfg, generator)
         lr = cfg.unet_lr * min(1.0, (step + 1) / cfg.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.unet_steps)))
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -289,8 +310,12 @@ def train_unet(run: Path, cfg: ToyTrainConfig, data: dict) -> None:
     log.close()
 
 
-def export(run: Path, target: Path) -> Path:
-    """Assemble the trained parts into a ``Layout2VidPipeline`` folder at ``target`` (fp16 weights)."""
+def export(run: Path, target: Path, *, stage: str | None = None) -> Path:
+    """Assemble the trained parts into a ``Layout2VidPipeline`` folder at ``target`` (fp16 weights).
+
+    ``stage``: ``"graph"`` exports ``graph_ckpt.pt`` with its scene-graph encoder, ``"unet"`` the UNet
+    stage's ``unet_ckpt.pt``; None takes the graph stage when it exists.
+    """
     from diffusers import AutoencoderKL
 
     from core.models.layout import LayoutAdapter
@@ -298,7 +323,8 @@ def export(run: Path, target: Path) -> Path:
     from core.pipeline import Layout2VidPipeline
     from core.toyworld import BACKGROUNDS
 
-    state = torch.load(run / "unet_ckpt.pt", weights_only=False)
+    stage = stage or ("graph" if (run / "graph_ckpt.pt").exists() else "unet")
+    state = torch.load(run / f"{stage}_ckpt.pt", weights_only=False)
     data = torch.load(run / "data.pt", weights_only=False)
     vae = AutoencoderKL.from_pretrained(run / "vae")
     vae.register_to_config(scaling_factor=data["scaling_factor"])
@@ -306,9 +332,15 @@ def export(run: Path, target: Path) -> Path:
     unet.load_state_dict(state["unet"])
     adapter = LayoutAdapter.for_unet(unet, gate_init=0.5)
     adapter.load_state_dict(state["adapter"])
+    graph_encoder = None
+    if "graph_encoder" in state:
+        from core.models.graph_encoder import SceneGraphEncoder
+
+        graph_encoder = SceneGraphEncoder.for_unet(unet)
+        graph_encoder.load_state_dict(state["graph_encoder"])
     pipe = Layout2VidPipeline(
         vae=vae, text_encoder=None, tokenizer=None, unet=unet, scheduler=build_toy_scheduler(), layout_adapter=adapter,
-        max_prompt_tokens=PROMPT_TOKENS, backgrounds=list(BACKGROUNDS),
+        graph_encoder=graph_encoder, max_prompt_tokens=PROMPT_TOKENS, backgrounds=list(BACKGROUNDS),
     )
     pipe.to(torch.float16)
     pipe.save_pretrained(target, safe_serialization=True)
@@ -334,9 +366,16 @@ def main(argv: list[str] | None = None) -> int:
     ada.add_argument("--ff-mult", type=int, default=4, choices=[0, 1, 2, 4], help="gated dense feed-forward width (GLIGEN 4; 0: none, faster)")
     ada.add_argument("--device", default="cpu")
     ada.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
+    graph = sub.add_parser("graph", help="stage 4: train the scene-graph encoder with the UNet (after the toy stages)")
+    graph.add_argument("--run", type=Path, default=Path("runs/toy"))
+    graph.add_argument("--steps", type=int, default=1600)
+    graph.add_argument("--lr", type=float, default=1e-4, help="UNet and adapter learning rate")
+    graph.add_argument("--graph-lr", type=float, default=3e-4, help="graph encoder learning rate")
+    graph.add_argument("--threads", type=int, default=2)
     exp = sub.add_parser("export", help="write a trained run as a pipeline folder")
     exp.add_argument("--run", type=Path, default=Path("runs/toy"))
     exp.add_argument("--to", type=Path, default=Path("assets/layout2vid-toy"))
+    exp.add_argument("--stage", choices=["unet", "graph"], default=None, help="which checkpoint (default: graph if it exists)")
     args = parser.parse_args(argv)
     if args.command == "adapter":
         from core.adapter_training import run
@@ -348,7 +387,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {message}", file=sys.stderr)
             return 2
     if args.command == "export":
-        print(export(args.run, args.to))
+        print(export(args.run, args.to, stage=args.stage))
+        return 0
+    if args.command == "graph":
+        from core.graph_training import train_graph
+
+        torch.set_num_threads(args.threads)
+        cfg = ToyTrainConfig(**json.loads((args.run / "config.json").read_text()))
+        data = torch.load(args.run / "data.pt", weights_only=False)
+        train_graph(args.run, cfg, data, steps=args.steps, lr=args.lr, graph_lr=args.graph_lr)
         return 0
     cfg = ToyTrainConfig(**{k: getattr(args, k) for k in asdict(ToyTrainConfig())})
     torch.set_num_threads(cfg.threads)

@@ -1,0 +1,228 @@
+"""Stage 4 of the toy model: train Dysen's scene-graph encoder with the UNet and its layout adapter.
+
+    python -m core.train graph --run runs/toy --steps 1600
+
+Each cached training clip gets per-frame scene graphs in :mod:`core.dsg`'s schema, derived from the
+clip's own layout: an object node per entity (its kind), a ``has color`` attribute node with the
+frame's colour (so a colour change is a different node from its frame on), and a relation node for
+its motion (``moves right``, ``moves left``, ``falls``, ``rises``, ``grows``, ``shrinks`` or
+``stays``, from the boxes), linked to a value node with the background half of the time (as the
+rules planner's events often are). The stage starts from the UNet stage's checkpoint, adds a
+:class:`SceneGraphEncoder`, and trains all three together with the
+same v-prediction loss and condition dropout (the graph is dropped with the layout). The fusion
+gates start slightly open (0.1) since the UNet is trained too.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from core.dsg import HAS_COLOR
+from core.models.graph_encoder import GraphTensors, graph_tensors
+from core.toyworld import BACKGROUNDS
+
+MAX_GRAPH_NODES = 16
+MOTION_THRESHOLD = 0.1
+
+
+def track_predicate(boxes: np.ndarray, present: np.ndarray) -> str:
+    """The motion word of one entity's track: boxes (F, 4) xyxy, present (F,) bool."""
+    frames = np.flatnonzero(present)
+    if len(frames) < 2:
+        return "stays"
+    first, last = boxes[frames[0]], boxes[frames[-1]]
+    delta = (last[:2] + last[2:] - first[:2] - first[2:]) / 2
+    axis = int(np.argmax(np.abs(delta)))
+    if abs(delta[axis]) >= MOTION_THRESHOLD:
+        if axis == 0:
+            return "moves right" if delta[0] > 0 else "moves left"
+        return "falls" if delta[1] > 0 else "rises"
+    area = lambda b: max(1e-6, (b[2] - b[0]) * (b[3] - b[1]))  # noqa: E731
+    ratio = area(last) / area(first)
+    if ratio > 1.5:
+        return "grows"
+    if ratio < 1 / 1.5:
+        return "shrinks"
+    return "stays"
+
+
+def clip_graphs(phrases: list[list[str]], masks: np.ndarray, boxes: np.ndarray, background: str | None) -> list[nx.DiGraph]:
+    """Per-frame scene graphs of one training clip.
+
+    Args:
+        phrases: ``phrases[f][n]`` = ``"<colour> <kind>"`` of entity slot n in frame f.
+        masks: (F, N) 1 where the entity is on screen. boxes: (F, N, 4).
+        background: the value node of the motion relation, or None for none.
+    """
+    frames, slots = masks.shape
+    predicates = [track_predicate(boxes[:, n], masks[:, n] > 0) for n in range(slots)]
+    graphs = []
+    for f in range(frames):
+        graph = nx.DiGraph(frame=f)
+        for n in range(slots):
+            if masks[f, n] <= 0:
+                continue
+            color, kind = phrases[f][n].split(" ", 1)
+            entity = f"e{n}"
+            graph.add_node(entity, type="object", label=kind, kind=kind)
+            attribute = f"{entity}|{HAS_COLOR}|{color}"
+            graph.add_node(attribute, type="attribute", predicate=HAS_COLOR, label=color)
+            graph.add_edge(entity, attribute)
+            relation = f"{entity}|{predicates[n]}|{background}"
+            graph.add_node(relation, type="relation", label=predicates[n])
+            graph.add_edge(entity, relation)
+            if background is not None:
+                graph.add_node(f"value|{background}", type="value", label=background)
+                graph.add_edge(relation, f"value|{background}")
+        graphs.append(graph)
+    return graphs
+
+
+def _pad(tensors: GraphTensors, nodes: int) -> GraphTensors:
+    f, n = tensors.node_mask.shape
+    pad = nodes - n
+    if pad <= 0:
+        return GraphTensors(tensors.node_embeds[:, :nodes], tensors.node_types[:, :nodes], tensors.edges[:, :nodes, :nodes], tensors.node_mask[:, :nodes])
+    return GraphTensors(
+        torch.nn.functional.pad(tensors.node_embeds, (0, 0, 0, pad)),
+        torch.nn.functional.pad(tensors.node_types, (0, pad)),
+        torch.nn.functional.pad(tensors.edges, (0, pad, 0, pad)),
+        torch.nn.functional.pad(tensors.node_mask, (0, pad)),
+    )
+
+
+def graph_dataset(data: dict, *, seed: int = 0) -> dict:
+    """Graph tensors of every cached clip, stacked: node_embeds (clips, F, 16, 384) float16, node_types,
+    edges, node_mask. Node labels are embedded once with MiniLM (normalised mean pooling, as the
+    pipeline's phrases are)."""
+    from core.text import load_minilm, sentence_embeddings
+    from core.train import phrase_vocabulary
+
+    text_encoder, tokenizer = load_minilm()
+    vocab = phrase_vocabulary()
+    cache: dict[str, torch.Tensor] = {}
+
+    def embed(texts: list[str]) -> torch.Tensor:
+        missing = [t for t in texts if t not in cache]
+        if missing:
+            for text, vector in zip(missing, sentence_embeddings(text_encoder, tokenizer, missing)):
+                cache[text] = vector
+        return torch.stack([cache[t] for t in texts])
+
+    rng = np.random.default_rng(seed)
+    phrase_ids = data["phrase_ids"].numpy()
+    masks = data["masks"].numpy()
+    boxes = data["boxes"].numpy()
+    out = {"node_embeds": [], "node_types": [], "edges": [], "node_mask": []}
+    for i in tqdm(range(len(phrase_ids)), desc="graphs", file=sys.stdout, mininterval=10):
+        words = data["captions"][i].replace(":", " ").replace(".", " ").split()
+        background = next((w for w in words if w in BACKGROUNDS), None) if rng.random() < 0.5 else None
+        phrases = [[vocab[j] for j in row] for row in phrase_ids[i]]
+        tensors = _pad(graph_tensors(clip_graphs(phrases, masks[i], boxes[i], background), embed, max_nodes=MAX_GRAPH_NODES), MAX_GRAPH_NODES)
+        out["node_embeds"].append(tensors.node_embeds.half())
+        out["node_types"].append(tensors.node_types)
+        out["edges"].append(tensors.edges.to(torch.int8))
+        out["node_mask"].append(tensors.node_mask)
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+def batch_graphs(graphs: dict, idx: torch.Tensor) -> GraphTensors:
+    """The (B, F, N, ...) GraphTensors of clips ``idx``."""
+    return GraphTensors(
+        graphs["node_embeds"][idx].float(), graphs["node_types"][idx], graphs["edges"][idx].long(), graphs["node_mask"][idx],
+    )
+
+
+def train_graph(run: Path, cfg, data: dict, *, steps: int, lr: float = 1e-4, graph_lr: float = 3e-4, gate_init: float = 0.1) -> None:
+    """Fine-tune UNet + adapter from ``run/unet_ckpt.pt`` together with a new SceneGraphEncoder.
+
+    The fusion gates start at ``gate_init`` (not GLIGEN's 0: the UNet is trained too, and a closed
+    gate would give the encoder no gradient until the gate has moved).
+
+    Checkpoints (resumable) in ``run/graph_ckpt.pt``; the loss goes to ``run/graph_loss.csv``.
+    Learning rates: ``lr`` for the UNet and adapter, ``graph_lr`` for the encoder, 50 warm-up steps,
+    cosine to 10 %.
+    """
+    from core.models.graph_encoder import SceneGraphEncoder
+    from core.models.layout import LayoutAdapter
+    from core.models.toy import build_toy_scheduler, build_toy_unet
+    from core.train import _atomic_save, unet_batch_loss
+
+    graphs_path = run / "graphs.pt"
+    if graphs_path.exists():
+        graphs = torch.load(graphs_path, weights_only=False)
+    else:
+        graphs = graph_dataset(data, seed=cfg.seed)
+        _atomic_save(graphs, graphs_path)
+    torch.manual_seed(cfg.seed)
+    unet = build_toy_unet()
+    adapter = LayoutAdapter.for_unet(unet, gate_init=0.5)
+    adapter.attach(unet)
+    encoder = SceneGraphEncoder.for_unet(unet)
+    encoder.attach(unet)
+    scheduler = build_toy_scheduler()
+    backbone_params = list(unet.parameters()) + list(adapter.parameters())
+    optimizer = torch.optim.AdamW(
+        [{"params": backbone_params, "base_lr": lr}, {"params": list(encoder.parameters()), "base_lr": graph_lr}], lr=lr, weight_decay=0.01
+    )
+    generator = torch.Generator().manual_seed(cfg.seed + 7)
+    ckpt = run / "graph_ckpt.pt"
+    step = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        unet.load_state_dict(state["unet"])
+        adapter.load_state_dict(state["adapter"])
+        encoder.load_state_dict(state["graph_encoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        step = state["step"]
+    else:
+        state = torch.load(run / "unet_ckpt.pt", weights_only=False)
+        unet.load_state_dict(state["unet"])
+        adapter.load_state_dict(state["adapter"])
+        with torch.no_grad():  # slightly open, so the encoder gets gradients from the first step
+            for fuser in encoder.fusers:
+                fuser.gate.fill_(gate_init)
+        print(f"graph stage: starting from the UNet stage at step {state['step']}", flush=True)
+    if step >= steps:
+        return
+    unet.train()
+    adapter.train()
+    encoder.train()
+    n = data["latents"].shape[0]
+    params = backbone_params + list(encoder.parameters())
+    with open(run / "graph_loss.csv", "a", newline="") as log:
+        writer = csv.writer(log)
+        bar = tqdm(total=steps, initial=step, desc="graph", file=sys.stdout, mininterval=10)
+        started = time.time()
+        while step < steps:
+            idx = torch.randint(0, n, (cfg.unet_batch,), generator=generator)
+            loss = unet_batch_loss(unet, adapter, scheduler, data, idx, cfg, generator, graph_encoder=encoder, graphs=graphs)
+            scale = min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * scale
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            step += 1
+            gate = float(torch.stack([f.gate.detach().tanh().abs() for f in encoder.fusers]).mean())
+            writer.writerow([step, f"{loss.item():.5f}", f"{scale * lr:.2e}", f"{gate:.4f}", f"{time.time() - started:.1f}"])
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", gate=f"{gate:.3f}")
+            if step % cfg.checkpoint_every == 0 or step == steps:
+                log.flush()
+                state = {
+                    "unet": unet.state_dict(), "adapter": adapter.state_dict(), "graph_encoder": encoder.state_dict(),
+                    "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "step": step,
+                }
+                _atomic_save(state, ckpt)
