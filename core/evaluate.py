@@ -25,6 +25,8 @@ in the spirit of VPEval / ActionBench-Direction / Peekaboo's box IoU (all in [0,
   its first and last matched frames.
 - ``plan_check_pass_rate``: the prompt file's ``checks`` scored against the plan (:mod:`core.checks`).
 - ``seconds_per_video``: mean wall-clock render time.
+- ``color_change_accuracy``: ``color_accuracy`` over the ``color_change_videos`` whose plan changes
+  an entity's colour (where the scene graph matters most).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class VideoScore:
     checks: list[bool] = field(default_factory=list)
     seconds: float = 0.0
     detections: list[list[Detection]] = field(default_factory=list)  # per global frame
+    color_change: bool = False  # the plan changes some entity's colour
 
 
 def match(planned: list[tuple[float, float, float, float]], detections: list[Detection], planned_colors: list[str | None]) -> list[int | None]:
@@ -143,6 +146,7 @@ def score_video(plan: VideoPlan, frames: np.ndarray, *, checks: list[dict] | Non
     from core.checks import check_plan
 
     score = VideoScore(prompt=plan.prompt, seconds=seconds)
+    score.color_change = any(len(set(c)) > 1 for scene in plan.scenes for c in entity_colors(plan, scene).values())
     offset = 0
     appearance: dict[str, list[list[tuple[np.ndarray, int]]]] = {}  # entity -> per scene [(mean rgb, pixels)]
     for s, scene in enumerate(plan.scenes):
@@ -235,6 +239,10 @@ def aggregate(scores: list[VideoScore]) -> dict[str, float]:
         "consistency": mean(x for s in scores for x in s.similarities),
         "plan_check_pass_rate": mean(c for s in scores for c in s.checks),
         "seconds_per_video": mean(s.seconds for s in scores),
+        "color_change_videos": sum(s.color_change for s in scores),
+        "color_change_accuracy": mean(
+            bool(e.detection and e.detection.color == e.planned_color) for s in scores if s.color_change for e in s.entity_frames if e.planned_color
+        ),
     }
 
 

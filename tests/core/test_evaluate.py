@@ -58,8 +58,9 @@ def test_colour_is_scored_against_each_frames_scene_graph():
     plan = rolling_ball(color_change_at=4)
     right = aggregate([score_video(plan, draw(plan))])
     never_changes = aggregate([score_video(plan, draw(plan, color_of=lambda f: "red"))])
-    assert right["color_accuracy"] == 1.0
-    assert never_changes["color_accuracy"] == pytest.approx(0.5)
+    assert right["color_accuracy"] == 1.0 and right["color_change_accuracy"] == 1.0 and right["color_change_videos"] == 1
+    assert never_changes["color_accuracy"] == pytest.approx(0.5) and never_changes["color_change_accuracy"] == pytest.approx(0.5)
+    assert aggregate([score_video(rolling_ball(), draw(rolling_ball()))])["color_change_videos"] == 0
     assert never_changes["consistency"] == pytest.approx(1.0) and right["consistency"] < 0.8
 
 

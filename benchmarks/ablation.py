@@ -1,0 +1,48 @@
+"""The ablation table of the model card: every evaluation variant on prompt files, in one run.
+
+    .venv/bin/python benchmarks/ablation.py [--model DIR] [--out eval] [PROMPTS.jsonl ...]
+
+Runs ``launch.py eval``'s pipeline (core.evaluate.run_eval) for the variants full, no-graph,
+no-layout and training-free on each prompt file (default: ../shared/prompts/toyworld_dev.jsonl and
+assets/eval/toyworld_heldout.jsonl), writes each run under ``--out/<file>/<variant>/`` and prints a
+markdown table of the metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+COLUMNS = ["box_miou", "box_ap50", "centroid_error", "direction_accuracy", "color_accuracy", "color_change_accuracy", "count_accuracy", "consistency", "seconds_per_video"]
+
+
+def main() -> None:
+    from core.evaluate import VARIANTS, read_prompts, run_eval, variant_settings
+    from core.render import load_pipeline
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("prompts", nargs="*", type=Path, default=[ROOT.parent / "shared" / "prompts" / "toyworld_dev.jsonl", ROOT / "assets" / "eval" / "toyworld_heldout.jsonl"])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--out", type=Path, default=ROOT / "eval")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    args = parser.parse_args()
+
+    pipe = load_pipeline(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    print("| prompts | variant | " + " | ".join(COLUMNS) + " |")
+    print("| --- | --- | " + " | ".join("---" for _ in COLUMNS) + " |")
+    for path in args.prompts:
+        prompts = read_prompts(path)
+        for variant in args.variants:
+            metrics = run_eval(prompts, args.out / path.stem / variant, pipe=pipe, settings=variant_settings(variant, num_inference_steps=args.steps), variant=variant)
+            cells = [f"{metrics[c]:.2f}" if c != "seconds_per_video" else f"{metrics[c]:.1f}" for c in COLUMNS]
+            print(f"| {path.stem} ({len(prompts)}) | {variant} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
