@@ -303,6 +303,7 @@ class Layout2VidPipeline(DiffusionPipeline):
         if layout is not None and layout.num_entities > 0 and self.layout_adapter is not None:
             objs = self.prepare_grounding(layout, with_unconditional=do_cfg, device=device, dtype=dtype)
 
+        # 3b. Scene-graph tokens (Dysen-VDM's encoder), for every step.
         graph_tokens = None
         if layout is not None and layout.scene_graphs is not None and self.graph_encoder is not None:
             graph_tokens = self.prepare_graph_tokens(layout.scene_graphs, with_unconditional=do_cfg, device=device, dtype=dtype)
@@ -327,13 +328,13 @@ class Layout2VidPipeline(DiffusionPipeline):
                     self.tokenizer, frame_prompts or [prompt] * num_frames, layout.phrases, max_length=self.config.max_prompt_tokens
                 ).to(device)
                 boxes, masks = layout.boxes.to(device), layout.masks.to(device)
-                cond_embeds = prompt_embeds[-1:]
+                cond_embeds = prompt_embeds[-1:]  # the guided pass runs the conditional branch only
+                cond_graph = None if graph_tokens is None else tuple(part[-num_frames:] for part in graph_tokens)
 
                 def energy(x, t):
                     recorder.maps.clear()
                     recorder.recording = True
                     try:
-                        cond_graph = None if graph_tokens is None else tuple(x[-num_frames:] for x in graph_tokens)
                         with self._conditioning(None, cond_frame_embeds, aspect, cond_graph):
                             self.unet(self.scheduler.scale_model_input(x, t), t, encoder_hidden_states=cond_embeds)
                     finally:
