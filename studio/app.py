@@ -51,7 +51,9 @@ def build_app(workspace: Workspace) -> gr.Blocks:
         outputs = [session, note, *views]
         where = [l.scene, l.frame]
 
-        app.load(h.load, [session], outputs).then(h.project_choices, None, p.projects)
+        # The first views skip the queue (one POST instead of a queue join plus an event stream): they
+        # take milliseconds and decide how soon the page is ready.
+        app.load(h.load, [session], outputs, queue=False).then(h.project_choices, None, p.projects, queue=False)
         p.generate.click(h.generate, [session, p.prompt, p.planner, p.llm_model, p.base_url, p.api_key, p.frames], outputs).then(
             h.project_choices, None, p.projects
         )
