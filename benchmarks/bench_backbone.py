@@ -14,7 +14,8 @@ outside the loop). Then, on the same device, the same latents and scheduler (DPM
    gated feed-forward, ``ff_mult=4``) and the light one (``ff_mult=0``, no feed-forward);
 3. ours without an adapter, with training-free box guidance on its default first 20 % of steps.
 
-It prints seconds per denoising step (median over the steps after the first), the ratios against the
+It prints seconds per denoising step (median over the steps after the first, then over ``--repeats``
+round-robin repeats), the ratios against the
 stock pipeline (goals: adapter <= 1.10 per step, guidance <= 1.5 per render), peak GPU memory, the
 achieved TFLOP/s of the stock step (FLOPs counted by ``FlopCounterMode``) against this device's own
 dense matmul TFLOP/s measured in the same run, and the FLOP ratios of both adapters on the full
@@ -140,6 +141,7 @@ def main() -> None:
     parser.add_argument("--config", default=None, choices=["full", "reduced"], help="default: full on a GPU, reduced on the CPU")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps per call (default 25 on a GPU, 6 on the CPU)")
     parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="round-robin repeats; medians are printed")
     parser.add_argument("--size", type=int, default=None, help="frame side in pixels (default 256 on a GPU, 128 on the CPU)")
     args = parser.parse_args()
     gpu = args.device.startswith("cuda")
@@ -188,14 +190,18 @@ def main() -> None:
         finally:
             ours.layout_adapter.attach(ours.unet)
 
-    results = {}
-    for name, run in [("stock", run_stock), ("adapter", run_adapter), ("light", run_light), ("guidance", run_guidance)]:
+    runs = [("stock", run_stock), ("adapter", run_adapter), ("light", run_light), ("guidance", run_guidance)]
+    for _, run in runs:
         run(lambda *a: a[-1] if isinstance(a[-1], dict) else None)  # warm-up
-        if gpu:
-            torch.cuda.reset_peak_memory_stats()
-        per_step, total = step_times(run, args.device)
-        peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if gpu else "n/a on the cpu"
-        results[name] = (statistics.median(per_step), total, peak)
+    samples = {name: [] for name, _ in runs}
+    for _ in range(args.repeats):  # round-robin, so machine noise hits every variant alike
+        for name, run in runs:
+            if gpu:
+                torch.cuda.reset_peak_memory_stats()
+            per_step, total = step_times(run, args.device)
+            peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if gpu else "n/a on the cpu"
+            samples[name].append((statistics.median(per_step), total, peak))
+    results = {name: (statistics.median(s[0] for s in runs_), statistics.median(s[1] for s in runs_), runs_[-1][2]) for name, runs_ in samples.items()}
 
     latents = torch.randn(2, 4, args.frames, size // 8, size // 8, device=args.device, dtype=dtype)
     embeds = torch.randn(2, 77, parts["unet"].config.cross_attention_dim, device=args.device, dtype=dtype)

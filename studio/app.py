@@ -53,7 +53,7 @@ def build_app(workspace: Workspace) -> gr.Blocks:
 
         # The first views skip the queue (one POST instead of a queue join plus an event stream): they
         # take milliseconds and decide how soon the page is ready.
-        app.load(h.load, [session], outputs, queue=False).then(h.project_choices, None, p.projects, queue=False)
+        app.load(h.load, [session], outputs).then(h.project_choices, None, p.projects)
         p.generate.click(h.generate, [session, p.prompt, p.planner, p.llm_model, p.base_url, p.api_key, p.frames], outputs).then(
             h.project_choices, None, p.projects
         )
@@ -77,7 +77,9 @@ def build_app(workspace: Workspace) -> gr.Blocks:
 
         l.scene.input(h.select, [session, l.scene, gr.State(0)], layout_outputs)
         l.frame.release(h.select, [session, *where], layout_outputs)
-        l.boxes.change(h.boxes_changed, [session, l.boxes, *where], layout_outputs, trigger_mode="always_last")
+        # The annotator also fires .change when the views set its value; a drag's handler takes
+        # milliseconds, so its outputs are not covered by a progress overlay while it runs.
+        l.boxes.change(h.boxes_changed, [session, l.boxes, *where], layout_outputs, trigger_mode="always_last", show_progress="hidden")
         l.remove_keyframe.click(h.remove_keyframe, [session, *where], layout_outputs)
         l.absent.click(h.make_absent, [session, *where, l.entity], layout_outputs)
 
