@@ -53,7 +53,10 @@ def build_app(workspace: Workspace) -> gr.Blocks:
 
         # The first views skip the queue (one POST instead of a queue join plus an event stream): they
         # take milliseconds and decide how soon the page is ready.
-        app.load(h.load, [session], outputs).then(h.project_choices, None, p.projects)
+        # The page is usable as soon as the plan, scenes and layout are shown; the two plotly figures
+        # follow in a second event (drawing them is most of a cold page load).
+        loaded = app.load(h.load, [session], outputs)
+        loaded.then(h.graph_views, [session, l.scene, l.frame], [g.graph, g.timeline]).then(h.project_choices, None, p.projects)
         p.generate.click(h.generate, [session, p.prompt, p.planner, p.llm_model, p.base_url, p.api_key, p.frames], outputs).then(
             h.project_choices, None, p.projects
         )

@@ -15,7 +15,7 @@ from core.plan import PlanValidationError, VideoPlan
 from core.planner import PlanError
 from core.render import RenderCancelled, RenderSettings
 from core.workspace import Workspace
-from studio.views import SKETCH_SIZE, VIEW_COUNT, all_views, box_labels, clamp
+from studio.views import GRAPH_VIEWS, SKETCH_SIZE, VIEW_COUNT, all_views, box_labels, clamp, graph_figures
 
 
 def message(text: str | None, ok: str = "") -> str:
@@ -59,7 +59,17 @@ class Handlers:
             return self._views(session, None, 0, 0, "Type a prompt and press **Generate plan**.")
         session["project"] = project
         _, plan = self.ws.store.current(project)
-        return self._views(session, plan, 0, 0, f"Opened project {project}.")
+        views = self._views(session, plan, 0, 0, f"Opened project {project}.")
+        for index in GRAPH_VIEWS:  # drawn by graph_views right after: plotly is the slow part of a first load
+            views[2 + index] = gr.update()
+        return views
+
+    def graph_views(self, session, scene, frame):
+        """The scene-graph and timeline figures of the current plan (after :meth:`load`)."""
+        plan = self._current(session)
+        if plan is None:
+            return [gr.update(), gr.update()]
+        return graph_figures(plan, scene, frame)
 
     def generate(self, session, prompt, planner, llm_model, base_url, api_key, frames):
         session = dict(session or {})

@@ -80,6 +80,15 @@ def clamp(plan: VideoPlan, scene: int | None, frame: int | None) -> Selection:
     return Selection(scene, frame)
 
 
+GRAPH_VIEWS = (8, 10)  # positions of the scene-graph and timeline figures in all_views
+
+
+def graph_figures(plan: VideoPlan, scene: int | None, frame: int | None) -> list:
+    """The scene-graph network and the events timeline of the selected scene and frame."""
+    sel = clamp(plan, scene, frame)
+    return [scene_graph_figure(plan, sel.scene, sel.frame), events_timeline(plan, sel.scene, sel.frame)]
+
+
 def all_views(plan: VideoPlan, scene: int | None, frame: int | None, base=None) -> list:
     """Values for ALL_VIEW outputs (see studio/app.py), in order."""
     sel = clamp(plan, scene, frame)

@@ -114,3 +114,13 @@ def test_remote_binding_requires_auth():
         auth_pair(parse_args(["--host", "0.0.0.0"]))
     assert auth_pair(parse_args(["--host", "0.0.0.0", "--auth", "ana:secret"])) == ("ana", "secret")
     assert auth_pair(parse_args([])) is None
+
+
+def test_page_load_shows_the_layout_first_and_the_graph_figures_next(handlers):
+    generate(handlers)
+    out = handlers.load({})
+    assert out[0]["project"] == 1 and "Frame 0" in out[8]
+    assert out[10] == {"__type__": "update"} and out[12] == {"__type__": "update"}  # figures not drawn yet
+    graph, timeline = handlers.graph_views(out[0], 0, 0)
+    assert any(trace.type == "scatter" for trace in graph.data) and len(timeline.data) > 0
+    assert handlers.graph_views({}, 0, 0) == [{"__type__": "update"}, {"__type__": "update"}]
