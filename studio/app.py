@@ -51,8 +51,6 @@ def build_app(workspace: Workspace) -> gr.Blocks:
         outputs = [session, note, *views]
         where = [l.scene, l.frame]
 
-        # The first views skip the queue (one POST instead of a queue join plus an event stream): they
-        # take milliseconds and decide how soon the page is ready.
         # The page is usable as soon as the plan, scenes and layout are shown; the two plotly figures
         # follow in a second event (drawing them is most of a cold page load).
         loaded = app.load(h.load, [session], outputs)
