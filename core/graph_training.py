@@ -1,6 +1,6 @@
 """Stage 4 of the toy model: train Dysen's scene-graph encoder with the UNet and its layout adapter.
 
-    python -m core.train graph --run runs/toy --steps 2400
+    python -m core.train graph --run runs/toy --steps 3600
 
 Each cached training clip gets per-frame scene graphs in :mod:`core.dsg`'s schema, derived from the
 clip's own layout: an object node per entity (its kind), a ``has color`` attribute node with the

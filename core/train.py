@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     ada.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
     graph = sub.add_parser("graph", help="stage 4: train the scene-graph encoder with the UNet (after the toy stages)")
     graph.add_argument("--run", type=Path, default=Path("runs/toy"))
-    graph.add_argument("--steps", type=int, default=2400)
+    graph.add_argument("--steps", type=int, default=3600)
     graph.add_argument("--lr", type=float, default=1.2e-4, help="UNet and adapter learning rate")
     graph.add_argument("--graph-lr", type=float, default=3e-4, help="graph encoder learning rate")
     graph.add_argument("--threads", type=int, default=2)
