@@ -11,7 +11,8 @@ outside the loop). Then, on the same device, the same latents and scheduler (DPM
 1. the stock diffusers ``TextToVideoSDPipeline``;
 2. our ``Layout2VidPipeline`` with a layout adapter and three boxed entities, gated attention on for
    every step (``layout_alpha=1``, the worst case): GLIGEN's adapter (gated self-attention plus a
-   gated feed-forward, ``ff_mult=4``) and the light one (``ff_mult=0``, no feed-forward);
+   gated feed-forward, ``ff_mult=4``) and the light one that ``core.train adapter`` trains by
+   default (``ff_mult=0``, no feed-forward);
 3. ours without an adapter, with training-free box guidance on its default first 20 % of steps.
 
 It prints seconds per denoising step (median over the steps after the first, then over ``--repeats``
@@ -213,7 +214,7 @@ def main() -> None:
     labels = {
         "stock": "stock TextToVideoSDPipeline",
         "adapter": "Layout2Vid + GLIGEN adapter, ff_mult 4 (alpha 1)",
-        "light": "Layout2Vid + light adapter, ff_mult 0 (alpha 1)",
+        "light": "Layout2Vid + light adapter, ff_mult 0, the default (alpha 1)",
         "guidance": "Layout2Vid + training-free guidance (alpha 0.2)",
     }
     for name, (per_step, total, peak) in results.items():

@@ -69,7 +69,10 @@ class AdapterTrainConfig:
     max_boxes: int = 8
     drop_grounding: float = 0.1  # fraction of samples with null grounding tokens (for guidance)
     seed: int = 0
-    ff_mult: int = 4  # the adapter's gated feed-forward width (GLIGEN 4, 0 for none)
+    # The adapter's gated feed-forward width. 0 (none) keeps the per-step cost of a ModelScope UNet3D
+    # with the adapter active at 1.07x in FLOPs; GLIGEN's full block (4) costs 1.19x
+    # (benchmarks/bench_backbone.py).
+    ff_mult: int = 0
 
 
 def load_coco(path: Path) -> CocoInstances:

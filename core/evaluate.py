@@ -20,9 +20,11 @@ in the spirit of VPEval / ActionBench-Direction / Peekaboo's box IoU (all in [0,
   frame's scene graph gives the entity (so a colour change is scored at its frame).
 - ``count_accuracy``: per frame: the number of detections equals the number of planned on-screen
   entities.
-- ``consistency``: per entity id, appearance similarity (1 - RGB distance of the pixel-weighted mean
-  colour / the RGB cube diagonal) between the scenes it appears in; an entity in one scene compares
-  its first and last matched frames.
+- ``consistency``: per entity id and planned colour, appearance similarity (1 - RGB distance of the
+  pixel-weighted mean colour / the RGB cube diagonal) between the scenes it appears in with that
+  colour; one that appears in one scene compares its first and last matched frames. Keying by the
+  planned colour keeps a colour change the plan asks for (scored by ``color_accuracy``) from
+  counting as a change of identity.
 - ``plan_check_pass_rate``: the prompt file's ``checks`` scored against the plan (:mod:`core.checks`).
 - ``seconds_per_video``: mean wall-clock render time.
 - ``color_change_accuracy``: ``color_accuracy`` over the ``color_change_videos`` whose plan changes
@@ -148,7 +150,7 @@ def score_video(plan: VideoPlan, frames: np.ndarray, *, checks: list[dict] | Non
     score = VideoScore(prompt=plan.prompt, seconds=seconds)
     score.color_change = any(len(set(c)) > 1 for scene in plan.scenes for c in entity_colors(plan, scene).values())
     offset = 0
-    appearance: dict[str, list[list[tuple[np.ndarray, int]]]] = {}  # entity -> per scene [(mean rgb, pixels)]
+    appearance: dict[tuple[str, str | None], list[list[tuple[np.ndarray, int]]]] = {}  # (entity, colour) -> per scene [(mean rgb, pixels)]
     for s, scene in enumerate(plan.scenes):
         ids = scene.entity_ids()
         boxes, masks = interpolate_boxes(scene, ids)
@@ -171,13 +173,44 @@ def score_video(plan: VideoPlan, frames: np.ndarray, *, checks: list[dict] | Non
         for entity_id, track in tracks.items():
             if track:
                 score.directions.extend(_direction(track))
-                appearance.setdefault(entity_id, []).append([(np.array(t.detection.mean_rgb), t.detection.pixels) for t in track if t.detection])
+                for color in dict.fromkeys(t.planned_color for t in track):
+                    seen = [(np.array(t.detection.mean_rgb), t.detection.pixels) for t in track if t.detection and t.planned_color == color]
+                    appearance.setdefault((entity_id, color), []).append(seen)
         offset += scene.num_frames
     for per_scene in appearance.values():
         score.similarities.append(_consistency(per_scene))
     if checks:
         score.checks = [ok for _, ok in check_plan(plan, checks)]
     return score
+
+
+def draw_plan(plan: VideoPlan, size: int = 64) -> np.ndarray:
+    """The toy world's exact rendering of a plan: every on-screen entity drawn as its kind, in the
+    colour its scene graph gives it at that frame, filling its interpolated box, on the scene's
+    background (:func:`core.toyworld.render_frame`). The oracle video for a toy-world plan.
+
+    Args:
+        plan: a plan whose entity kinds and backgrounds are toy-world names.
+        size: frame side in pixels.
+
+    Returns:
+        (sum of num_frames, size, size, 3) uint8, scenes in order.
+
+    Raises:
+        ValueError: a kind, colour or background outside the toy world's palette (from render_frame).
+    """
+    from core.toyworld import ToyObject, render_frame
+
+    kinds = {e.id: e.kind for e in plan.entities}
+    frames = []
+    for scene in plan.scenes:
+        ids = scene.entity_ids()
+        boxes, masks = interpolate_boxes(scene, ids)
+        colors = entity_colors(plan, scene)
+        for f in range(scene.num_frames):
+            objects = [ToyObject(kinds[e], colors[e][f], tuple(float(v) for v in boxes[f, n])) for n, e in enumerate(ids) if masks[f, n]]
+            frames.append(render_frame(scene.background, objects, size))
+    return np.stack(frames)
 
 
 def _centre(box) -> np.ndarray:

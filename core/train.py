@@ -1,6 +1,8 @@
 """Train the miniature Layout2Vid on the procedural toy world.
 
     python -m core.train toy --out runs/toy --seed 0          # generate data and train, resumable
+    python -m core.train graph --run runs/toy --steps 3600    # stage 4, see core.graph_training
+    python -m core.train decoder --run runs/toy --steps 3000  # stage 5, see core.decoder_training
     python -m core.train export --run runs/toy --to assets/layout2vid-toy
     python -m core.train adapter --model PATH --images DIR --annotations COCO.json   # see core.adapter_training
 
@@ -10,6 +12,8 @@ Stages (each resumes from its last checkpoint in ``--out``; a finished stage is 
    grounding (boxes, on-screen masks, phrase ids), cached in ``data.pt``.
 3. ``unet``: UNet3D + layout adapter, v-prediction on a zero-terminal-SNR schedule, with condition
    dropout for classifier-free guidance. The loss is logged to ``loss.csv``.
+4. ``graph`` (its own command): Dysen's scene-graph encoder trained jointly with the UNet.
+5. ``decoder`` (its own command): the autoencoder's decoder fine-tuned with the encoder frozen.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +59,7 @@ class ToyTrainConfig:
     drop_prompt: float = 0.05
     drop_layout: float = 0.05
     drop_adapter: float = 0.1  # whole batches without gated attention, so alpha < 1 works
+    box_loss_weight: float = 1.0  # loss weight of latent cells inside an entity's box (1 = plain MSE)
     checkpoint_every: int = 200
     threads: int = 2
 
@@ -81,16 +86,20 @@ def _frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
 
 
 def _foreground_weight(clips, foreground_weight: float) -> torch.Tensor:
+    """(N, 1, H, W) loss weights of the clips' frames, see :func:`_foreground_weight_frames`."""
+    frames = np.concatenate([c.frames for c in clips])
+    backgrounds = [c.background for c in clips for _ in c.frames]
+    return _foreground_weight_frames(frames, backgrounds, foreground_weight)
+
+
+def _foreground_weight_frames(frames: np.ndarray, backgrounds: list[str], foreground_weight: float) -> torch.Tensor:
     """(N, 1, H, W) loss weights: ``foreground_weight`` on shape pixels, 1 on background pixels.
 
     Shapes cover a few percent of a frame; without the weight the autoencoder learns backgrounds
-    long before it learns the shapes' colours.
+    long before it learns the shapes' colours. frames: (N, H, W, 3) uint8; backgrounds: N names.
     """
-    masks = []
-    for clip in clips:
-        background = np.asarray(BACKGROUNDS[clip.background], dtype=np.int16)
-        masks.append(np.abs(clip.frames.astype(np.int16) - background).sum(-1) > 24)
-    mask = torch.from_numpy(np.concatenate(masks)).float()[:, None]
+    palette = np.array([BACKGROUNDS[b] for b in backgrounds], dtype=np.int16)[:, None, None]
+    mask = torch.from_numpy(np.abs(frames.astype(np.int16) - palette).sum(-1) > 24).float()[:, None]
     return 1.0 + (foreground_weight - 1.0) * mask
 
 
@@ -255,7 +264,28 @@ def unet_batch_loss(unet, adapter, scheduler, data: dict, idx: torch.Tensor, cfg
         tokens = (tokens, token_mask)
     with adapter.grounding(objs), (graph_encoder.conditioning(tokens) if graph_encoder is not None else nullcontext()):
         pred = unet(noisy, timesteps, encoder_hidden_states=prompt).sample
-    return F.mse_loss(pred, target)
+    if cfg.box_loss_weight == 1.0:
+        return F.mse_loss(pred, target)
+    weight = box_loss_weights(data["boxes"][idx], data["masks"][idx], latents.shape[-1], cfg.box_loss_weight)
+    return (weight * (pred - target) ** 2).mean() / weight.mean()
+
+
+def box_loss_weights(boxes: torch.Tensor, masks: torch.Tensor, size: int, weight: float) -> torch.Tensor:
+    """Per-cell loss weights (B, 1, F, size, size): ``weight`` on latent cells that overlap an
+    on-screen entity's box, 1 elsewhere.
+
+    Objects cover a few percent of a toy frame, so a plain MSE is mostly about backgrounds; this
+    spends more of the loss on the entities the metrics are about (the autoencoder's foreground
+    weight, one stage later). boxes: (B, F, N, 4) xyxy in [0, 1]; masks: (B, F, N) 0/1.
+    """
+    low = torch.arange(size, dtype=torch.float32) / size
+    high = low + 1.0 / size
+    b = boxes.float()[..., None, None]  # (B, F, N, 4, 1, 1)
+    overlap_x = (high[None, None, None, None, :] > b[..., 0, :, :]) & (low[None, None, None, None, :] < b[..., 2, :, :])
+    overlap_y = (high[None, None, None, :, None] > b[..., 1, :, :]) & (low[None, None, None, :, None] < b[..., 3, :, :])
+    inside = overlap_x & overlap_y
+    covered = (inside & (masks[..., None, None] > 0)).any(dim=2)  # (B, F, size, size)
+    return (1.0 + (weight - 1.0) * covered.float())[:, None]
 
 
 def train_unet(run: Path, cfg: ToyTrainConfig, data: dict) -> None:
@@ -326,7 +356,8 @@ def export(run: Path, target: Path, *, stage: str | None = None) -> Path:
     stage = stage or ("graph" if (run / "graph_ckpt.pt").exists() else "unet")
     state = torch.load(run / f"{stage}_ckpt.pt", weights_only=False)
     data = torch.load(run / "data.pt", weights_only=False)
-    vae = AutoencoderKL.from_pretrained(run / "vae")
+    # The decoder stage (stage 5) keeps the encoder, so its autoencoder fits the cached latents.
+    vae = AutoencoderKL.from_pretrained(run / ("vae_decoder" if (run / "vae_decoder" / "config.json").exists() else "vae"))
     vae.register_to_config(scaling_factor=data["scaling_factor"])
     unet = build_toy_unet()
     unet.load_state_dict(state["unet"])
@@ -363,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     ada.add_argument("--batch", type=int, default=4)
     ada.add_argument("--lr", type=float, default=5e-5)
     ada.add_argument("--seed", type=int, default=0)
-    ada.add_argument("--ff-mult", type=int, default=4, choices=[0, 1, 2, 4], help="gated dense feed-forward width (GLIGEN 4; 0: none, faster)")
+    ada.add_argument("--ff-mult", type=int, default=0, choices=[0, 1, 2, 4], help="gated feed-forward width: 0 none (1.07x step FLOPs), 4 GLIGEN's full block (1.19x)")
     ada.add_argument("--device", default="cpu")
     ada.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
     graph = sub.add_parser("graph", help="stage 4: train the scene-graph encoder with the UNet (after the toy stages)")
@@ -372,6 +403,15 @@ def main(argv: list[str] | None = None) -> int:
     graph.add_argument("--lr", type=float, default=1.2e-4, help="UNet and adapter learning rate")
     graph.add_argument("--graph-lr", type=float, default=3e-4, help="graph encoder learning rate")
     graph.add_argument("--threads", type=int, default=2)
+    graph.add_argument("--box-loss-weight", type=float, default=None, help="loss weight inside entity boxes (default: the run's config, 1)")
+    dec = sub.add_parser("decoder", help="stage 5: fine-tune the autoencoder's decoder, encoder frozen (after the toy stages)")
+    dec.add_argument("--run", type=Path, default=Path("runs/toy"))
+    dec.add_argument("--steps", type=int, default=3000)
+    dec.add_argument("--lr", type=float, default=3e-4)
+    dec.add_argument("--batch", type=int, default=16)
+    dec.add_argument("--foreground-weight", type=float, default=4.0)
+    dec.add_argument("--latent-noise", type=float, default=0.1, help="largest latent perturbation, times the latents' std")
+    dec.add_argument("--threads", type=int, default=2)
     exp = sub.add_parser("export", help="write a trained run as a pipeline folder")
     exp.add_argument("--run", type=Path, default=Path("runs/toy"))
     exp.add_argument("--to", type=Path, default=Path("assets/layout2vid-toy"))
@@ -389,11 +429,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "export":
         print(export(args.run, args.to, stage=args.stage))
         return 0
+    if args.command == "decoder":
+        from core.decoder_training import train_decoder
+
+        torch.set_num_threads(args.threads)
+        print(train_decoder(args.run, steps=args.steps, lr=args.lr, batch=args.batch, foreground_weight=args.foreground_weight, latent_noise=args.latent_noise))
+        return 0
     if args.command == "graph":
         from core.graph_training import train_graph
 
         torch.set_num_threads(args.threads)
         cfg = ToyTrainConfig(**json.loads((args.run / "config.json").read_text()))
+        if args.box_loss_weight is not None:
+            cfg = replace(cfg, box_loss_weight=args.box_loss_weight)
         data = torch.load(args.run / "data.pt", weights_only=False)
         train_graph(args.run, cfg, data, steps=args.steps, lr=args.lr, graph_lr=args.graph_lr)
         return 0
