@@ -103,3 +103,13 @@ def test_eval_rejects_a_bad_variant_and_a_bad_prompt_file(tmp_path, capsys):
     assert cli_main(["eval", str(prompts), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.strip() == "error: p.jsonl:2: prompt: must be a non-empty string"
     assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_draw_plan_is_the_oracle_video_of_a_plan():
+    from core.evaluate import draw_plan
+
+    plan = rolling_ball(color_change_at=4)
+    frames = draw_plan(plan)
+    assert frames.shape == (plan.scenes[0].num_frames, 64, 64, 3) and frames.dtype == np.uint8
+    metrics = aggregate([score_video(plan, frames)])
+    assert metrics["box_ap50"] == 1.0 and metrics["color_accuracy"] == 1.0 and metrics["count_accuracy"] == 1.0
