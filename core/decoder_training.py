@@ -1,6 +1,7 @@
-"""Stage 5 of the toy model: fine-tune the autoencoder's decoder with its encoder frozen.
+"""Stages 5 and 6 of the toy model: fine-tune the autoencoder's decoder with its encoder frozen.
 
     python -m core.train decoder --run runs/toy --steps 3000
+    python -m core.train refine --run runs/toy --model assets/layout2vid-toy --clips 240 --steps 1500
 
 Why: the first autoencoder capped every layout metric. Drawing the dev plans exactly and passing
 them through its encode -> decode alone took AP50 from 0.96 to 0.70 and count accuracy from 0.99 to
@@ -17,6 +18,16 @@ their standard deviation (the denoiser's outputs are never exactly on the encode
 minimises L1 + MSE weighted ``foreground_weight`` times on shape pixels. Checkpoints go to
 ``run/decoder_ckpt.pt`` (resumable); the finished autoencoder is saved to ``run/vae_decoder`` and
 :func:`core.train.export` prefers it over ``run/vae``.
+
+Stage 6 (``refine``) goes on from ``run/vae_decoder`` with a second kind of pair. The denoiser's
+samples are never exactly an encoding: after 25 sampling steps an object's latent can sit between
+two palette colours (decoded as a two-tone blob that the detector splits in two) and the corner
+cells carry faint residue (decoded as a speck). But in the toy world the correct frame of any layout
+is known exactly, since the renderer is deterministic. :func:`sample_pairs` samples the shipped
+pipeline on fresh random training clips (their captions, boxes, phrases and scene graphs; never
+the evaluation prompts) and keeps each sample's latents beside the clip's drawn frames;
+:func:`train_decoder` with ``pairs`` then gives ``sample_share`` of every batch to decoding those
+latents into the drawn frames, the rest to the stage-5 objective so that encodings still decode.
 """
 
 from __future__ import annotations
@@ -54,6 +65,99 @@ def decoder_batch(rng: np.random.Generator, batch: int, empty_share: float) -> t
     return np.stack(frames[:batch]), backgrounds[:batch]
 
 
+def clip_conditioning(clip, rng: np.random.Generator):
+    """A training clip as the pipeline's inputs: ``(prompt, LayoutConditioning)``.
+
+    The prompt is the clip's caption; phrases are ``"<colour> <kind>"`` per frame, boxes and masks
+    the clip's tracks, scene graphs :func:`core.graph_training.clip_graphs` (what stage 4 trained
+    the graph encoder on) and every entity gets a random noise seed.
+    """
+    from core.graph_training import clip_graphs
+    from core.pipeline import LayoutConditioning
+
+    frames, entities = len(clip.frames), len(clip.tracks)
+    phrases = [[f"{track.colors[f]} {track.kind}" for track in clip.tracks] for f in range(frames)]
+    boxes = np.zeros((frames, entities, 4), dtype=np.float32)
+    masks = np.zeros((frames, entities), dtype=np.float32)
+    for n, track in enumerate(clip.tracks):
+        for f, box in enumerate(track.boxes):
+            if box is not None:
+                boxes[f, n], masks[f, n] = box, 1.0
+    layout = LayoutConditioning(
+        phrases=phrases,
+        boxes=torch.from_numpy(boxes),
+        masks=torch.from_numpy(masks),
+        entity_seeds=[int(s) for s in rng.integers(0, 2**31 - 1, size=entities)],
+        scene_graphs=clip_graphs(phrases, masks, boxes, clip.background),
+    )
+    return clip.caption, layout
+
+
+def sample_pairs(
+    pipe,
+    path: Path,
+    *,
+    clips: int,
+    num_frames: int = 16,
+    num_inference_steps: int = 25,
+    guidance_scale: float = 4.0,
+    seed: int = 0,
+    save_every: int = 10,
+) -> dict:
+    """Sample ``pipe`` on random toy clips and cache (sampled latents, drawn frames) at ``path``.
+
+    Resumable: an existing file's clips are kept and sampling goes on until ``clips``.
+
+    Args:
+        pipe: a toy-world Layout2VidPipeline (the UNet whose samples the decoder will learn).
+        path: the ``.pt`` cache, written atomically every ``save_every`` clips.
+        clips: total clips. num_frames: frames per clip (16, a scene's length).
+        num_inference_steps, guidance_scale: the sampler settings of a render (defaults 25, 4).
+
+    Returns:
+        dict with ``latents`` (clips, 4, F, h, w) float16 unscaled (what ``vae.decode`` takes),
+        ``frames`` (clips, F, 64, 64, 3) uint8 drawn exactly, ``backgrounds`` (clips names).
+    """
+    from core.train import _atomic_save
+
+    pairs = torch.load(path, weights_only=False) if path.exists() else {"latents": [], "frames": [], "backgrounds": []}
+    pairs = {k: list(v) for k, v in pairs.items()}
+    rng = np.random.default_rng([seed, 6])
+    for _ in range(len(pairs["latents"])):  # skip the clips already sampled, so resuming draws new ones
+        sample_clip(rng, num_frames=num_frames), rng.integers(0, 2**31 - 1, size=3)
+    scaling = pipe.vae.config.scaling_factor
+    bar = tqdm(total=clips, initial=len(pairs["latents"]), desc="sample pairs", file=sys.stdout, mininterval=10)
+    while len(pairs["latents"]) < clips:
+        clip = sample_clip(rng, num_frames=num_frames)
+        prompt, layout = clip_conditioning(clip, np.random.default_rng(rng.integers(0, 2**31 - 1, size=3)))
+        generator = torch.Generator().manual_seed(len(pairs["latents"]) + seed * 100_003)
+        latents = pipe(
+            prompt, layout, num_frames=num_frames, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            generator=generator, output_type="latent",
+        ).frames
+        pairs["latents"].append((latents[0].float() / scaling).half().cpu())
+        pairs["frames"].append(torch.from_numpy(clip.frames))
+        pairs["backgrounds"].append(clip.background)
+        bar.update(1)
+        if len(pairs["latents"]) % save_every == 0 or len(pairs["latents"]) == clips:
+            _atomic_save({k: (torch.stack(v) if k != "backgrounds" else v) for k, v in pairs.items()}, path)
+    bar.close()
+    return {k: (torch.stack(v) if k != "backgrounds" else v) for k, v in pairs.items()}
+
+
+def pair_batch(pairs: dict, rng: np.random.Generator, batch: int) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+    """``batch`` random (clip, frame) items of :func:`sample_pairs`' cache.
+
+    Returns:
+        (latents (batch, 4, h, w) float32, drawn frames (batch, 64, 64, 3) uint8, background names).
+    """
+    clips, frames = pairs["latents"].shape[0], pairs["latents"].shape[2]
+    c = rng.integers(0, clips, size=batch)
+    f = rng.integers(0, frames, size=batch)
+    latents = pairs["latents"][c, :, f].float()
+    return latents, pairs["frames"][c, f].numpy(), [pairs["backgrounds"][i] for i in c]
+
+
 def train_decoder(
     run: Path,
     *,
@@ -65,8 +169,12 @@ def train_decoder(
     empty_share: float = 0.1,
     seed: int = 0,
     checkpoint_every: int = 200,
+    stage: str = "decoder",
+    source: str = "vae",
+    pairs: dict | None = None,
+    sample_share: float = 0.5,
 ) -> Path:
-    """Fine-tune the decoder of ``run/vae`` and save the result to ``run/vae_decoder``.
+    """Fine-tune the decoder of ``run/<source>`` and save the result to ``run/vae_<stage>``.
 
     Args:
         run: a toy run folder with ``vae/`` (stage 1).
@@ -76,20 +184,25 @@ def train_decoder(
         foreground_weight: loss weight of shape pixels relative to background pixels (>= 1).
         latent_noise: largest latent perturbation, as a multiple of the latents' std (0-1).
         empty_share: probability that a frame is replaced by its empty background (0-1).
+        stage: names the checkpoint ``run/<stage>_ckpt.pt``, the log ``run/<stage>_loss.csv`` and
+            the output ``run/vae_<stage>`` (``decoder`` for stage 5, ``refine`` for stage 6).
+        source: the autoencoder folder under ``run`` to start from.
+        pairs: :func:`sample_pairs`' cache; None trains on encodings only.
+        sample_share: fraction (0-1) of each batch taken from ``pairs`` when given.
 
     Returns:
         The saved autoencoder folder.
 
     Raises:
-        FileNotFoundError: ``run/vae`` does not exist.
+        FileNotFoundError: ``run/<source>`` does not exist.
     """
     from diffusers import AutoencoderKL
 
     from core.train import _atomic_save, _foreground_weight_frames, _frames_to_tensor
 
-    if not (run / "vae" / "config.json").exists():
-        raise FileNotFoundError(f"{run / 'vae'}: train the autoencoder first (python -m core.train toy)")
-    vae = AutoencoderKL.from_pretrained(run / "vae")
+    if not (run / source / "config.json").exists():
+        raise FileNotFoundError(f"{run / source}: train the earlier stages first (python -m core.train toy, then decoder)")
+    vae = AutoencoderKL.from_pretrained(run / source)
     vae.requires_grad_(False)
     params = decoder_parameters(vae)
     for p in params:
@@ -98,7 +211,7 @@ def train_decoder(
     rng = np.random.default_rng(seed + 5)
     generator = torch.Generator().manual_seed(seed + 5)
     step = 0
-    ckpt = run / "decoder_ckpt.pt"
+    ckpt = run / f"{stage}_ckpt.pt"
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
         vae.load_state_dict(state["model"])
@@ -108,17 +221,22 @@ def train_decoder(
         step = state["step"]
     vae.encoder.eval()
     vae.decoder.train()
-    log = open(run / "decoder_loss.csv", "a", newline="")
+    log = open(run / f"{stage}_loss.csv", "a", newline="")
     writer = csv.writer(log)
-    bar = tqdm(total=steps, initial=step, desc="decoder", file=sys.stdout, mininterval=10)
+    sampled = round(batch * sample_share) if pairs is not None else 0
+    bar = tqdm(total=steps, initial=step, desc=stage, file=sys.stdout, mininterval=10)
     while step < steps:
-        frames, backgrounds = decoder_batch(rng, batch, empty_share)
-        images = _frames_to_tensor(frames)
-        weight = _foreground_weight_frames(frames, backgrounds, foreground_weight)
+        frames, backgrounds = decoder_batch(rng, batch - sampled, empty_share)
         with torch.no_grad():
-            latents = vae.encode(images).latent_dist.mean
+            latents = vae.encode(_frames_to_tensor(frames)).latent_dist.mean
             scale = torch.rand(latents.shape[0], 1, 1, 1, generator=generator) * latent_noise * latents.std()
             latents = latents + scale * torch.randn(latents.shape, generator=generator)
+        if sampled:
+            pair_latents, pair_frames, pair_backgrounds = pair_batch(pairs, rng, sampled)
+            latents = torch.cat([latents, pair_latents])
+            frames, backgrounds = np.concatenate([frames, pair_frames]), backgrounds + pair_backgrounds
+        images = _frames_to_tensor(frames)
+        weight = _foreground_weight_frames(frames, backgrounds, foreground_weight)
         recon = vae.decode(latents).sample
         l1 = (weight * (recon - images).abs()).mean()
         mse = (weight * (recon - images) ** 2).mean()
@@ -139,6 +257,6 @@ def train_decoder(
             _atomic_save(state, ckpt)
     log.close()
     vae.eval()
-    out = run / "vae_decoder"
+    out = run / f"vae_{stage}"
     vae.save_pretrained(out)
     return out

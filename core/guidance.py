@@ -1,4 +1,5 @@
-"""Training-free box guidance: cross-attention energy minimised in the denoising loop.
+"""Training-free box guidance: cross-attention energy minimised in the denoising loop, or
+cross-attention masking.
 
 For backbones without a trained layout adapter (LLM-grounded Video Diffusion, Lian et al.,
 arXiv 2309.17444, section 4; the energy follows BoxDiff/LMD's backward guidance). At a guided step
@@ -10,8 +11,14 @@ prompt tokens are read, and the latents take one gradient step on
 where ``A_n[q]`` is the attention of visual token ``q`` to entity ``n``'s prompt tokens (averaged over
 heads and the entity's tokens). Lowering ``E`` moves each entity's attention mass into its box.
 
-Everything here is a plain function over tensors except :class:`CrossAttentionRecorder`, the attention
-processor that records the maps (diffusers' processor protocol).
+The second method, ``method="mask"``, needs no gradient: attention masking as in Peekaboo (Jain et
+al., arXiv 2312.07509, sec. 3) and TrailBlazer (Ma et al., arXiv 2401.00896). For the first ``alpha``
+fraction of the steps, the logits of entity ``n``'s prompt tokens get ``-penalty`` at every visual
+token outside ``n``'s box (:func:`box_attention_bias`), so the entity's words are only read inside its
+box; the latents themselves are never pushed.
+
+Everything here is a plain function over tensors except the attention processors
+(:class:`CrossAttentionRecorder`, :class:`BoxMaskedAttention`; diffusers' processor protocol).
 """
 
 from __future__ import annotations
@@ -26,18 +33,24 @@ from einops import rearrange
 from core.models.layout import cell_boxes
 
 
+METHODS = ("energy", "mask")
+
+
 @dataclass(frozen=True)
 class BoxGuidance:
     """Settings of the training-free box guidance.
 
     Attributes:
         alpha: fraction of the denoising steps (from the first) that are guided, in [0, 1].
-        scale: size of one guidance step in units of the latents' RMS gradient direction, >= 0;
-            the step is ``scale * E * grad / rms(grad)`` so it fades as the energy falls.
+        scale: ``energy``: size of one guidance step in units of the latents' RMS gradient
+            direction, >= 0; the step is ``scale * E * grad / rms(grad)`` so it fades as the
+            energy falls. ``mask``: unused.
+        method: ``energy`` (a gradient step on the latents) or ``mask`` (attention masking).
     """
 
     alpha: float = 0.2
     scale: float = 1.0
+    method: str = "energy"
 
 
 def box_masks_on_grid(boxes: torch.Tensor, masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -146,17 +159,74 @@ class CrossAttentionRecorder:
         return out / attn.rescale_output_factor
 
 
+def box_attention_bias(token_weights: torch.Tensor, box_masks: torch.Tensor, *, penalty: float = 1e4) -> torch.Tensor:
+    """The additive cross-attention bias of attention masking (Peekaboo / TrailBlazer).
+
+    Args:
+        token_weights: (frames, entities, tokens); a token names entity n where its weight is > 0.
+        box_masks: (frames, entities, queries) in [0, 1] from :func:`box_masks_on_grid`; a query is
+            inside entity n's box where its coverage is > 0 (an off-screen entity covers nothing).
+        penalty: the logit subtracted, > 0 (1e4 makes the masked probabilities exactly 0 in fp32).
+
+    Returns:
+        torch.Tensor (frames, queries, tokens): ``-penalty`` where the token names an entity whose
+        box does not cover the query, else 0.
+    """
+    names = (token_weights > 0).to(box_masks.dtype)
+    outside = (box_masks <= 0).to(box_masks.dtype)
+    blocked = torch.einsum("fnq,fnk->fqk", outside, names) > 0
+    return blocked.to(box_masks.dtype) * -penalty
+
+
+class BoxMaskedAttention:
+    """A cross-attention processor that adds a bias to the logits while ``bias_fn`` is set.
+
+    ``bias_fn(batch, queries)`` returns (batch, queries, tokens) or None for no bias (then PyTorch
+    SDPA runs, as diffusers' ``AttnProcessor2_0``). The same instance serves every layer it is
+    installed on; the layers differ in their number of queries.
+    """
+
+    def __init__(self):
+        self.bias_fn = None
+        self._sdpa = AttnProcessor2_0()
+
+    def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        bias = None
+        if self.bias_fn is not None and encoder_hidden_states is not None:
+            bias = self.bias_fn(hidden_states.shape[0], hidden_states.shape[1])
+        if bias is None:
+            return self._sdpa(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        context = attn.norm_encoder_hidden_states(encoder_hidden_states) if attn.norm_cross else encoder_hidden_states
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key = attn.head_to_batch_dim(attn.to_k(context))
+        value = attn.head_to_batch_dim(attn.to_v(context))
+        bias = bias.to(query.dtype).repeat_interleave(attn.heads, dim=0)  # (B * heads, Q, K), batch-major like head_to_batch_dim
+        probs = attn.get_attention_scores(query, key, bias)
+        out = attn.batch_to_head_dim(torch.bmm(probs, value))
+        out = attn.to_out[1](attn.to_out[0](out))
+        return out / attn.rescale_output_factor
+
+
+def install_cross_attention(unet, processor) -> dict:
+    """Put ``processor`` on every spatial cross-attention (``attn2`` of the spatial transformers).
+
+    Returns:
+        The previous processors, so that ``unet.set_attn_processor(previous)`` restores them.
+    """
+    previous = dict(unet.attn_processors)
+    processors = {name: (processor if ".attentions." in name and name.endswith("attn2.processor") else proc) for name, proc in previous.items()}
+    unet.set_attn_processor(processors)
+    return previous
+
+
 def install_recorder(unet) -> tuple[CrossAttentionRecorder, dict]:
-    """Put one recorder on every spatial cross-attention (``attn2`` of the spatial transformers).
+    """Put one :class:`CrossAttentionRecorder` on every spatial cross-attention.
 
     Returns:
         (recorder, previous processors) so that ``unet.set_attn_processor(previous)`` restores them.
     """
-    previous = dict(unet.attn_processors)
     recorder = CrossAttentionRecorder()
-    processors = {name: (recorder if ".attentions." in name and name.endswith("attn2.processor") else proc) for name, proc in previous.items()}
-    unet.set_attn_processor(processors)
-    return recorder, previous
+    return recorder, install_cross_attention(unet, recorder)
 
 
 def guided_latents(
@@ -187,6 +257,12 @@ def guided_latents(
     return (x.detach() - step).to(latents.dtype), float(energy.detach())
 
 
+def grid_of(queries: int, aspect: float) -> tuple[int, int]:
+    """(height, width) of a layer's token grid from its number of queries and height / width."""
+    height = max(1, round(math.sqrt(queries * aspect)))
+    return height, queries // height
+
+
 def layer_energy(maps: list[torch.Tensor], token_weights: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor, *, aspect: float) -> torch.Tensor:
     """Mean :func:`box_attention_energy` over recorded layers of the conditional branch.
 
@@ -197,20 +273,23 @@ def layer_energy(maps: list[torch.Tensor], token_weights: torch.Tensor, boxes: t
     """
     energies = []
     for probs in maps:
-        queries = probs.shape[1]
-        height = max(1, round(math.sqrt(queries * aspect)))
-        width = queries // height
+        height, width = grid_of(probs.shape[1], aspect)
         grid = box_masks_on_grid(boxes, masks, height, width).to(probs.dtype)
         energies.append(box_attention_energy(probs, token_weights.to(probs.dtype), grid))
     return torch.stack(energies).mean() if energies else boxes.new_zeros(())
 
 
 __all__ = [
+    "METHODS",
     "BoxGuidance",
+    "BoxMaskedAttention",
     "CrossAttentionRecorder",
+    "box_attention_bias",
     "box_attention_energy",
     "box_masks_on_grid",
+    "grid_of",
     "guided_latents",
+    "install_cross_attention",
     "install_recorder",
     "layer_energy",
     "phrase_token_weights",

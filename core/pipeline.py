@@ -19,7 +19,19 @@ from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import BaseOutput
 from einops import rearrange
 
-from core.guidance import BoxGuidance, guided_latents, install_recorder, layer_energy, phrase_token_weights
+from core.guidance import (
+    METHODS,
+    BoxGuidance,
+    BoxMaskedAttention,
+    box_attention_bias,
+    box_masks_on_grid,
+    grid_of,
+    guided_latents,
+    install_cross_attention,
+    install_recorder,
+    layer_energy,
+    phrase_token_weights,
+)
 from core.models.frame_text import FrameText
 from core.models.graph_encoder import SceneGraphEncoder, graph_tensors
 from core.models.layout import LayoutAdapter
@@ -266,8 +278,9 @@ class Layout2VidPipeline(DiffusionPipeline):
                 The unconditional branch has the negative prompt and null grounding tokens.
             layout_alpha: fraction of the steps (0-1) with the adapter's gated attention on,
                 VideoDirectorGPT's alpha. 0 turns the adapter off.
-            box_guidance: training-free cross-attention box guidance (:mod:`core.guidance`) for
-                the first ``box_guidance.alpha`` fraction of the steps; None for none.
+            box_guidance: training-free box guidance (:mod:`core.guidance`: a cross-attention
+                energy step on the latents, or cross-attention masking) for the first
+                ``box_guidance.alpha`` fraction of the steps; None for none.
             generator: torch.Generator for the initial noise.
             callback_on_step_end: ``f(pipe, step, timestep, {"latents": ...}) -> dict``; returned
                 tensors replace the loop's. Set ``pipe._interrupt = True`` in it to stop early.
@@ -286,6 +299,8 @@ class Layout2VidPipeline(DiffusionPipeline):
         self.check_inputs(prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, layout_alpha, callback_on_step_end_tensor_inputs)
         if box_guidance is not None and not (0.0 <= box_guidance.alpha <= 1.0 and box_guidance.scale >= 0.0):
             raise ValueError(f"box_guidance: alpha must be in [0, 1] and scale >= 0 (got {box_guidance.alpha}, {box_guidance.scale})")
+        if box_guidance is not None and box_guidance.method not in METHODS:
+            raise ValueError(f"box_guidance.method: must be one of {', '.join(METHODS)} (got {box_guidance.method!r})")
         self._interrupt = False
         device, dtype = self._execution_device, self.unet.dtype
         do_cfg = guidance_scale > 1.0
@@ -321,13 +336,30 @@ class Layout2VidPipeline(DiffusionPipeline):
         aspect = height / width
 
         # 6. Denoising loop.
-        recorder, previous_processors = install_recorder(self.unet) if guided_steps else (None, None)
+        masking = guided_steps > 0 and box_guidance.method == "mask"
+        recorder = masker = previous_processors = None
+        if guided_steps and masking:
+            masker = BoxMaskedAttention()
+            previous_processors = install_cross_attention(self.unet, masker)
+        elif guided_steps:
+            recorder, previous_processors = install_recorder(self.unet)
         try:
             if guided_steps:
                 token_weights = phrase_token_weights(
                     self.tokenizer, frame_prompts or [prompt] * num_frames, layout.phrases, max_length=self.config.max_prompt_tokens
                 ).to(device)
                 boxes, masks = layout.boxes.to(device), layout.masks.to(device)
+            if masking:
+                biases: dict[tuple[int, int], torch.Tensor] = {}
+
+                def attention_bias(batch: int, queries: int) -> torch.Tensor:
+                    """(batch, queries, tokens): the masking bias on the conditional frames, 0 on the unconditional."""
+                    if (batch, queries) not in biases:
+                        grid = box_masks_on_grid(boxes, masks, *grid_of(queries, aspect))
+                        bias = box_attention_bias(token_weights, grid)
+                        biases[batch, queries] = torch.cat([torch.zeros_like(bias)] * (batch // num_frames - 1) + [bias]).to(dtype)
+                    return biases[batch, queries]
+            elif guided_steps:
                 cond_embeds = prompt_embeds[-1:]  # the guided pass runs the conditional branch only
                 cond_graph = None if graph_tokens is None else tuple(part[-num_frames:] for part in graph_tokens)
 
@@ -343,7 +375,9 @@ class Layout2VidPipeline(DiffusionPipeline):
 
             with self.progress_bar(total=len(timesteps)) as progress_bar:
                 for i, t in enumerate(timesteps):
-                    if i < guided_steps:
+                    if masker is not None:
+                        masker.bias_fn = attention_bias if i < guided_steps else None
+                    elif i < guided_steps:
                         latents, _ = guided_latents(latents, lambda x: energy(x, t), scale=box_guidance.scale)
                     latent_input = torch.cat([latents] * 2) if do_cfg else latents
                     latent_input = self.scheduler.scale_model_input(latent_input, t)

@@ -42,7 +42,9 @@ class RenderSettings(BaseModel):
             the adapter off), ``none`` (text only) or ``auto`` (the adapter when the pipeline has
             one, else guidance).
         box_guidance_alpha, box_guidance_scale: fraction of steps (0-1) guided and the step size
-            (0-10) of the training-free guidance.
+            (0-10, energy method only) of the training-free guidance.
+        box_guidance_method: ``energy`` (LVD's cross-attention energy step on the latents) or
+            ``mask`` (Peekaboo / TrailBlazer attention masking), see :mod:`core.guidance`.
         frame_prompts: give each frame its own prompt built from its scene graph; None: on for
             open-domain backbones, off for the toy model (trained on one caption per clip).
         use_scene_graph: take each frame's entity phrases (and frame prompts) from that frame's
@@ -59,6 +61,7 @@ class RenderSettings(BaseModel):
     layout_control: Literal["auto", "adapter", "guidance", "none"] = "auto"
     box_guidance_alpha: float = Field(default=0.2, ge=0.0, le=1.0)
     box_guidance_scale: float = Field(default=1.0, ge=0.0, le=10.0)
+    box_guidance_method: Literal["energy", "mask"] = "energy"
     frame_prompts: bool | None = None
     use_scene_graph: bool = True
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
@@ -270,7 +273,7 @@ def resolve_controls(pipe, settings: RenderSettings) -> dict:
     if control == "adapter" and not has_adapter:
         raise ValueError("layout_control: 'adapter' needs a model with a layout adapter (pass --adapter), or use 'guidance'")
     alpha = settings.layout_alpha if settings.layout_alpha is not None else (1.0 if closed_world else 0.3)
-    guidance = BoxGuidance(alpha=settings.box_guidance_alpha, scale=settings.box_guidance_scale) if control == "guidance" else None
+    guidance = BoxGuidance(alpha=settings.box_guidance_alpha, scale=settings.box_guidance_scale, method=settings.box_guidance_method) if control == "guidance" else None
     return {
         "layout_alpha": alpha if control == "adapter" else 0.0,
         "box_guidance": guidance,

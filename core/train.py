@@ -3,6 +3,7 @@
     python -m core.train toy --out runs/toy --seed 0          # generate data and train, resumable
     python -m core.train graph --run runs/toy --steps 3600    # stage 4, see core.graph_training
     python -m core.train decoder --run runs/toy --steps 3000  # stage 5, see core.decoder_training
+    python -m core.train refine --run runs/toy --clips 240    # stage 6, see core.decoder_training
     python -m core.train export --run runs/toy --to assets/layout2vid-toy
     python -m core.train adapter --model PATH --images DIR --annotations COCO.json   # see core.adapter_training
 
@@ -14,6 +15,8 @@ Stages (each resumes from its last checkpoint in ``--out``; a finished stage is 
    dropout for classifier-free guidance. The loss is logged to ``loss.csv``.
 4. ``graph`` (its own command): Dysen's scene-graph encoder trained jointly with the UNet.
 5. ``decoder`` (its own command): the autoencoder's decoder fine-tuned with the encoder frozen.
+6. ``refine`` (its own command): the decoder goes on learning to decode the exported pipeline's own
+   samples on random training clips into those clips' exact frames.
 """
 
 from __future__ import annotations
@@ -356,8 +359,8 @@ def export(run: Path, target: Path, *, stage: str | None = None) -> Path:
     stage = stage or ("graph" if (run / "graph_ckpt.pt").exists() else "unet")
     state = torch.load(run / f"{stage}_ckpt.pt", weights_only=False)
     data = torch.load(run / "data.pt", weights_only=False)
-    # The decoder stage (stage 5) keeps the encoder, so its autoencoder fits the cached latents.
-    vae = AutoencoderKL.from_pretrained(run / ("vae_decoder" if (run / "vae_decoder" / "config.json").exists() else "vae"))
+    # The decoder stages (5 and 6) keep the encoder, so their autoencoders fit the cached latents.
+    vae = AutoencoderKL.from_pretrained(run / next(n for n in ("vae_refine", "vae_decoder", "vae") if (run / n / "config.json").exists()))
     vae.register_to_config(scaling_factor=data["scaling_factor"])
     unet = build_toy_unet()
     unet.load_state_dict(state["unet"])
@@ -412,6 +415,15 @@ def main(argv: list[str] | None = None) -> int:
     dec.add_argument("--foreground-weight", type=float, default=4.0)
     dec.add_argument("--latent-noise", type=float, default=0.1, help="largest latent perturbation, times the latents' std")
     dec.add_argument("--threads", type=int, default=2)
+    ref = sub.add_parser("refine", help="stage 6: teach the decoder the denoiser's own samples (after stage 5)")
+    ref.add_argument("--run", type=Path, default=Path("runs/toy"))
+    ref.add_argument("--model", default="assets/layout2vid-toy", help="the pipeline whose samples the decoder learns")
+    ref.add_argument("--clips", type=int, default=240, help="random training clips to sample (16 frames each)")
+    ref.add_argument("--steps", type=int, default=1500)
+    ref.add_argument("--lr", type=float, default=1e-4)
+    ref.add_argument("--batch", type=int, default=16)
+    ref.add_argument("--sample-share", type=float, default=0.5, help="fraction of each batch from the sampled pairs, in [0, 1)")
+    ref.add_argument("--threads", type=int, default=2)
     exp = sub.add_parser("export", help="write a trained run as a pipeline folder")
     exp.add_argument("--run", type=Path, default=Path("runs/toy"))
     exp.add_argument("--to", type=Path, default=Path("assets/layout2vid-toy"))
@@ -434,6 +446,19 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
         print(train_decoder(args.run, steps=args.steps, lr=args.lr, batch=args.batch, foreground_weight=args.foreground_weight, latent_noise=args.latent_noise))
+        return 0
+    if args.command == "refine":
+        from core.decoder_training import sample_pairs, train_decoder
+        from core.render import load_pipeline
+
+        if not 0.0 <= args.sample_share < 1.0:
+            print(f"error: --sample-share: must be in [0, 1) (got {args.sample_share})", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
+        pipe = load_pipeline(args.model)
+        pipe.set_progress_bar_config(disable=True)
+        pairs = sample_pairs(pipe, args.run / "sample_pairs.pt", clips=args.clips)
+        print(train_decoder(args.run, steps=args.steps, lr=args.lr, batch=args.batch, stage="refine", source="vae_decoder", pairs=pairs, sample_share=args.sample_share))
         return 0
     if args.command == "graph":
         from core.graph_training import train_graph

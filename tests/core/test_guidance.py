@@ -1,11 +1,25 @@
-"""Training-free box guidance: the energy on hand-made attention maps, its gradient sign, token matching, and
-one guidance step on a tiny ModelScope-architecture UNet lowering the energy."""
+"""Training-free box guidance: the energy on hand-made attention maps, its gradient sign, token matching,
+one guidance step on a tiny ModelScope-architecture UNet lowering the energy; attention masking's bias,
+its processor (outside the box an entity's words are not read) and a masked render of the toy model."""
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoTokenizer
 
-from core.guidance import box_attention_energy, box_masks_on_grid, guided_latents, install_recorder, layer_energy, phrase_token_weights
+from diffusers.models.attention_processor import Attention
+
+from core.guidance import (
+    BoxGuidance,
+    BoxMaskedAttention,
+    box_attention_bias,
+    box_attention_energy,
+    box_masks_on_grid,
+    guided_latents,
+    install_recorder,
+    layer_energy,
+    phrase_token_weights,
+)
 from core.text import minilm_path
 
 
@@ -102,3 +116,55 @@ def test_one_guidance_step_lowers_the_energy_of_a_real_unet(tmp_path):
     assert recorder.maps, "the recorder saw no cross-attention"
     assert after < before
     assert stepped.shape == latents.shape and not stepped.requires_grad
+
+
+def test_mask_bias_blocks_an_entitys_tokens_outside_its_box_only():
+    boxes = torch.tensor([[[0.0, 0.0, 0.5, 1.0], [0.5, 0.0, 1.0, 0.5]]])  # left half; top-right quarter
+    grid = box_masks_on_grid(boxes, torch.ones(1, 2), 2, 2)  # queries: top-left, top-right, bottom-left, bottom-right
+    weights = torch.tensor([[[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]])  # tokens 0-1 name entity 0, token 2 entity 1
+    bias = box_attention_bias(weights, grid, penalty=100.0)
+    assert bias.shape == (1, 4, 4)
+    assert bias[0, :, 0].tolist() == [0.0, -100.0, 0.0, -100.0]  # entity 0 is read only in the left column
+    assert bias[0, :, 2].tolist() == [-100.0, 0.0, -100.0, -100.0]  # entity 1 only top right
+    assert (bias[0, :, 3] == 0).all()  # other words everywhere
+    off_screen = box_attention_bias(weights, box_masks_on_grid(boxes, torch.tensor([[1.0, 0.0]]), 2, 2))
+    assert (off_screen[0, :, 2] < 0).all()  # an entity off screen is read nowhere in that frame
+
+
+def test_masked_attention_outside_the_box_does_not_read_the_entitys_token():
+    torch.manual_seed(0)
+    attn = Attention(query_dim=8, cross_attention_dim=6, heads=2, dim_head=4).eval()
+    processor = BoxMaskedAttention()
+    hidden = torch.randn(2, 4, 8)  # (frames, queries on a 2x2 grid, channels)
+    context = torch.randn(2, 3, 6)  # token 1 names the entity
+    changed = context.clone()
+    changed[:, 1] = torch.randn(2, 6) * 5
+    weights = torch.tensor([[[0.0, 1.0, 0.0]]]).repeat(2, 1, 1)
+    grid = box_masks_on_grid(torch.tensor([[[0.0, 0.0, 0.5, 0.5]]]).repeat(2, 1, 1), torch.ones(2, 1), 2, 2)
+    processor.bias_fn = lambda batch, queries: box_attention_bias(weights, grid)
+    with torch.no_grad():
+        out, out_changed = processor(attn, hidden, context), processor(attn, hidden, changed)
+        processor.bias_fn = None
+        plain = processor(attn, hidden, context)
+    # Queries 1-3 lie outside the box: the entity's token no longer changes them; query 0 still reads it.
+    assert torch.allclose(out[:, 1:], out_changed[:, 1:], atol=1e-5)
+    assert not torch.allclose(out[:, 0], out_changed[:, 0], atol=1e-3)
+    assert not torch.allclose(out[:, 1:], plain[:, 1:], atol=1e-3)  # without the bias they do read it
+
+
+def test_masked_render_of_the_toy_model_restores_its_processors():
+    from core.pipeline import LayoutConditioning
+    from core.render import load_pipeline
+
+    pipe = load_pipeline(None)
+    pipe.set_progress_bar_config(disable=True)
+    before = {name: type(proc) for name, proc in pipe.unet.attn_processors.items()}
+    layout = LayoutConditioning(phrases=[["red ball"]] * 4, boxes=torch.tensor([[[0.1, 0.1, 0.5, 0.5]]]).repeat(4, 1, 1), masks=torch.ones(4, 1))
+    common = dict(num_frames=4, num_inference_steps=4, generator=None, layout_alpha=0.0)
+    masked = pipe("the grass: a red ball", layout, box_guidance=BoxGuidance(alpha=1.0, method="mask"), **{**common, "generator": torch.Generator().manual_seed(0)}).frames
+    plain = pipe("the grass: a red ball", layout, **{**common, "generator": torch.Generator().manual_seed(0)}).frames
+    assert masked.shape == (4, 64, 64, 3) and masked.dtype == np.uint8
+    assert np.abs(masked.astype(int) - plain.astype(int)).mean() > 1.0  # masking changed the video
+    assert {name: type(proc) for name, proc in pipe.unet.attn_processors.items()} == before
+    with pytest.raises(ValueError, match="box_guidance.method"):
+        pipe("the grass: a red ball", layout, box_guidance=BoxGuidance(method="boxes"), num_frames=4, num_inference_steps=1)
