@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from core.models.layout import LayoutAdapter
+from core.plan import NEW_FILE_MODE
 
 ADAPTER_METADATA_KEY = "layout2vid_adapter"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -89,6 +90,7 @@ def save_adapter(adapter: LayoutAdapter, path: str | Path) -> Path:
     os.close(fd)
     try:
         save_file(state, tmp, metadata=metadata)
+        os.chmod(tmp, NEW_FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

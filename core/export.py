@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.plan import NEW_FILE_MODE
+
 
 def write_mp4(frames: np.ndarray, path: str | Path, *, fps: int) -> Path:
     """Write frames as an H.264/yuv420p MP4 at ``fps``.
@@ -36,6 +38,7 @@ def write_mp4(frames: np.ndarray, path: str | Path, *, fps: int) -> Path:
         clip = ImageSequenceClip(list(frames), fps=fps)
         clip.write_videofile(tmp, codec="libx264", fps=fps, ffmpeg_params=["-pix_fmt", "yuv420p"], logger=None, audio=False)
         clip.close()
+        os.chmod(tmp, NEW_FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -247,14 +247,27 @@ def load_plan(path: str | Path) -> VideoPlan:
     return parse_plan(Path(path).read_text(encoding="utf-8"))
 
 
+def _new_file_mode() -> int:
+    """0o666 less the process umask: the mode ``open(path, "w")`` gives a new file (read once, at
+    import, since reading the umask means setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+NEW_FILE_MODE = _new_file_mode()  # temporary files are 0o600; renamed outputs get this instead
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename; the file
+    gets the permissions a plain ``open()`` would give it (:data:`NEW_FILE_MODE`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, NEW_FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

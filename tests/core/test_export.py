@@ -15,6 +15,9 @@ def test_mp4_round_trip_keeps_frame_count_size_and_colours(tmp_path):
     assert np.abs(back[10, 32, 56].astype(int) - (40, 90, 235)).max() < 30
     assert back[2, 32, 56].max() < 30
     assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]  # no temporary file left
+    # Readable like any file the user writes (the temporary file's 0o600 is not kept).
+    (tmp_path / "plain.txt").write_text("x")
+    assert path.stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
 
 
 def test_bad_frames_leave_no_file(tmp_path):

@@ -40,6 +40,8 @@ def test_round_trip_through_json_file(tmp_path):
     again = load_plan(tmp_path / "plan.json")
     assert again == plan
     assert again.model_dump() == plan.model_dump()
+    (tmp_path / "plain.txt").write_text("x")  # the atomic write keeps the mode a plain write gives
+    assert (tmp_path / "plan.json").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
 
 
 def test_box_order_error_names_the_field_and_values():
