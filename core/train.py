@@ -451,8 +451,13 @@ def main(argv: list[str] | None = None) -> int:
         from core.decoder_training import sample_pairs, train_decoder
         from core.render import load_pipeline
 
-        if not 0.0 <= args.sample_share < 1.0:
-            print(f"error: --sample-share: must be in [0, 1) (got {args.sample_share})", file=sys.stderr)
+        problems = [
+            f"--sample-share: must be in [0, 1) (got {args.sample_share})" if not 0.0 <= args.sample_share < 1.0 else "",
+            f"--clips: must be >= 1 (got {args.clips})" if args.clips < 1 else "",
+            f"--steps: must be >= 1 (got {args.steps})" if args.steps < 1 else "",
+        ]
+        if any(problems):
+            print(f"error: {next(p for p in problems if p)}", file=sys.stderr)
             return 2
         torch.set_num_threads(args.threads)
         pipe = load_pipeline(args.model)

@@ -122,3 +122,16 @@ def test_refine_stage_learns_to_decode_sampled_latents_into_drawn_frames(tmp_pat
     for name, value in before.state_dict().items():
         if name.startswith(("encoder.", "quant_conv.")):
             assert torch.equal(value, after.state_dict()[name]), name
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--clips", "0"], "error: --clips: must be >= 1 (got 0)"),
+    (["--sample-share", "1"], "error: --sample-share: must be in [0, 1) (got 1.0)"),
+    (["--steps", "-5"], "error: --steps: must be >= 1 (got -5)"),
+])
+def test_refine_command_rejects_bad_options_before_loading_anything(tmp_path, capsys, argv, message):
+    from core.train import main
+
+    assert main(["refine", "--run", str(tmp_path), *argv]) == 2
+    assert capsys.readouterr().err.strip() == message
+    assert list(tmp_path.iterdir()) == []
