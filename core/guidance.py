@@ -12,10 +12,11 @@ where ``A_n[q]`` is the attention of visual token ``q`` to entity ``n``'s prompt
 heads and the entity's tokens). Lowering ``E`` moves each entity's attention mass into its box.
 
 The second method, ``method="mask"``, needs no gradient: attention masking as in Peekaboo (Jain et
-al., arXiv 2312.07509, sec. 3) and TrailBlazer (Ma et al., arXiv 2401.00896). For the first ``alpha``
-fraction of the steps, the logits of entity ``n``'s prompt tokens get ``-penalty`` at every visual
-token outside ``n``'s box (:func:`box_attention_bias`), so the entity's words are only read inside its
-box; the latents themselves are never pushed.
+al., arXiv 2312.07509, sec. 3; TrailBlazer, arXiv 2401.00896, edits the same maps). For the first
+``alpha`` fraction of the steps the cross-attention logits get ``-penalty`` where an entity's prompt
+tokens meet a visual token outside its box, and where a visual token inside a box meets any token
+but its entity's (:func:`box_attention_bias`): the entity's words are read only inside its box, and
+its box reads only its words. The latents themselves are never pushed.
 
 Everything here is a plain function over tensors except the attention processors
 (:class:`CrossAttentionRecorder`, :class:`BoxMaskedAttention`; diffusers' processor protocol).
@@ -160,7 +161,12 @@ class CrossAttentionRecorder:
 
 
 def box_attention_bias(token_weights: torch.Tensor, box_masks: torch.Tensor, *, penalty: float = 1e4) -> torch.Tensor:
-    """The additive cross-attention bias of attention masking (Peekaboo / TrailBlazer).
+    """The additive cross-attention bias of attention masking (Peekaboo's masked cross-attention).
+
+    Two rules, per frame: a token that names entity n is not read by visual tokens outside n's box;
+    a visual token inside the box of a named entity reads only the tokens of the entities whose boxes
+    cover it, plus the first token (BOS / [CLS], so no row is masked entirely). Visual tokens inside
+    no box read every token but the entities'.
 
     Args:
         token_weights: (frames, entities, tokens); a token names entity n where its weight is > 0.
@@ -169,13 +175,18 @@ def box_attention_bias(token_weights: torch.Tensor, box_masks: torch.Tensor, *, 
         penalty: the logit subtracted, > 0 (1e4 makes the masked probabilities exactly 0 in fp32).
 
     Returns:
-        torch.Tensor (frames, queries, tokens): ``-penalty`` where the token names an entity whose
-        box does not cover the query, else 0.
+        torch.Tensor (frames, queries, tokens) with ``-penalty`` where a rule masks the pair, else 0.
     """
-    names = (token_weights > 0).to(box_masks.dtype)
-    outside = (box_masks <= 0).to(box_masks.dtype)
-    blocked = torch.einsum("fnq,fnk->fqk", outside, names) > 0
-    return blocked.to(box_masks.dtype) * -penalty
+    names = token_weights > 0  # (F, N, K)
+    named = names.any(-1, keepdim=True)  # (F, N, 1): entities with a token in the prompt
+    inside = (box_masks > 0) & named  # (F, N, Q)
+    as_float = lambda x: x.to(box_masks.dtype)  # noqa: E731
+    outside_reader = torch.einsum("fnq,fnk->fqk", as_float(box_masks <= 0), as_float(names)) > 0
+    own_reader = torch.einsum("fnq,fnk->fqk", as_float(inside), as_float(names)) > 0
+    in_a_box = inside.any(1)  # (F, Q)
+    foreign = in_a_box[..., None] & ~own_reader
+    foreign[..., 0] = False
+    return as_float(outside_reader | foreign) * -penalty
 
 
 class BoxMaskedAttention:

@@ -118,17 +118,23 @@ def test_one_guidance_step_lowers_the_energy_of_a_real_unet(tmp_path):
     assert stepped.shape == latents.shape and not stepped.requires_grad
 
 
-def test_mask_bias_blocks_an_entitys_tokens_outside_its_box_only():
+def test_mask_bias_keeps_entity_words_in_their_boxes_and_boxes_on_their_words():
     boxes = torch.tensor([[[0.0, 0.0, 0.5, 1.0], [0.5, 0.0, 1.0, 0.5]]])  # left half; top-right quarter
     grid = box_masks_on_grid(boxes, torch.ones(1, 2), 2, 2)  # queries: top-left, top-right, bottom-left, bottom-right
-    weights = torch.tensor([[[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]])  # tokens 0-1 name entity 0, token 2 entity 1
-    bias = box_attention_bias(weights, grid, penalty=100.0)
-    assert bias.shape == (1, 4, 4)
-    assert bias[0, :, 0].tolist() == [0.0, -100.0, 0.0, -100.0]  # entity 0 is read only in the left column
-    assert bias[0, :, 2].tolist() == [-100.0, 0.0, -100.0, -100.0]  # entity 1 only top right
-    assert (bias[0, :, 3] == 0).all()  # other words everywhere
-    off_screen = box_attention_bias(weights, box_masks_on_grid(boxes, torch.tensor([[1.0, 0.0]]), 2, 2))
-    assert (off_screen[0, :, 2] < 0).all()  # an entity off screen is read nowhere in that frame
+    # Token 0 is [CLS], tokens 1-2 name entity 0, token 3 entity 1, token 4 is another word.
+    weights = torch.tensor([[[0.0, 0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0, 0.0]]])
+    bias = box_attention_bias(weights, grid, penalty=100.0) / -100.0  # 1 = masked
+    assert bias[0].tolist() == [
+        [0, 0, 0, 1, 1],  # inside entity 0's box: [CLS] and its words only
+        [0, 1, 1, 0, 1],  # inside entity 1's box
+        [0, 0, 0, 1, 1],  # inside entity 0's box
+        [0, 1, 1, 1, 0],  # in no box: no entity's words, the rest
+    ]
+    off_screen = box_attention_bias(weights, box_masks_on_grid(boxes, torch.tensor([[1.0, 0.0]]), 2, 2)) < 0
+    assert off_screen[0, :, 3].all()  # an entity off screen is read nowhere in that frame
+    assert off_screen[0, 1].tolist() == [False, True, True, True, False]  # and its box is an ordinary place
+    unnamed = box_attention_bias(torch.zeros(1, 2, 5), grid) < 0
+    assert not unnamed.any()  # entities not named in the prompt mask nothing
 
 
 def test_masked_attention_outside_the_box_does_not_read_the_entitys_token():
