@@ -85,6 +85,9 @@ def main() -> None:
         "gated attention on (alpha 1)": settings,
         "gated attention off (text only)": settings.model_copy(update={"layout_control": "none"}),
         "training-free guidance (adapter off)": settings.model_copy(update={"layout_control": "guidance"}),
+        "training-free masking, alpha 1 (adapter off)": settings.model_copy(
+            update={"layout_control": "guidance", "box_guidance_method": "mask", "box_guidance_alpha": 1.0}
+        ),
     }
     times = {name: [] for name in variants}
     for seed in range(3):
