@@ -115,7 +115,7 @@ def sample_pairs(
         num_inference_steps, guidance_scale: the sampler settings of a render (defaults 25, 4).
 
     Returns:
-        dict with ``latents`` (clips, 4, F, h, w) float16 unscaled (what ``vae.decode`` takes),
+        dict with ``latents`` (clips, C, F, h, w) float16 unscaled (what ``vae.decode`` takes),
         ``frames`` (clips, F, 64, 64, 3) uint8 drawn exactly, ``backgrounds`` (clips names).
     """
     from core.train import _atomic_save
@@ -149,7 +149,7 @@ def pair_batch(pairs: dict, rng: np.random.Generator, batch: int) -> tuple[torch
     """``batch`` random (clip, frame) items of :func:`sample_pairs`' cache.
 
     Returns:
-        (latents (batch, 4, h, w) float32, drawn frames (batch, 64, 64, 3) uint8, background names).
+        (latents (batch, C, h, w) float32, drawn frames (batch, 64, 64, 3) uint8, background names).
     """
     clips, frames = pairs["latents"].shape[0], pairs["latents"].shape[2]
     c = rng.integers(0, clips, size=batch)

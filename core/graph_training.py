@@ -145,6 +145,10 @@ def batch_graphs(graphs: dict, idx: torch.Tensor) -> GraphTensors:
 def train_graph(run: Path, cfg, data: dict, *, steps: int, lr: float = 1e-4, graph_lr: float = 3e-4, gate_init: float = 0.1) -> None:
     """Fine-tune UNet + adapter from ``run/unet_ckpt.pt`` together with a new SceneGraphEncoder.
 
+    A run without a UNet stage but with ``cfg.init_from`` (a pipeline folder) starts instead from that
+    pipeline's UNet, adapter and graph encoder, every tensor whose shape matches (a run with another
+    ``latent_channels`` re-initialises only the UNet's ``conv_in`` and ``conv_out``).
+
     The fusion gates start at ``gate_init`` (not GLIGEN's 0: the UNet is trained too, and a closed
     gate would give the encoder no gradient until the gate has moved).
 
@@ -164,7 +168,7 @@ def train_graph(run: Path, cfg, data: dict, *, steps: int, lr: float = 1e-4, gra
         graphs = graph_dataset(data, seed=cfg.seed)
         _atomic_save(graphs, graphs_path)
     torch.manual_seed(cfg.seed)
-    unet = build_toy_unet()
+    unet = build_toy_unet(cfg.latent_channels)
     adapter = LayoutAdapter.for_unet(unet, gate_init=0.5)
     adapter.attach(unet)
     encoder = SceneGraphEncoder.for_unet(unet)
@@ -185,6 +189,13 @@ def train_graph(run: Path, cfg, data: dict, *, steps: int, lr: float = 1e-4, gra
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         step = state["step"]
+    elif not (run / "unet_ckpt.pt").exists() and cfg.init_from:
+        from core.train import load_matching, pipeline_weights
+
+        fresh = load_matching(unet, pipeline_weights(cfg.init_from, "unet"))
+        fresh += load_matching(adapter, pipeline_weights(cfg.init_from, "layout_adapter"))
+        fresh += load_matching(encoder, pipeline_weights(cfg.init_from, "graph_encoder"))
+        print(f"graph stage: starting from {cfg.init_from}; fresh: {', '.join(fresh) or 'none'}", flush=True)
     else:
         state = torch.load(run / "unet_ckpt.pt", weights_only=False)
         unet.load_state_dict(state["unet"])

@@ -65,6 +65,38 @@ class ToyTrainConfig:
     box_loss_weight: float = 1.0  # loss weight of latent cells inside an entity's box (1 = plain MSE)
     checkpoint_every: int = 200
     threads: int = 2
+    latent_channels: int = 4  # channels of the 8x8 latent
+    init_from: str = ""  # a Layout2VidPipeline folder whose same-shaped weights start the VAE and the graph stage
+
+
+def load_matching(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Copy every tensor of ``state`` whose name and shape match a parameter or buffer of ``module``.
+
+    Used to start a run with another latent width from a trained model: only the layers that touch
+    the latent (the VAE's ``conv_out``/``quant_conv``/``post_quant_conv``/decoder ``conv_in``, the
+    UNet's ``conv_in``/``conv_out``) differ in shape and keep their fresh initialisation.
+
+    Returns:
+        The names of ``module``'s tensors left at their initialisation (missing or another shape).
+    """
+    own = module.state_dict()
+    taken = {k: v.to(own[k].dtype) for k, v in state.items() if k in own and own[k].shape == v.shape}
+    module.load_state_dict(taken, strict=False)
+    return sorted(set(own) - set(taken))
+
+
+def pipeline_weights(folder: str | Path, part: str) -> dict[str, torch.Tensor]:
+    """The fp32 state dict of one part (``vae``, ``unet``, ``layout_adapter``, ``graph_encoder``) of a saved pipeline folder.
+
+    Raises:
+        FileNotFoundError: the folder has no such part.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(folder) / part / "diffusion_pytorch_model.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"init_from: {path} does not exist")
+    return {k: v.float() for k, v in load_file(path).items()}
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -112,7 +144,7 @@ def train_vae(run: Path, cfg: ToyTrainConfig) -> None:
 
     if (run / "vae" / "config.json").exists():
         return
-    vae = build_toy_vae()
+    vae = build_toy_vae(cfg.latent_channels)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     rng = np.random.default_rng(cfg.seed)
     step = 0
@@ -123,6 +155,9 @@ def train_vae(run: Path, cfg: ToyTrainConfig) -> None:
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
         step = state["step"]
+    elif cfg.init_from:
+        fresh = load_matching(vae, pipeline_weights(cfg.init_from, "vae"))
+        print(f"vae: started from {cfg.init_from}; fresh: {', '.join(fresh) or 'none'}", flush=True)
     vae.train()
     log = open(run / "vae_loss.csv", "a", newline="")
     writer = csv.writer(log)
@@ -163,7 +198,7 @@ def build_dataset(run: Path, cfg: ToyTrainConfig) -> dict:
     """Generate ``cfg.clips`` clips, encode them, and cache the tensors in ``run/data.pt``.
 
     Returns a dict with
-        latents: (clips, 4, frames, 8, 8) float16, already multiplied by the VAE's scaling factor;
+        latents: (clips, latent_channels, frames, 8, 8) float16, already multiplied by the VAE's scaling factor;
         prompt_embeds: (clips, PROMPT_TOKENS, 384) float16 caption token embeddings;
         boxes: (clips, frames, 3, 4) float32 xyxy; masks: (clips, frames, 3) float32;
         phrase_ids: (clips, frames, 3) int64 into ``phrase_embeds`` (vocabulary of phrase_vocabulary());
@@ -184,7 +219,7 @@ def build_dataset(run: Path, cfg: ToyTrainConfig) -> dict:
     index = {p: i for i, p in enumerate(vocab)}
     rng = np.random.default_rng(cfg.seed + 1)
     n, f, e = cfg.clips, cfg.clip_frames, MAX_TRAIN_ENTITIES
-    latents = torch.zeros(n, 4, f, 8, 8, dtype=torch.float16)
+    latents = torch.zeros(n, vae.config.latent_channels, f, 8, 8, dtype=torch.float16)
     boxes = torch.zeros(n, f, e, 4)
     masks = torch.zeros(n, f, e)
     phrase_ids = torch.zeros(n, f, e, dtype=torch.long)
@@ -238,7 +273,7 @@ def unet_batch_loss(unet, adapter, scheduler, data: dict, idx: torch.Tensor, cfg
     """
     batch = len(idx)
     f = data["latents"].shape[2]
-    latents = data["latents"][idx].float()  # (B, 4, F, 8, 8)
+    latents = data["latents"][idx].float()  # (B, C, F, 8, 8)
     prompt = data["prompt_embeds"][idx].float()  # (B, T, 384)
     boxes = rearrange(data["boxes"][idx], "b f n c -> (b f) n c")
     masks = rearrange(data["masks"][idx], "b f n -> (b f) n")
@@ -297,7 +332,7 @@ def train_unet(run: Path, cfg: ToyTrainConfig, data: dict) -> None:
     from core.models.toy import build_toy_scheduler, build_toy_unet
 
     torch.manual_seed(cfg.seed)
-    unet = build_toy_unet()
+    unet = build_toy_unet(cfg.latent_channels)
     adapter = LayoutAdapter.for_unet(unet, gate_init=0.5)
     adapter.attach(unet)
     scheduler = build_toy_scheduler()
@@ -362,7 +397,7 @@ def export(run: Path, target: Path, *, stage: str | None = None) -> Path:
     # The decoder stages (5 and 6) keep the encoder, so their autoencoders fit the cached latents.
     vae = AutoencoderKL.from_pretrained(run / next(n for n in ("vae_refine", "vae_decoder", "vae") if (run / n / "config.json").exists()))
     vae.register_to_config(scaling_factor=data["scaling_factor"])
-    unet = build_toy_unet()
+    unet = build_toy_unet(data["latents"].shape[1])
     unet.load_state_dict(state["unet"])
     adapter = LayoutAdapter.for_unet(unet, gate_init=0.5)
     adapter.load_state_dict(state["adapter"])
@@ -463,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         pipe = load_pipeline(args.model)
         pipe.set_progress_bar_config(disable=True)
         pairs = sample_pairs(pipe, args.run / "sample_pairs.pt", clips=args.clips)
-        print(train_decoder(args.run, steps=args.steps, lr=args.lr, batch=args.batch, stage="refine", source="vae_decoder", pairs=pairs, sample_share=args.sample_share))
+        source = "vae_decoder" if (args.run / "vae_decoder" / "config.json").exists() else "vae"  # stage 5 is optional
+        print(train_decoder(args.run, steps=args.steps, lr=args.lr, batch=args.batch, stage="refine", source=source, pairs=pairs, sample_share=args.sample_share))
         return 0
     if args.command == "graph":
         from core.graph_training import train_graph

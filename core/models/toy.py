@@ -1,7 +1,8 @@
 """Configurations of the miniature Layout2Vid trained on the toy world (see assets/ MODEL_CARD.md).
 
-64x64 RGB frames, an 8x downsampling AutoencoderKL to an 8x8x4 latent, and a two-level
-UNet3DConditionModel (64, 128 channels) whose spatial transformers carry the layout adapter.
+64x64 RGB frames, an 8x downsampling AutoencoderKL to an 8x8 latent of ``latent_channels`` channels
+(4 by default, as Stable Diffusion's), and a two-level UNet3DConditionModel (64, 128 channels) whose
+spatial transformers carry the layout adapter.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ LATENT_CHANNELS = 4
 PROMPT_TOKENS = 24  # prompt token embeddings kept for cross-attention
 
 
-def build_toy_vae() -> AutoencoderKL:
-    """AutoencoderKL mapping (B, 3, 64, 64) in [-1, 1] to latents (B, 4, 8, 8)."""
+def build_toy_vae(latent_channels: int = LATENT_CHANNELS) -> AutoencoderKL:
+    """AutoencoderKL mapping (B, 3, 64, 64) in [-1, 1] to latents (B, latent_channels, 8, 8)."""
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -24,18 +25,18 @@ def build_toy_vae() -> AutoencoderKL:
         up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=(32, 64, 64, 128),
         layers_per_block=1,
-        latent_channels=LATENT_CHANNELS,
+        latent_channels=latent_channels,
         norm_num_groups=32,
         sample_size=FRAME_SIZE,
     )
 
 
-def build_toy_unet() -> UNet3DConditionModel:
-    """UNet3DConditionModel over latents (B, 4, F, 8, 8) with MiniLM (384-d) cross-attention."""
+def build_toy_unet(latent_channels: int = LATENT_CHANNELS) -> UNet3DConditionModel:
+    """UNet3DConditionModel over latents (B, latent_channels, F, 8, 8) with MiniLM (384-d) cross-attention."""
     return UNet3DConditionModel(
         sample_size=FRAME_SIZE // 8,
-        in_channels=LATENT_CHANNELS,
-        out_channels=LATENT_CHANNELS,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
         down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D"),
         up_block_types=("CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
         block_out_channels=(64, 128),

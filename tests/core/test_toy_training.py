@@ -135,3 +135,29 @@ def test_refine_command_rejects_bad_options_before_loading_anything(tmp_path, ca
     assert main(["refine", "--run", str(tmp_path), *argv]) == 2
     assert capsys.readouterr().err.strip() == message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_wider_latent_starts_from_the_shipped_model_except_the_layers_that_touch_the_latent():
+    from core.models.toy import build_toy_unet
+    from core.render import DEFAULT_MODEL as TOY_MODEL
+    from core.train import load_matching, pipeline_weights
+
+    vae = build_toy_vae(latent_channels=16)
+    shipped = pipeline_weights(TOY_MODEL, "vae")
+    fresh = load_matching(vae, shipped)
+    assert set(fresh) == {
+        "encoder.conv_out.weight", "encoder.conv_out.bias", "quant_conv.weight", "quant_conv.bias",
+        "post_quant_conv.weight", "post_quant_conv.bias", "decoder.conv_in.weight",
+    }
+    assert torch.equal(vae.state_dict()["decoder.up_blocks.0.resnets.0.conv1.weight"], shipped["decoder.up_blocks.0.resnets.0.conv1.weight"])
+    with torch.no_grad():
+        latents = vae.encode(torch.zeros(2, 3, 64, 64)).latent_dist.mean
+    assert latents.shape == (2, 16, 8, 8)
+
+    unet = build_toy_unet(latent_channels=16)
+    assert set(load_matching(unet, pipeline_weights(TOY_MODEL, "unet"))) == {"conv_in.weight", "conv_out.weight", "conv_out.bias"}
+    with torch.no_grad():
+        out = unet(torch.randn(1, 16, 2, 8, 8), 500, encoder_hidden_states=torch.zeros(1, 4, 384)).sample
+    assert out.shape == (1, 16, 2, 8, 8)
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        pipeline_weights(TOY_MODEL, "no_such_part")
