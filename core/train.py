@@ -65,7 +65,7 @@ class ToyTrainConfig:
     box_loss_weight: float = 1.0  # loss weight of latent cells inside an entity's box (1 = plain MSE)
     checkpoint_every: int = 200
     threads: int = 2
-    latent_channels: int = 4  # channels of the 8x8 latent
+    latent_channels: int = 16  # channels of the 8x8 latent (core.models.toy.LATENT_CHANNELS, the shipped model's)
     init_from: str = ""  # a Layout2VidPipeline folder whose same-shaped weights start the VAE and the graph stage
 
 

@@ -77,7 +77,8 @@ def toy_pipe():
 def test_sample_pairs_caches_the_shipped_models_samples_beside_drawn_frames_and_resumes(tmp_path, toy_pipe):
     path = tmp_path / "pairs.pt"
     first = sample_pairs(toy_pipe, path, clips=1, num_frames=4, num_inference_steps=10)
-    assert first["latents"].shape == (1, 4, 4, 8, 8) and first["latents"].dtype == torch.float16
+    channels = toy_pipe.vae.config.latent_channels
+    assert first["latents"].shape == (1, channels, 4, 8, 8) and first["latents"].dtype == torch.float16
     assert first["frames"].shape == (1, 4, 64, 64, 3) and first["frames"].dtype == torch.uint8
     assert first["backgrounds"][0] in BACKGROUNDS
     # The latents are unscaled: the model's own decoder turns them into a toy frame on that background.
@@ -91,12 +92,12 @@ def test_sample_pairs_caches_the_shipped_models_samples_beside_drawn_frames_and_
     assert torch.equal(second["latents"][0], first["latents"][0]) and torch.equal(second["frames"][0], first["frames"][0])
     assert not torch.equal(second["frames"][1], second["frames"][0])
     latents, frames, backgrounds = pair_batch(second, np.random.default_rng(0), 5)
-    assert latents.shape == (5, 4, 8, 8) and frames.shape == (5, 64, 64, 3) and len(backgrounds) == 5
+    assert latents.shape == (5, channels, 8, 8) and frames.shape == (5, 64, 64, 3) and len(backgrounds) == 5
 
 
 def test_refine_stage_learns_to_decode_sampled_latents_into_drawn_frames(tmp_path):
     torch.manual_seed(0)
-    build_toy_vae().save_pretrained(tmp_path / "vae_decoder")
+    build_toy_vae(latent_channels=4).save_pretrained(tmp_path / "vae_decoder")
     before = AutoencoderKL.from_pretrained(tmp_path / "vae_decoder").eval()
     # Pairs whose latents are not encodings of their frames (as a denoiser's samples are not).
     rng = np.random.default_rng(0)
@@ -137,27 +138,28 @@ def test_refine_command_rejects_bad_options_before_loading_anything(tmp_path, ca
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_wider_latent_starts_from_the_shipped_model_except_the_layers_that_touch_the_latent():
-    from core.models.toy import build_toy_unet
+def test_another_latent_width_starts_from_the_shipped_model_except_the_layers_that_touch_the_latent():
+    from core.models.toy import LATENT_CHANNELS, build_toy_unet
     from core.render import DEFAULT_MODEL as TOY_MODEL
     from core.train import load_matching, pipeline_weights
 
-    vae = build_toy_vae(latent_channels=16)
     shipped = pipeline_weights(TOY_MODEL, "vae")
+    assert shipped["quant_conv.weight"].shape[0] == 2 * LATENT_CHANNELS  # the shipped model is the default width
+    vae = build_toy_vae(latent_channels=4)
     fresh = load_matching(vae, shipped)
     assert set(fresh) == {
         "encoder.conv_out.weight", "encoder.conv_out.bias", "quant_conv.weight", "quant_conv.bias",
         "post_quant_conv.weight", "post_quant_conv.bias", "decoder.conv_in.weight",
     }
-    assert torch.equal(vae.state_dict()["decoder.up_blocks.0.resnets.0.conv1.weight"], shipped["decoder.up_blocks.0.resnets.0.conv1.weight"])
+    assert torch.equal(vae.state_dict()["decoder.up_blocks.0.resnets.0.conv1.weight"], shipped["decoder.up_blocks.0.resnets.0.conv1.weight"].float())
     with torch.no_grad():
         latents = vae.encode(torch.zeros(2, 3, 64, 64)).latent_dist.mean
-    assert latents.shape == (2, 16, 8, 8)
+    assert latents.shape == (2, 4, 8, 8)
 
-    unet = build_toy_unet(latent_channels=16)
+    unet = build_toy_unet(latent_channels=4)
     assert set(load_matching(unet, pipeline_weights(TOY_MODEL, "unet"))) == {"conv_in.weight", "conv_out.weight", "conv_out.bias"}
     with torch.no_grad():
-        out = unet(torch.randn(1, 16, 2, 8, 8), 500, encoder_hidden_states=torch.zeros(1, 4, 384)).sample
-    assert out.shape == (1, 16, 2, 8, 8)
+        out = unet(torch.randn(1, 4, 2, 8, 8), 500, encoder_hidden_states=torch.zeros(1, 4, 384)).sample
+    assert out.shape == (1, 4, 2, 8, 8)
     with pytest.raises(FileNotFoundError, match="init_from"):
         pipeline_weights(TOY_MODEL, "no_such_part")
