@@ -25,7 +25,8 @@ in the spirit of VPEval / ActionBench-Direction / Peekaboo's box IoU (all in [0,
   colour; one that appears in one scene compares its first and last matched frames. Keying by the
   planned colour keeps a colour change the plan asks for (scored by ``color_accuracy``) from
   counting as a change of identity.
-- ``plan_check_pass_rate``: the prompt file's ``checks`` scored against the plan (:mod:`core.checks`).
+- ``plan_check_pass_rate``: the prompt file's ``checks`` scored against the plan (:mod:`core.checks`);
+  ``plan_checks`` says how many were scored (a file without ``checks`` gives 0 of 0, rate 0).
 - ``seconds_per_video``: mean wall-clock render time.
 - ``color_change_accuracy``: ``color_accuracy`` over the ``color_change_videos`` whose plan changes
   an entity's colour (where the scene graph matters most).
@@ -271,6 +272,7 @@ def aggregate(scores: list[VideoScore]) -> dict[str, float]:
         "count_accuracy": mean(h for s in scores for h in s.count_hits),
         "consistency": mean(x for s in scores for x in s.similarities),
         "plan_check_pass_rate": mean(c for s in scores for c in s.checks),
+        "plan_checks": sum(len(s.checks) for s in scores),
         "seconds_per_video": mean(s.seconds for s in scores),
         "color_change_videos": sum(s.color_change for s in scores),
         "color_change_accuracy": mean(

@@ -142,7 +142,15 @@ def batch_graphs(graphs: dict, idx: torch.Tensor) -> GraphTensors:
     )
 
 
-def train_graph(run: Path, cfg, data: dict, *, steps: int, lr: float = 1e-4, graph_lr: float = 3e-4, gate_init: float = 0.1) -> None:
+def trained_parameters(unet: torch.nn.Module, adapter: torch.nn.Module, encoder: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The graph stage's trained parameters in one fixed order (UNet, adapter, graph encoder): the
+    order of the checkpoint's EMA ``shadow_params``."""
+    return list(unet.parameters()) + list(adapter.parameters()) + list(encoder.parameters())
+
+
+def train_graph(
+    run: Path, cfg, data: dict, *, steps: int, lr: float = 1e-4, graph_lr: float = 3e-4, gate_init: float = 0.1, ema_decay: float = 0.0
+) -> None:
     """Fine-tune UNet + adapter from ``run/unet_ckpt.pt`` together with a new SceneGraphEncoder.
 
     A run without a UNet stage but with ``cfg.init_from`` (a pipeline folder) starts instead from that
@@ -151,6 +159,12 @@ def train_graph(run: Path, cfg, data: dict, *, steps: int, lr: float = 1e-4, gra
 
     The fusion gates start at ``gate_init`` (not GLIGEN's 0: the UNet is trained too, and a closed
     gate would give the encoder no gradient until the gate has moved).
+
+    ``ema_decay`` in (0, 1) also keeps an exponential moving average of the trained weights
+    (``diffusers.training_utils.EMAModel``; its decay ramps as (1 + n) / (10 + n) over its own n
+    updates up to ``ema_decay``); it is saved in the checkpoint as ``ema`` and written by
+    ``export(..., ema=True)``. A run resumed without one starts its average from the resumed
+    weights. 0 keeps no average.
 
     Checkpoints (resumable) in ``run/graph_ckpt.pt``; the loss goes to ``run/graph_loss.csv``.
     Learning rates: ``lr`` for the UNet and adapter, ``graph_lr`` for the encoder, 50 warm-up steps,
@@ -204,13 +218,22 @@ def train_graph(run: Path, cfg, data: dict, *, steps: int, lr: float = 1e-4, gra
             for fuser in encoder.fusers:
                 fuser.gate.fill_(gate_init)
         print(f"graph stage: starting from the UNet stage at step {state['step']}", flush=True)
+    ema = None
+    if ema_decay > 0:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(trained_parameters(unet, adapter, encoder), decay=ema_decay)
+        if ckpt.exists() and "ema" in state:
+            ema.load_state_dict(state["ema"])
+        else:
+            print(f"graph stage: EMA (decay {ema_decay}) starts from the weights at step {step}", flush=True)
     if step >= steps:
         return
     unet.train()
     adapter.train()
     encoder.train()
     n = data["latents"].shape[0]
-    params = backbone_params + list(encoder.parameters())
+    params = trained_parameters(unet, adapter, encoder)
     with open(run / "graph_loss.csv", "a", newline="") as log:
         writer = csv.writer(log)
         bar = tqdm(total=steps, initial=step, desc="graph", file=sys.stdout, mininterval=10)
@@ -225,6 +248,8 @@ def train_graph(run: Path, cfg, data: dict, *, steps: int, lr: float = 1e-4, gra
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
+            if ema is not None:
+                ema.step(params)
             step += 1
             gate = float(torch.stack([f.gate.detach().tanh().abs() for f in encoder.fusers]).mean())
             writer.writerow([step, f"{loss.item():.5f}", f"{scale * lr:.2e}", f"{gate:.4f}", f"{time.time() - started:.1f}"])
@@ -236,4 +261,6 @@ def train_graph(run: Path, cfg, data: dict, *, steps: int, lr: float = 1e-4, gra
                     "unet": unet.state_dict(), "adapter": adapter.state_dict(), "graph_encoder": encoder.state_dict(),
                     "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "step": step,
                 }
+                if ema is not None:
+                    state["ema"] = ema.state_dict()
                 _atomic_save(state, ckpt)

@@ -378,11 +378,15 @@ def train_unet(run: Path, cfg: ToyTrainConfig, data: dict) -> None:
     log.close()
 
 
-def export(run: Path, target: Path, *, stage: str | None = None) -> Path:
+def export(run: Path, target: Path, *, stage: str | None = None, ema: bool = False) -> Path:
     """Assemble the trained parts into a ``Layout2VidPipeline`` folder at ``target`` (fp16 weights).
 
     ``stage``: ``"graph"`` exports ``graph_ckpt.pt`` with its scene-graph encoder, ``"unet"`` the UNet
-    stage's ``unet_ckpt.pt``; None takes the graph stage when it exists.
+    stage's ``unet_ckpt.pt``; None takes the graph stage when it exists. ``ema``: write the graph
+    stage's exponential moving average of the weights instead of the last ones.
+
+    Raises:
+        ValueError: ``ema`` for a checkpoint that keeps no average.
     """
     from diffusers import AutoencoderKL
 
@@ -407,6 +411,14 @@ def export(run: Path, target: Path, *, stage: str | None = None) -> Path:
 
         graph_encoder = SceneGraphEncoder.for_unet(unet)
         graph_encoder.load_state_dict(state["graph_encoder"])
+    if ema:
+        from core.graph_training import trained_parameters
+
+        if "ema" not in state or graph_encoder is None:
+            raise ValueError(f"--ema: {run / f'{stage}_ckpt.pt'} keeps no moving average (train the graph stage with --ema-decay)")
+        with torch.no_grad():
+            for param, shadow in zip(trained_parameters(unet, adapter, graph_encoder), state["ema"]["shadow_params"], strict=True):
+                param.copy_(shadow)
     pipe = Layout2VidPipeline(
         vae=vae, text_encoder=None, tokenizer=None, unet=unet, scheduler=build_toy_scheduler(), layout_adapter=adapter,
         graph_encoder=graph_encoder, max_prompt_tokens=PROMPT_TOKENS, backgrounds=list(BACKGROUNDS),
@@ -442,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     graph.add_argument("--graph-lr", type=float, default=3e-4, help="graph encoder learning rate")
     graph.add_argument("--threads", type=int, default=2)
     graph.add_argument("--box-loss-weight", type=float, default=None, help="loss weight inside entity boxes (default: the run's config, 1)")
+    graph.add_argument("--ema-decay", type=float, default=0.0, help="keep an EMA of the weights with this decay, in [0, 1); 0 keeps none")
     dec = sub.add_parser("decoder", help="stage 5: fine-tune the autoencoder's decoder, encoder frozen (after the toy stages)")
     dec.add_argument("--run", type=Path, default=Path("runs/toy"))
     dec.add_argument("--steps", type=int, default=3000)
@@ -463,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--run", type=Path, default=Path("runs/toy"))
     exp.add_argument("--to", type=Path, default=Path("assets/layout2vid-toy"))
     exp.add_argument("--stage", choices=["unet", "graph"], default=None, help="which checkpoint (default: graph if it exists)")
+    exp.add_argument("--ema", action="store_true", help="write the graph stage's moving average of the weights")
     args = parser.parse_args(argv)
     if args.command == "adapter":
         from core.adapter_training import run
@@ -474,7 +488,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {message}", file=sys.stderr)
             return 2
     if args.command == "export":
-        print(export(args.run, args.to, stage=args.stage))
+        try:
+            print(export(args.run, args.to, stage=args.stage, ema=args.ema))
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "decoder":
         from core.decoder_training import train_decoder
@@ -504,12 +522,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "graph":
         from core.graph_training import train_graph
 
+        if not 0.0 <= args.ema_decay < 1.0:
+            print(f"error: --ema-decay: must be in [0, 1) (got {args.ema_decay})", file=sys.stderr)
+            return 2
         torch.set_num_threads(args.threads)
         cfg = ToyTrainConfig(**json.loads((args.run / "config.json").read_text()))
         if args.box_loss_weight is not None:
             cfg = replace(cfg, box_loss_weight=args.box_loss_weight)
         data = torch.load(args.run / "data.pt", weights_only=False)
-        train_graph(args.run, cfg, data, steps=args.steps, lr=args.lr, graph_lr=args.graph_lr)
+        train_graph(args.run, cfg, data, steps=args.steps, lr=args.lr, graph_lr=args.graph_lr, ema_decay=args.ema_decay)
         return 0
     cfg = ToyTrainConfig(**{k: getattr(args, k) for k in asdict(ToyTrainConfig())})
     torch.set_num_threads(cfg.threads)

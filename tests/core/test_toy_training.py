@@ -163,3 +163,47 @@ def test_another_latent_width_starts_from_the_shipped_model_except_the_layers_th
     assert out.shape == (1, 4, 2, 8, 8)
     with pytest.raises(FileNotFoundError, match="init_from"):
         pipeline_weights(TOY_MODEL, "no_such_part")
+
+
+def _graph_stage_run(tmp_path):
+    """A four-clip run that starts its graph stage from the shipped pipeline."""
+    import json
+    import shutil
+    from dataclasses import asdict
+
+    from core.render import DEFAULT_MODEL as TOY_MODEL
+    from core.train import ToyTrainConfig, build_dataset
+
+    cfg = ToyTrainConfig(clips=4, clip_frames=4, unet_batch=2, checkpoint_every=2, init_from=str(TOY_MODEL))
+    shutil.copytree(TOY_MODEL / "vae", tmp_path / "vae")
+    (tmp_path / "config.json").write_text(json.dumps(asdict(cfg)))
+    return cfg, build_dataset(tmp_path, cfg)
+
+
+def test_graph_stage_moving_average_starts_on_resume_continues_and_export_writes_it(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from core.graph_training import train_graph
+    from core.train import main
+
+    cfg, data = _graph_stage_run(tmp_path)
+    train_graph(tmp_path, cfg, data, steps=1)
+    capsys.readouterr()
+    # A checkpoint without an average: a clear error, and nothing written.
+    assert main(["export", "--run", str(tmp_path), "--to", str(tmp_path / "ema"), "--ema"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --ema: {tmp_path / 'graph_ckpt.pt'} keeps no moving average (train the graph stage with --ema-decay)"
+    assert not (tmp_path / "ema").exists()
+    assert main(["graph", "--run", str(tmp_path), "--ema-decay", "1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --ema-decay: must be in [0, 1) (got 1.0)"
+
+    train_graph(tmp_path, cfg, data, steps=2, ema_decay=0.99)  # the average starts from the resumed weights
+    assert "EMA (decay 0.99) starts from the weights at step 1" in capsys.readouterr().out
+    train_graph(tmp_path, cfg, data, steps=3, ema_decay=0.99)  # and is resumed, not restarted
+    assert torch.load(tmp_path / "graph_ckpt.pt", weights_only=False)["ema"]["optimization_step"] == 2
+
+    assert main(["export", "--run", str(tmp_path), "--to", str(tmp_path / "last")]) == 0
+    assert main(["export", "--run", str(tmp_path), "--to", str(tmp_path / "ema"), "--ema"]) == 0
+    last = load_file(tmp_path / "last" / "unet" / "diffusion_pytorch_model.safetensors")
+    ema = load_file(tmp_path / "ema" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert last.keys() == ema.keys()
+    assert any(not torch.equal(last[k], ema[k]) for k in last)
