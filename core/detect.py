@@ -11,13 +11,16 @@ background. The detector:
    outlines (outline-like pixels, including anti-aliased edges, get no colour of their own);
 4. splits each fill colour's pixels into 8-connected components (``scipy.ndimage.label``) and keeps
    those of at least ``MIN_PIXELS`` pixels that survive a 3x3 erosion (so one-pixel strips of
-   blended edge colours are not objects); the box is the component grown by one pixel into the
-   foreground (the outline). A detection has a colour, an xyxy box normalised to [0, 1], its pixel
-   count and mean RGB.
+   blended edge colours are not objects); the box is the component grown by up to two pixels into
+   the foreground (the outline). A detection has a colour, an xyxy box normalised to [0, 1], its
+   pixel count and mean RGB.
 
-It is exact on frames drawn by :func:`core.toyworld.render_frame` (up to the one-pixel box-filter
-border) and deliberately strict on rendered ones: an object rendered in two colours becomes two
-partial detections, which costs both box IoU and colour accuracy.
+On frames drawn by :func:`core.toyworld.render_frame` it is exact for solid shapes (balls, squares:
+up to the one-pixel box-filter border) and short on thin ones: a star's points lie beyond the
+two-pixel growth, and stars and rings drawn smaller than about 0.2 of the frame have no 3x3 core and
+are missed (``benchmarks/detector_exactness.py`` measures each kind). It is deliberately strict on
+rendered frames: an object rendered in two colours becomes two partial detections, which costs both
+box IoU and colour accuracy.
 """
 
 from __future__ import annotations

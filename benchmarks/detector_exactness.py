@@ -1,0 +1,64 @@
+"""How exact the toy-world detector is on frames drawn from known boxes, per shape kind.
+
+    .venv/bin/python benchmarks/detector_exactness.py [--frames 800] [--seed 0]
+
+Each frame is one object drawn by :func:`core.toyworld.render_frame` (the training data's own
+renderer) with a random kind (cycled), palette colour, background, and a square box whose side is
+uniform in [0.12, 0.6] of the frame (the toy world's range of sizes, grow and shrink included) at a
+random position. For every kind it prints the mean IoU between the drawn box and the best detection
+of the right colour (0 when there is none) and the share of frames with exactly one detection of
+the right colour. Whatever falls short of 1.00 here is the detector's error, not the model's: the
+metrics of ``launch.py eval`` carry it into every render of that kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    import numpy as np
+
+    from core.detect import box_iou, detect
+    from core.toyworld import BACKGROUNDS, COLORS, KINDS, ToyObject, render_frame
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=800, help="frames to draw, spread evenly over the kinds")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.frames < len(KINDS):
+        parser.error(f"--frames: must be >= {len(KINDS)} (one per kind; got {args.frames})")
+
+    rng = np.random.default_rng(args.seed)
+    small = 0.2  # sides below this are reported apart: the grow/shrink extremes
+    rows: dict[str, list[tuple[float, bool, bool]]] = {kind: [] for kind in KINDS}
+    for i in range(args.frames):
+        kind = KINDS[i % len(KINDS)]
+        color = str(rng.choice(list(COLORS)))
+        background = str(rng.choice(list(BACKGROUNDS)))
+        side = rng.uniform(0.12, 0.6)
+        x0, y0 = rng.uniform(0.0, 1.0 - side, size=2)
+        box = (float(x0), float(y0), float(x0 + side), float(y0 + side))
+        detections = detect(render_frame(background, [ToyObject(kind, color, box)]))
+        iou = max([box_iou(box, d.box) for d in detections if d.color == color] or [0.0])
+        single = len(detections) == 1 and detections[0].color == color
+        rows[kind].append((iou, single, side < small))
+
+    print(f"{args.frames} drawn frames, seed {args.seed}; side < {small} counted apart as 'small'")
+    print("| kind | mean IoU | one detection | mean IoU, small | one detection, small |")
+    print("| --- | --- | --- | --- | --- |")
+    for kind in [*KINDS, "all"]:
+        items = [r for rs in rows.values() for r in rs] if kind == "all" else rows[kind]
+        tiny = [r for r in items if r[2]]
+        cells = [np.mean([r[0] for r in items]), np.mean([r[1] for r in items])]
+        cells += [np.mean([r[0] for r in tiny]), np.mean([r[1] for r in tiny])] if tiny else [float("nan")] * 2
+        print(f"| {kind} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
