@@ -22,7 +22,7 @@ COLUMNS = ["box_miou", "box_ap50", "centroid_error", "direction_accuracy", "colo
 
 def main() -> None:
     from core.evaluate import VARIANTS, read_prompts, run_eval, variant_settings
-    from core.render import load_pipeline
+    from core.render import load_pipeline, recommended_guidance_scale
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("prompts", nargs="*", type=Path, default=[ROOT.parent / "shared" / "prompts" / "toyworld_dev.jsonl", ROOT / "assets" / "eval" / "toyworld_heldout.jsonl"])
@@ -34,6 +34,7 @@ def main() -> None:
 
     pipe = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
+    print(f"{args.steps} steps, guidance_scale {recommended_guidance_scale(args.model)} (the model's default), seed 0\n")
     print("| prompts | variant | " + " | ".join(COLUMNS) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in COLUMNS) + " |")
     for path in args.prompts:

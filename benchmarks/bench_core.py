@@ -38,7 +38,7 @@ def main() -> None:
 
     from core.plan import parse_plan
     from core.planner.rules import load_parser, plan_with_rules
-    from core.render import RenderSettings, load_pipeline, render_scene
+    from core.render import RenderSettings, load_pipeline, recommended_guidance_scale, render_scene
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=None)
@@ -73,7 +73,7 @@ def main() -> None:
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     machine = matmul_gflops()
     achieved = flops / seconds / 1e9
-    print(f"render: {frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]}, {args.steps} steps, guidance {settings.guidance_scale}: "
+    print(f"render: {frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]}, {args.steps} steps, guidance {recommended_guidance_scale(args.model)}: "
           f"{seconds:.2f} s (best of {len(runs)}: {', '.join(f'{r:.2f}' for r in runs)}; target <= 10 s)")
     print(f"peak memory (max RSS): {peak_gb:.2f} GB (target <= 3 GB)")
     print(f"render FLOPs: {flops / 1e9:.1f} GFLOP -> {achieved:.1f} GFLOP/s achieved")

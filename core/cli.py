@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", type=Path, required=True)
     add_model_options(render)
     render.add_argument("--steps", type=int, default=25, help="denoising steps (1-200)")
-    render.add_argument("--guidance-scale", type=float, default=4.0, help="classifier-free guidance (0-30)")
+    render.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (0-30; default: the model's own, 2.5 for the toy model)")
     render.add_argument(
         "--layout-alpha", type=float, default=None, help="fraction of steps with the adapter's gated attention (0-1; default 1 for the toy model, 0.3 for backbones)"
     )
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--variant", default="full", help="full, no-graph, no-layout or training-free")
     evaluate.add_argument("--limit", type=int, default=None, help="first N prompts only")
     evaluate.add_argument("--steps", type=int, default=25, help="denoising steps (1-200)")
-    evaluate.add_argument("--guidance-scale", type=float, default=4.0)
+    evaluate.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (0-30; default: the model's own)")
     evaluate.add_argument("--seed", type=int, default=0)
     _box_guidance_options(evaluate)
     add_model_options(evaluate)

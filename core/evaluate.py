@@ -340,7 +340,7 @@ def run_eval(
     from core.export import write_mp4
     from core.plan import atomic_write_bytes, save_plan
     from core.planner.rules import plan_with_rules
-    from core.render import render_plan
+    from core.render import render_plan, resolve_controls
 
     videos = out / "videos"
     videos.mkdir(parents=True, exist_ok=True)
@@ -358,7 +358,8 @@ def run_eval(
         if on_video:
             on_video(i + 1, len(prompts))
     metrics = aggregate(scores)
-    atomic_write_bytes(out / "metrics.json", (json.dumps({"variant": variant, **metrics}, indent=2) + "\n").encode())
+    sampler = {"num_inference_steps": settings.num_inference_steps, "guidance_scale": resolve_controls(pipe, settings)["guidance_scale"], "seed": settings.seed}
+    atomic_write_bytes(out / "metrics.json", (json.dumps({"variant": variant, **metrics, "settings": sampler}, indent=2) + "\n").encode())
     atomic_write_bytes(out / "report.html", report_html(metrics, scores, strips, variant=variant).encode())
     return metrics
 

@@ -36,6 +36,8 @@ from core.models.frame_text import FrameText
 from core.models.graph_encoder import SceneGraphEncoder, graph_tensors
 from core.models.layout import LayoutAdapter
 
+DEFAULT_GUIDANCE_SCALE = 4.0  # classifier-free guidance of a model whose config names none
+
 
 @dataclass
 class LayoutConditioning:
@@ -107,13 +109,15 @@ class Layout2VidPipeline(DiffusionPipeline):
         graph_encoder: SceneGraphEncoder | None = None,
         max_prompt_tokens: int = 24,
         backgrounds: list[str] | None = None,
+        default_guidance_scale: float | None = None,
     ):
         super().__init__()
         self.register_modules(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, layout_adapter=layout_adapter, graph_encoder=graph_encoder
         )
         # backgrounds: the closed set a toy-world model was trained on (None for open-domain models).
-        self.register_to_config(max_prompt_tokens=max_prompt_tokens, backgrounds=backgrounds)
+        # default_guidance_scale: the guidance weight the model was selected with (None: DEFAULT_GUIDANCE_SCALE).
+        self.register_to_config(max_prompt_tokens=max_prompt_tokens, backgrounds=backgrounds, default_guidance_scale=default_guidance_scale)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         if layout_adapter is not None:
             layout_adapter.attach(unet)
@@ -257,7 +261,7 @@ class Layout2VidPipeline(DiffusionPipeline):
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int = 25,
-        guidance_scale: float = 4.0,
+        guidance_scale: float | None = None,
         layout_alpha: float = 1.0,
         box_guidance: BoxGuidance | None = None,
         negative_prompt: str = "",
@@ -276,6 +280,7 @@ class Layout2VidPipeline(DiffusionPipeline):
             num_inference_steps: denoising steps (1-1000).
             guidance_scale: classifier-free guidance weight w (0-50); w <= 1 disables guidance.
                 The unconditional branch has the negative prompt and null grounding tokens.
+                None: the model's ``config.default_guidance_scale``, or ``DEFAULT_GUIDANCE_SCALE``.
             layout_alpha: fraction of the steps (0-1) with the adapter's gated attention on,
                 VideoDirectorGPT's alpha. 0 turns the adapter off.
             box_guidance: training-free box guidance (:mod:`core.guidance`: a cross-attention
@@ -294,6 +299,8 @@ class Layout2VidPipeline(DiffusionPipeline):
             ValueError: an argument outside its range (the message names it).
         """
         # 1. Check inputs.
+        if guidance_scale is None:
+            guidance_scale = self.config.default_guidance_scale if self.config.default_guidance_scale is not None else DEFAULT_GUIDANCE_SCALE
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
         self.check_inputs(prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, layout_alpha, callback_on_step_end_tensor_inputs)

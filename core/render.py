@@ -34,7 +34,9 @@ class RenderSettings(BaseModel):
 
     Attributes:
         num_inference_steps: denoising steps, 1-200.
-        guidance_scale: classifier-free guidance weight, 0-30.
+        guidance_scale: classifier-free guidance weight, 0-30; None: the model's own default
+            (``default_guidance_scale`` in its ``model_index.json``, see
+            :func:`recommended_guidance_scale`).
         layout_alpha: fraction of steps (0-1) with the adapter's gated attention; None: 1.0 for a
             closed-world model trained with it always on (the toy model), 0.3 for backbones
             (GLIGEN's scheduled sampling: layout early, the backbone's prior late).
@@ -56,7 +58,7 @@ class RenderSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     num_inference_steps: int = Field(default=25, ge=1, le=200)
-    guidance_scale: float = Field(default=4.0, ge=0.0, le=30.0)
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0)
     layout_alpha: float | None = Field(default=None, ge=0.0, le=1.0)
     layout_control: Literal["auto", "adapter", "guidance", "none"] = "auto"
     box_guidance_alpha: float = Field(default=0.2, ge=0.0, le=1.0)
@@ -75,6 +77,26 @@ class Progress:
     scenes: int
     step: int
     steps: int
+
+
+def recommended_guidance_scale(model: str | Path | None = None) -> float:
+    """The classifier-free guidance weight a model folder asks for, without loading the model.
+
+    Reads ``default_guidance_scale`` from ``model_index.json`` (the toy model's is the value it
+    was selected with, see its model card); a folder or hub id without one gets
+    ``core.pipeline.DEFAULT_GUIDANCE_SCALE``.
+
+    Args:
+        model: as for :func:`load_pipeline` (None: the shipped toy model).
+    """
+    from core.pipeline import DEFAULT_GUIDANCE_SCALE
+
+    index = Path(model or DEFAULT_MODEL) / "model_index.json"
+    try:
+        value = json.loads(index.read_text()).get("default_guidance_scale")
+    except (OSError, ValueError):
+        value = None
+    return float(value) if value is not None else DEFAULT_GUIDANCE_SCALE
 
 
 def load_pipeline(
@@ -257,13 +279,16 @@ def resolve_controls(pipe, settings: RenderSettings) -> dict:
     """Pipeline keyword arguments for the layout control of ``settings`` on ``pipe``.
 
     Returns:
-        ``{"layout_alpha": float, "box_guidance": BoxGuidance | None}`` plus whether frame prompts
-        are on (``"frame_prompts": bool``).
+        ``{"layout_alpha": float, "box_guidance": BoxGuidance | None, "guidance_scale": float}``
+        plus whether frame prompts are on (``"frame_prompts": bool``). ``guidance_scale`` is the
+        settings' or, when that is None, the pipeline's ``config.default_guidance_scale`` (else
+        ``core.pipeline.DEFAULT_GUIDANCE_SCALE``).
 
     Raises:
         ValueError: ``layout_control="adapter"`` on a pipeline without an adapter.
     """
     from core.guidance import BoxGuidance
+    from core.pipeline import DEFAULT_GUIDANCE_SCALE
 
     closed_world = bool(getattr(pipe.config, "backgrounds", None))
     has_adapter = getattr(pipe, "layout_adapter", None) is not None
@@ -278,6 +303,7 @@ def resolve_controls(pipe, settings: RenderSettings) -> dict:
         "layout_alpha": alpha if control == "adapter" else 0.0,
         "box_guidance": guidance,
         "frame_prompts": settings.frame_prompts if settings.frame_prompts is not None else not closed_world,
+        "guidance_scale": next(g for g in (settings.guidance_scale, getattr(pipe.config, "default_guidance_scale", None), DEFAULT_GUIDANCE_SCALE) if g is not None),
     }
 
 
@@ -326,7 +352,7 @@ def render_scene(
         scene_conditioning(plan, scene_index, settings, scene_text=prompt if controls["frame_prompts"] else None),
         num_frames=scene.num_frames,
         num_inference_steps=settings.num_inference_steps,
-        guidance_scale=settings.guidance_scale,
+        guidance_scale=controls["guidance_scale"],
         layout_alpha=controls["layout_alpha"],
         box_guidance=controls["box_guidance"],
         generator=torch.Generator().manual_seed(seed),

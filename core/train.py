@@ -378,15 +378,17 @@ def train_unet(run: Path, cfg: ToyTrainConfig, data: dict) -> None:
     log.close()
 
 
-def export(run: Path, target: Path, *, stage: str | None = None, ema: bool = False) -> Path:
+def export(run: Path, target: Path, *, stage: str | None = None, ema: bool = False, guidance_scale: float | None = None) -> Path:
     """Assemble the trained parts into a ``Layout2VidPipeline`` folder at ``target`` (fp16 weights).
 
     ``stage``: ``"graph"`` exports ``graph_ckpt.pt`` with its scene-graph encoder, ``"unet"`` the UNet
     stage's ``unet_ckpt.pt``; None takes the graph stage when it exists. ``ema``: write the graph
-    stage's exponential moving average of the weights instead of the last ones.
+    stage's exponential moving average of the weights instead of the last ones. ``guidance_scale``:
+    the classifier-free guidance weight (0-30) renders use by default, chosen on the dev prompts
+    (``default_guidance_scale`` in ``model_index.json``); None leaves the library default.
 
     Raises:
-        ValueError: ``ema`` for a checkpoint that keeps no average.
+        ValueError: ``ema`` for a checkpoint that keeps no average; ``guidance_scale`` outside 0-30.
     """
     from diffusers import AutoencoderKL
 
@@ -395,6 +397,8 @@ def export(run: Path, target: Path, *, stage: str | None = None, ema: bool = Fal
     from core.pipeline import Layout2VidPipeline
     from core.toyworld import BACKGROUNDS
 
+    if guidance_scale is not None and not 0.0 <= guidance_scale <= 30.0:
+        raise ValueError(f"--guidance-scale: must be in [0, 30] (got {guidance_scale})")
     stage = stage or ("graph" if (run / "graph_ckpt.pt").exists() else "unet")
     state = torch.load(run / f"{stage}_ckpt.pt", weights_only=False)
     data = torch.load(run / "data.pt", weights_only=False)
@@ -421,7 +425,7 @@ def export(run: Path, target: Path, *, stage: str | None = None, ema: bool = Fal
                 param.copy_(shadow)
     pipe = Layout2VidPipeline(
         vae=vae, text_encoder=None, tokenizer=None, unet=unet, scheduler=build_toy_scheduler(), layout_adapter=adapter,
-        graph_encoder=graph_encoder, max_prompt_tokens=PROMPT_TOKENS, backgrounds=list(BACKGROUNDS),
+        graph_encoder=graph_encoder, max_prompt_tokens=PROMPT_TOKENS, backgrounds=list(BACKGROUNDS), default_guidance_scale=guidance_scale,
     )
     pipe.to(torch.float16)
     pipe.save_pretrained(target, safe_serialization=True)
@@ -477,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--to", type=Path, default=Path("assets/layout2vid-toy"))
     exp.add_argument("--stage", choices=["unet", "graph"], default=None, help="which checkpoint (default: graph if it exists)")
     exp.add_argument("--ema", action="store_true", help="write the graph stage's moving average of the weights")
+    exp.add_argument("--guidance-scale", type=float, default=None, help="default classifier-free guidance of the exported model (0-30)")
     args = parser.parse_args(argv)
     if args.command == "adapter":
         from core.adapter_training import run
@@ -489,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.command == "export":
         try:
-            print(export(args.run, args.to, stage=args.stage, ema=args.ema))
+            print(export(args.run, args.to, stage=args.stage, ema=args.ema, guidance_scale=args.guidance_scale))
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

@@ -10,6 +10,7 @@ from core.cli import main as cli_main
 from core.dsg import entity_colors
 from core.evaluate import METRIC_KEYS, aggregate, average_precision, score_video
 from core.plan import interpolate_boxes, parse_plan
+from core.render import recommended_guidance_scale
 from core.toyworld import ToyObject, render_frame
 from tests.conftest import ROOT
 
@@ -90,6 +91,7 @@ def test_eval_command_on_two_prompts(tmp_path, capsys):
     for key in METRIC_KEYS:
         assert isinstance(metrics[key], (int, float)), key
     assert metrics["plan_check_pass_rate"] == 1.0 and metrics["plan_checks"] == 5 and metrics["seconds_per_video"] > 0
+    assert metrics["settings"] == {"num_inference_steps": 4, "guidance_scale": recommended_guidance_scale(), "seed": 0}
     assert (out / "videos" / "000.mp4").exists() and (out / "videos" / "001.plan.json").exists()
     report = (out / "report.html").read_text()
     assert "plotly" in report.lower() and report.count("alt='frames of video") == 2

@@ -142,6 +142,21 @@ def test_save_load_round_trip(pipe, tmp_path):
     np.testing.assert_array_equal(run(loaded, dummy_layout()).frames, expected)
 
 
+def test_default_guidance_scale_comes_from_the_saved_model(tmp_path):
+    from core.render import recommended_guidance_scale
+
+    pipe = Layout2VidPipeline(**get_dummy_components(), default_guidance_scale=1.0)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(tmp_path / "pipe")
+    assert recommended_guidance_scale(tmp_path / "pipe") == 1.0
+    loaded = Layout2VidPipeline.from_pretrained(tmp_path / "pipe")
+    loaded.set_progress_bar_config(disable=True)
+    unset = run(loaded, dummy_layout(), output_type="latent").frames
+    torch.testing.assert_close(unset, run(loaded, dummy_layout(), guidance_scale=1.0, output_type="latent").frames)
+    assert not torch.allclose(unset, run(loaded, dummy_layout(), guidance_scale=4.0, output_type="latent").frames)
+    assert recommended_guidance_scale(tmp_path) == 4.0  # no model_index.json: the library default
+
+
 def test_entity_seed_noise_follows_the_box(pipe):
     layout = dummy_layout()
     latents = pipe.prepare_latents(4, 8, 8, torch.float32, "cpu", torch.Generator().manual_seed(0), layout)

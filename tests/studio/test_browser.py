@@ -14,7 +14,7 @@ import pytest
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 from core.export import read_mp4  # noqa: E402
-from core.render import DEFAULT_MODEL  # noqa: E402
+from core.render import DEFAULT_MODEL, recommended_guidance_scale  # noqa: E402
 from core.workspace import Workspace  # noqa: E402
 from studio.app import serve  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
@@ -220,6 +220,8 @@ def test_reload_keeps_the_last_edit_and_restart_reopens_it(page, server, browser
 @pytest.mark.skipif(not (DEFAULT_MODEL / "model_index.json").exists(), reason="shipped model missing")
 def test_render_progress_download_and_cancel(page, server):
     generate(page, server, "A red ball rolls from left to right across the grass.")
+    # The guidance slider starts at the model's own default (model_index.json), not a generic one.
+    assert float(page.locator("#guidance input[type='number']").input_value()) == recommended_guidance_scale(DEFAULT_MODEL)
     set_slider(page, "steps", 8)
     page.click("#render")
     # Progress: gr.Progress shows "scene i/n, step k/K" while the render runs.
