@@ -83,6 +83,7 @@ def main() -> None:
     # Layout control costs, interleaved so that machine noise hits every variant alike.
     variants = {
         "gated attention on (alpha 1)": settings,
+        "gated attention on, conditional branch only (--unconditional-layout none)": settings.model_copy(update={"unconditional_layout": "none"}),
         "gated attention off (text only)": settings.model_copy(update={"layout_control": "none"}),
         "training-free guidance (adapter off)": settings.model_copy(update={"layout_control": "guidance"}),
         "training-free masking, alpha 1 (adapter off)": settings.model_copy(

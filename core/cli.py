@@ -99,6 +99,10 @@ def _box_guidance_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--box-guidance-alpha", type=float, default=0.2, help="fraction of steps with training-free box guidance (0-1)")
     parser.add_argument("--box-guidance-scale", type=float, default=1.0, help="step size of the training-free box guidance (0-10; energy method)")
     parser.add_argument("--box-guidance-method", choices=["energy", "mask"], default="energy", help="training-free box guidance: energy step or attention masking")
+    parser.add_argument(
+        "--unconditional-layout", choices=["null", "none"], default="null",
+        help="unconditional branch of classifier-free guidance: null grounding tokens (GLIGEN), or no gated attention (faster, weaker on the toy model)",
+    )
 
 
 def _planner_options(parser: argparse.ArgumentParser) -> None:
@@ -173,7 +177,7 @@ def cmd_eval(args) -> None:
         lambda: variant_settings(
             args.variant, num_inference_steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed,
             box_guidance_alpha=args.box_guidance_alpha, box_guidance_scale=args.box_guidance_scale,
-            box_guidance_method=args.box_guidance_method,
+            box_guidance_method=args.box_guidance_method, unconditional_layout=args.unconditional_layout,
         )
     )
     prompts = read_prompts(args.prompts, args.limit)
@@ -193,7 +197,7 @@ def _settings(args):
             num_inference_steps=args.steps, guidance_scale=args.guidance_scale, layout_alpha=args.layout_alpha, seed=args.seed,
             layout_control=args.layout_control, frame_prompts={"auto": None, "on": True, "off": False}[args.frame_prompts],
             box_guidance_alpha=args.box_guidance_alpha, box_guidance_scale=args.box_guidance_scale,
-            box_guidance_method=args.box_guidance_method,
+            box_guidance_method=args.box_guidance_method, unconditional_layout=args.unconditional_layout,
         )
     )
 

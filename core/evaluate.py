@@ -358,7 +358,10 @@ def run_eval(
         if on_video:
             on_video(i + 1, len(prompts))
     metrics = aggregate(scores)
-    sampler = {"num_inference_steps": settings.num_inference_steps, "guidance_scale": resolve_controls(pipe, settings)["guidance_scale"], "seed": settings.seed}
+    sampler = {
+        "num_inference_steps": settings.num_inference_steps, "guidance_scale": resolve_controls(pipe, settings)["guidance_scale"], "seed": settings.seed,
+        "unconditional_layout": settings.unconditional_layout,
+    }
     atomic_write_bytes(out / "metrics.json", (json.dumps({"variant": variant, **metrics, "settings": sampler}, indent=2) + "\n").encode())
     atomic_write_bytes(out / "report.html", report_html(metrics, scores, strips, variant=variant).encode())
     return metrics

@@ -142,6 +142,77 @@ def batch_graphs(graphs: dict, idx: torch.Tensor) -> GraphTensors:
     )
 
 
+def clip_backgrounds(captions: list[str]) -> list[str]:
+    """The background of each toy clip, read from its caption (every caption template names it once).
+
+    Raises:
+        ValueError: a caption names no background or more than one.
+    """
+    out = []
+    for i, caption in enumerate(captions):
+        words = set(caption.replace(":", " ").replace(".", " ").split())
+        found = [b for b in BACKGROUNDS if b in words]
+        if len(found) != 1:
+            raise ValueError(f"captions[{i}]: must name exactly one background of {', '.join(BACKGROUNDS)} (got {caption!r})")
+        out.append(found[0])
+    return out
+
+
+def mixture_weights(data: dict, terms: list[str], weight: float) -> torch.Tensor:
+    """Per-clip sampling weights that over-sample clips matching any of ``terms``.
+
+    A term is ``colour@background`` (an on-screen entity of that colour, in any frame, on that
+    background) or ``colour+colour`` (two on-screen entities with these colours in the same frame;
+    ``white+white`` needs two white entities). Colours and backgrounds are those of
+    :mod:`core.toyworld`.
+
+    Args:
+        data: the cached clips of :func:`core.train.build_dataset` (``phrase_ids``, ``masks``, ``captions``).
+        terms: the terms; empty gives uniform weights.
+        weight: sampling weight of a matching clip relative to 1 for the others, >= 1.
+
+    Returns:
+        torch.Tensor of shape (clips,), float64, for ``torch.multinomial``.
+
+    Raises:
+        ValueError: a malformed term, an unknown colour or background, or ``weight`` < 1.
+    """
+    from core.toyworld import COLORS
+    from core.train import phrase_vocabulary
+
+    if weight < 1:
+        raise ValueError(f"--oversample-weight: must be >= 1 (got {weight})")
+    colour_of = torch.tensor([list(COLORS).index(p.split()[0]) for p in phrase_vocabulary()])
+    colours = colour_of[data["phrase_ids"]]  # (clips, frames, entities) palette index
+    on = data["masks"] > 0
+    match = torch.zeros(colours.shape[0], dtype=torch.bool)
+    backgrounds = None
+    for term in terms:
+        if "@" in term:
+            colour, background = term.split("@", 1)
+            if background not in BACKGROUNDS:
+                raise ValueError(f"--oversample: {term!r}: background must be one of {', '.join(BACKGROUNDS)}")
+            pair = [colour]
+        elif "+" in term:
+            pair, background = term.split("+", 1), None
+        else:
+            raise ValueError(f"--oversample: {term!r}: must be colour@background or colour+colour")
+        for c in pair:
+            if c not in COLORS:
+                raise ValueError(f"--oversample: {term!r}: colour must be one of {', '.join(COLORS)}")
+        counts = [((colours == list(COLORS).index(c)) & on).sum(-1) for c in pair]  # (clips, frames)
+        if background is not None:
+            if backgrounds is None:
+                backgrounds = clip_backgrounds(data["captions"])
+            hit = (counts[0] > 0).any(-1) & torch.tensor([b == background for b in backgrounds])
+        elif pair[0] == pair[1]:
+            hit = (counts[0] >= 2).any(-1)
+        else:
+            hit = ((counts[0] > 0) & (counts[1] > 0)).any(-1)
+        match |= hit
+    return torch.where(match, torch.tensor(float(weight)), torch.tensor(1.0)).double()
+
+
 def trained_parameters(unet: torch.nn.Module, adapter: torch.nn.Module, encoder: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The graph stage's trained parameters in one fixed order (UNet, adapter, graph encoder): the
     order of the checkpoint's EMA ``shadow_params``."""
@@ -149,7 +220,17 @@ def trained_parameters(unet: torch.nn.Module, adapter: torch.nn.Module, encoder:
 
 
 def train_graph(
-    run: Path, cfg, data: dict, *, steps: int, lr: float = 1e-4, graph_lr: float = 3e-4, gate_init: float = 0.1, ema_decay: float = 0.0
+    run: Path,
+    cfg,
+    data: dict,
+    *,
+    steps: int,
+    lr: float = 1e-4,
+    graph_lr: float = 3e-4,
+    gate_init: float = 0.1,
+    ema_decay: float = 0.0,
+    oversample: list[str] | None = None,
+    oversample_weight: float = 3.0,
 ) -> None:
     """Fine-tune UNet + adapter from ``run/unet_ckpt.pt`` together with a new SceneGraphEncoder.
 
@@ -165,6 +246,9 @@ def train_graph(
     updates up to ``ema_decay``); it is saved in the checkpoint as ``ema`` and written by
     ``export(..., ema=True)``. A run resumed without one starts its average from the resumed
     weights. 0 keeps no average.
+
+    ``oversample`` (terms of :func:`mixture_weights`) draws the clips that match them
+    ``oversample_weight`` times as often as the others; None or empty draws uniformly.
 
     Checkpoints (resumable) in ``run/graph_ckpt.pt``; the loss goes to ``run/graph_loss.csv``.
     Learning rates: ``lr`` for the UNet and adapter, ``graph_lr`` for the encoder, 50 warm-up steps,
@@ -233,13 +317,20 @@ def train_graph(
     adapter.train()
     encoder.train()
     n = data["latents"].shape[0]
+    weights = mixture_weights(data, oversample or [], oversample_weight)
+    if oversample:
+        share = float(weights[weights > 1].sum() / weights.sum())
+        print(f"graph stage: {int((weights > 1).sum())} of {n} clips match {', '.join(oversample)}; {share:.0%} of draws", flush=True)
     params = trained_parameters(unet, adapter, encoder)
     with open(run / "graph_loss.csv", "a", newline="") as log:
         writer = csv.writer(log)
         bar = tqdm(total=steps, initial=step, desc="graph", file=sys.stdout, mininterval=10)
         started = time.time()
         while step < steps:
-            idx = torch.randint(0, n, (cfg.unet_batch,), generator=generator)
+            if oversample:
+                idx = torch.multinomial(weights, cfg.unet_batch, replacement=True, generator=generator)
+            else:
+                idx = torch.randint(0, n, (cfg.unet_batch,), generator=generator)
             loss = unet_batch_loss(unet, adapter, scheduler, data, idx, cfg, generator, graph_encoder=encoder, graphs=graphs)
             scale = min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
             for group in optimizer.param_groups:

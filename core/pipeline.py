@@ -263,6 +263,7 @@ class Layout2VidPipeline(DiffusionPipeline):
         num_inference_steps: int = 25,
         guidance_scale: float | None = None,
         layout_alpha: float = 1.0,
+        unconditional_layout: str = "null",
         box_guidance: BoxGuidance | None = None,
         negative_prompt: str = "",
         generator: torch.Generator | None = None,
@@ -279,10 +280,14 @@ class Layout2VidPipeline(DiffusionPipeline):
                 (default: the UNet's sample size times it).
             num_inference_steps: denoising steps (1-1000).
             guidance_scale: classifier-free guidance weight w (0-50); w <= 1 disables guidance.
-                The unconditional branch has the negative prompt and null grounding tokens.
+                The unconditional branch has the negative prompt (and see ``unconditional_layout``).
                 None: the model's ``config.default_guidance_scale``, or ``DEFAULT_GUIDANCE_SCALE``.
             layout_alpha: fraction of the steps (0-1) with the adapter's gated attention on,
                 VideoDirectorGPT's alpha. 0 turns the adapter off.
+            unconditional_layout: what the unconditional branch of classifier-free guidance sees
+                of the layout: ``"null"`` GLIGEN's null grounding tokens (the gated attention runs
+                on both halves of the batch), ``"none"`` no gated attention at all, so that
+                guidance also pushes towards the layout and the adapter costs half as much.
             box_guidance: training-free box guidance (:mod:`core.guidance`: a cross-attention
                 energy step on the latents, or cross-attention masking) for the first
                 ``box_guidance.alpha`` fraction of the steps; None for none.
@@ -304,6 +309,8 @@ class Layout2VidPipeline(DiffusionPipeline):
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
         self.check_inputs(prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, layout_alpha, callback_on_step_end_tensor_inputs)
+        if unconditional_layout not in ("null", "none"):
+            raise ValueError(f"unconditional_layout: must be 'null' or 'none' (got {unconditional_layout!r})")
         if box_guidance is not None and not (0.0 <= box_guidance.alpha <= 1.0 and box_guidance.scale >= 0.0):
             raise ValueError(f"box_guidance: alpha must be in [0, 1] and scale >= 0 (got {box_guidance.alpha}, {box_guidance.scale})")
         if box_guidance is not None and box_guidance.method not in METHODS:
@@ -323,7 +330,9 @@ class Layout2VidPipeline(DiffusionPipeline):
         # 3. Grounding tokens.
         objs = None
         if layout is not None and layout.num_entities > 0 and self.layout_adapter is not None:
-            objs = self.prepare_grounding(layout, with_unconditional=do_cfg, device=device, dtype=dtype)
+            # With ``unconditional_layout="none"`` the tokens cover the conditional half only; the
+            # gated attention leaves the other rows alone (GroundedSelfAttention.forward).
+            objs = self.prepare_grounding(layout, with_unconditional=do_cfg and unconditional_layout == "null", device=device, dtype=dtype)
 
         # 3b. Scene-graph tokens (Dysen-VDM's encoder), for every step.
         graph_tokens = None

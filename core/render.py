@@ -43,6 +43,9 @@ class RenderSettings(BaseModel):
         layout_control: ``adapter`` (gated attention), ``guidance`` (training-free box guidance,
             the adapter off), ``none`` (text only) or ``auto`` (the adapter when the pipeline has
             one, else guidance).
+        unconditional_layout: the unconditional branch of classifier-free guidance gets GLIGEN's
+            null grounding tokens (``null``) or no gated attention (``none``: guidance then
+            also amplifies the layout, and the adapter runs on half the batch).
         box_guidance_alpha, box_guidance_scale: fraction of steps (0-1) guided and the step size
             (0-10, energy method only) of the training-free guidance.
         box_guidance_method: ``energy`` (LVD's cross-attention energy step on the latents) or
@@ -61,6 +64,7 @@ class RenderSettings(BaseModel):
     guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0)
     layout_alpha: float | None = Field(default=None, ge=0.0, le=1.0)
     layout_control: Literal["auto", "adapter", "guidance", "none"] = "auto"
+    unconditional_layout: Literal["null", "none"] = "null"
     box_guidance_alpha: float = Field(default=0.2, ge=0.0, le=1.0)
     box_guidance_scale: float = Field(default=1.0, ge=0.0, le=10.0)
     box_guidance_method: Literal["energy", "mask"] = "energy"
@@ -354,6 +358,7 @@ def render_scene(
         num_inference_steps=settings.num_inference_steps,
         guidance_scale=controls["guidance_scale"],
         layout_alpha=controls["layout_alpha"],
+        unconditional_layout=settings.unconditional_layout,
         box_guidance=controls["box_guidance"],
         generator=torch.Generator().manual_seed(seed),
         callback_on_step_end=callback,

@@ -459,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     graph.add_argument("--threads", type=int, default=2)
     graph.add_argument("--box-loss-weight", type=float, default=None, help="loss weight inside entity boxes (default: the run's config, 1)")
     graph.add_argument("--ema-decay", type=float, default=0.0, help="keep an EMA of the weights with this decay, in [0, 1); 0 keeps none")
+    graph.add_argument("--oversample", default="", help="comma-separated colour@background and colour+colour terms whose clips are drawn more often")
+    graph.add_argument("--oversample-weight", type=float, default=3.0, help="draw weight of a matching clip, >= 1 (others 1)")
     dec = sub.add_parser("decoder", help="stage 5: fine-tune the autoencoder's decoder, encoder frozen (after the toy stages)")
     dec.add_argument("--run", type=Path, default=Path("runs/toy"))
     dec.add_argument("--steps", type=int, default=3000)
@@ -535,7 +537,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.box_loss_weight is not None:
             cfg = replace(cfg, box_loss_weight=args.box_loss_weight)
         data = torch.load(args.run / "data.pt", weights_only=False)
-        train_graph(args.run, cfg, data, steps=args.steps, lr=args.lr, graph_lr=args.graph_lr, ema_decay=args.ema_decay)
+        terms = [t.strip() for t in args.oversample.split(",") if t.strip()]
+        try:
+            train_graph(
+                args.run, cfg, data, steps=args.steps, lr=args.lr, graph_lr=args.graph_lr, ema_decay=args.ema_decay,
+                oversample=terms, oversample_weight=args.oversample_weight,
+            )
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         return 0
     cfg = ToyTrainConfig(**{k: getattr(args, k) for k in asdict(ToyTrainConfig())})
     torch.set_num_threads(cfg.threads)

@@ -93,6 +93,47 @@ def test_layout_alpha_zero_ignores_boxes(pipe):
     torch.testing.assert_close(a, b)
 
 
+def test_unconditional_layout_none_grounds_only_the_conditional_branch(pipe):
+    # GLIGEN's null tokens in the unconditional branch, or no gated attention there: both follow
+    # the boxes, and they differ from each other only through that branch.
+    null = run(pipe, dummy_layout(), guidance_scale=3.0, output_type="latent").frames
+    none = run(pipe, dummy_layout(), guidance_scale=3.0, unconditional_layout="none", output_type="latent").frames
+    shifted = run(pipe, dummy_layout(x_shift=0.4), guidance_scale=3.0, unconditional_layout="none", output_type="latent").frames
+    assert not torch.allclose(null, none)
+    assert not torch.allclose(none, shifted)
+    # Without classifier-free guidance there is no unconditional branch: the option changes nothing.
+    torch.testing.assert_close(
+        run(pipe, dummy_layout(), guidance_scale=1.0, output_type="latent").frames,
+        run(pipe, dummy_layout(), guidance_scale=1.0, unconditional_layout="none", output_type="latent").frames,
+    )
+
+
+def test_gated_attention_leaves_the_rows_without_grounding_tokens_alone():
+    from core.models.layout import GroundedSelfAttention
+
+    torch.manual_seed(0)
+    fuser = GroundedSelfAttention(8, 6, 2, 4, gate_init=0.5).eval()
+    x, objs = torch.randn(4, 16, 8), torch.randn(2, 3, 6)
+    with torch.no_grad():
+        out = fuser(x, objs)
+        torch.testing.assert_close(out[:2], x[:2])  # the first rows have no tokens
+        torch.testing.assert_close(out[2:], fuser(x[2:], objs))
+        assert not torch.allclose(out[2:], x[2:])
+
+
+def test_contiguous_geglu_matches_diffusers_geglu():
+    from diffusers.models.activations import GEGLU
+
+    from core.models.layout import ContiguousGEGLU
+
+    torch.manual_seed(0)
+    stock, ours = GEGLU(16, 64), ContiguousGEGLU(16, 64)
+    ours.load_state_dict(stock.state_dict())
+    x = torch.randn(3, 10, 16)
+    torch.testing.assert_close(ours(x), stock(x))
+    assert ours(x).shape == (3, 10, 64)
+
+
 def test_adapter_keeps_unet_state_dict_stock(pipe):
     keys = pipe.unet.state_dict().keys()
     assert not any("fuser" in k for k in keys)
@@ -121,6 +162,7 @@ def test_callback_sees_every_step_and_can_interrupt(pipe):
         ({"guidance_scale": -1.0}, "guidance_scale"),
         ({"layout_alpha": 1.5}, "layout_alpha"),
         ({"height": 15}, "height"),
+        ({"unconditional_layout": "empty"}, "unconditional_layout"),
     ],
 )
 def test_bad_arguments_name_the_field(pipe, kwargs, field):

@@ -207,3 +207,37 @@ def test_graph_stage_moving_average_starts_on_resume_continues_and_export_writes
     ema = load_file(tmp_path / "ema" / "unet" / "diffusion_pytorch_model.safetensors")
     assert last.keys() == ema.keys()
     assert any(not torch.equal(last[k], ema[k]) for k in last)
+
+
+def test_mixture_weights_oversample_the_clips_that_match_a_colour_background_or_colour_pair():
+    from core.graph_training import clip_backgrounds, mixture_weights
+    from core.train import phrase_vocabulary
+
+    vocab = {p: i for i, p in enumerate(phrase_vocabulary())}
+    # Four clips of two frames and up to three entities.
+    clips = [
+        (["orange diamond", "red ball", "red ball"], [[1, 0, 0], [1, 0, 0]], "an orange diamond on the ocean"),
+        (["orange diamond", "white heart", "red ball"], [[1, 1, 0], [1, 0, 0]], "the grass: an orange diamond and a white heart"),
+        (["white heart", "orange square", "red ball"], [[1, 0, 0], [0, 1, 0]], "sky. a white heart and an orange square"),  # never together
+        (["blue ball", "blue star", "red ball"], [[1, 1, 0], [1, 1, 0]], "two blue things in the night"),
+    ]
+    data = {
+        "phrase_ids": torch.tensor([[[vocab[p] for p in phrases]] * 2 for phrases, _, _ in clips]),
+        "masks": torch.tensor([masks for _, masks, _ in clips], dtype=torch.float32),
+        "captions": [caption for _, _, caption in clips],
+    }
+    assert clip_backgrounds(data["captions"]) == ["ocean", "grass", "sky", "night"]
+    assert mixture_weights(data, [], 3.0).tolist() == [1, 1, 1, 1]
+    assert mixture_weights(data, ["orange@ocean"], 3.0).tolist() == [3, 1, 1, 1]
+    assert mixture_weights(data, ["white+orange"], 4.0).tolist() == [1, 4, 1, 1]  # clip 2 never shows both at once
+    assert mixture_weights(data, ["blue+blue", "red+orange"], 2.0).tolist() == [1, 1, 1, 2]  # red balls are off screen
+    with pytest.raises(ValueError, match=r"--oversample: 'teal@ocean': colour must be one of red, orange"):
+        mixture_weights(data, ["teal@ocean"], 3.0)
+    with pytest.raises(ValueError, match=r"--oversample: 'orange@moon': background must be one of sky, grass"):
+        mixture_weights(data, ["orange@moon"], 3.0)
+    with pytest.raises(ValueError, match=r"--oversample: 'orange': must be colour@background or colour\+colour"):
+        mixture_weights(data, ["orange"], 3.0)
+    with pytest.raises(ValueError, match=r"--oversample-weight: must be >= 1 \(got 0.5\)"):
+        mixture_weights(data, ["orange@ocean"], 0.5)
+    with pytest.raises(ValueError, match=r"captions\[0\]: must name exactly one background"):
+        clip_backgrounds(["a ball on the grass under the sky"])
