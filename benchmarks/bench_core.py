@@ -1,12 +1,15 @@
 """Speed and memory of the main job on this machine, printed as figures (not a timed test).
 
-    .venv/bin/python benchmarks/bench_core.py [--model assets/layout2vid-toy] [--steps 25]
+    .venv/bin/python benchmarks/bench_core.py [--model assets/layout2vid-toy] [--steps 25] [--rounds 5]
 
 Prints: planning time per dev prompt with the rules planner (parser already loaded); seconds to
 render one 16-frame 64x64 scene at 25 steps with classifier-free guidance; peak resident memory;
 the render's achieved GFLOP/s (FLOPs counted by torch's FlopCounterMode) beside this machine's own
 fp32 matmul GFLOP/s, measured in the same run; the cost of the layout controls (gated attention on,
-text only, training-free guidance) as ratios measured in the same run.
+text only, training-free guidance) as ratios measured in the same run, over ``--rounds`` interleaved
+rounds: the ratio of the best times and the median of each round's own ratio, beside the ratio of
+their FLOPs (counted once per variant; not for energy guidance, whose autograd.grad the counter
+cannot run).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -44,7 +48,10 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--prompts", type=Path, default=ROOT.parent / "shared" / "prompts" / "toyworld_dev.jsonl")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the layout-control renders (>= 1)")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds: must be >= 1 (got {args.rounds})")
 
     load_parser()
     prompts = [json.loads(line)["prompt"] for line in args.prompts.read_text().splitlines() if line.strip()]
@@ -91,15 +98,29 @@ def main() -> None:
         ),
     }
     times = {name: [] for name in variants}
-    for seed in range(3):
+    for seed in range(args.rounds):
         for name, variant in variants.items():
             start = time.perf_counter()
             render_scene(pipe, plan, 0, variant.model_copy(update={"seed": seed}))
             times[name].append(time.perf_counter() - start)
-    best = {name: min(t) for name, t in times.items()}
-    off = best["gated attention off (text only)"]
-    for name, value in best.items():
-        print(f"{name}: {value:.2f} s (best of 3), {value / off:.2f}x text only")
+    # Two statistics: the best times' ratio, and the median over rounds of each round's own ratio
+    # (renders seconds apart, so a slow spell of a shared machine cancels out).
+    off = times["gated attention off (text only)"]
+    for name, t in times.items():
+        per_round = statistics.median(a / b for a, b in zip(t, off))
+        print(f"{name}: {min(t):.2f} s (best of {args.rounds}), {min(t) / min(off):.2f}x text only; median of per-round ratios {per_round:.3f}x")
+        print(f"    per round: {', '.join(f'{x:.2f}' for x in t)} s")
+    # The FLOPs of each variant (one render, FlopCounterMode), the machine-independent cost. The
+    # energy guidance's autograd.grad cannot run under the counter, so it has none.
+    flops = {}
+    for name, variant in variants.items():
+        if variant.layout_control == "guidance" and variant.box_guidance_method == "energy":
+            continue
+        with FlopCounterMode(display=False) as counter:
+            render_scene(pipe, plan, 0, variant)
+        flops[name] = counter.get_total_flops()
+    off_flops = flops["gated attention off (text only)"]
+    print("FLOPs: " + "; ".join(f"{name}: {value / 1e9:.1f} GFLOP, {value / off_flops:.3f}x" for name, value in flops.items()))
     print("targets: gated attention <= 1.15x, training-free guidance <= 1.5x text only")
 
 

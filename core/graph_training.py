@@ -19,6 +19,7 @@ import csv
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import networkx as nx
@@ -219,6 +220,38 @@ def trained_parameters(unet: torch.nn.Module, adapter: torch.nn.Module, encoder:
     return list(unet.parameters()) + list(adapter.parameters()) + list(encoder.parameters())
 
 
+def narrowed_adapter(unet, encoder, scheduler, data: dict, graphs: dict, cfg, wide_mult: int, *, batches: int = 16):
+    """``cfg.init_from``'s layout adapter, its gated feed-forwards pruned to ``cfg.adapter_ff_mult``.
+
+    Loads the adapter at its own width ``wide_mult``, runs the UNet (with ``encoder``) on
+    ``batches`` training batches to score each hidden unit (:func:`core.models.layout.feed_forward_importance`),
+    and keeps the best ``cfg.adapter_ff_mult * dim`` units per block
+    (:meth:`~core.models.layout.LayoutAdapter.narrowed`). The batches come from their own seeded
+    generator, so the training stream is the same as without pruning.
+
+    Raises:
+        ValueError: ``cfg.adapter_ff_mult`` not in [1, ``wide_mult``] (named ``adapter_ff_mult``).
+    """
+    from core.models.layout import LayoutAdapter, feed_forward_importance
+    from core.train import pipeline_weights, unet_batch_loss
+
+    if not 1 <= cfg.adapter_ff_mult <= wide_mult:
+        raise ValueError(f"adapter_ff_mult: must be in [1, {wide_mult}] to start from {cfg.init_from} (got {cfg.adapter_ff_mult})")
+    wide = LayoutAdapter.for_unet(unet, gate_init=0.5, ff_mult=wide_mult)
+    wide.load_state_dict(pipeline_weights(cfg.init_from, "layout_adapter"))
+    wide.attach(unet)
+    generator = torch.Generator().manual_seed(cfg.seed + 11)
+    calibration = replace(cfg, drop_both=0.0, drop_prompt=0.0, drop_layout=0.0, drop_adapter=0.0)
+    try:
+        with torch.no_grad(), feed_forward_importance(wide) as importance:
+            for _ in range(batches):
+                idx = torch.randint(0, data["latents"].shape[0], (cfg.unet_batch,), generator=generator)
+                unet_batch_loss(unet, wide, scheduler, data, idx, calibration, generator, graph_encoder=encoder, graphs=graphs)
+    finally:
+        wide.detach(unet)
+    return wide.narrowed(cfg.adapter_ff_mult, importance)
+
+
 def train_graph(
     run: Path,
     cfg,
@@ -237,6 +270,9 @@ def train_graph(
     A run without a UNet stage but with ``cfg.init_from`` (a pipeline folder) starts instead from that
     pipeline's UNet, adapter and graph encoder, every tensor whose shape matches (a run with another
     ``latent_channels`` re-initialises only the UNet's ``conv_in`` and ``conv_out``).
+
+    A run whose ``cfg.adapter_ff_mult`` is below the ``init_from`` adapter's starts from that
+    adapter with its gated feed-forwards pruned to the narrower width (:func:`narrowed_adapter`).
 
     The fusion gates start at ``gate_init`` (not GLIGEN's 0: the UNet is trained too, and a closed
     gate would give the encoder no gradient until the gate has moved).
@@ -267,7 +303,7 @@ def train_graph(
         _atomic_save(graphs, graphs_path)
     torch.manual_seed(cfg.seed)
     unet = build_toy_unet(cfg.latent_channels)
-    adapter = LayoutAdapter.for_unet(unet, gate_init=0.5)
+    adapter = LayoutAdapter.for_unet(unet, gate_init=0.5, ff_mult=cfg.adapter_ff_mult)
     adapter.attach(unet)
     encoder = SceneGraphEncoder.for_unet(unet)
     encoder.attach(unet)
@@ -291,8 +327,15 @@ def train_graph(
         from core.train import load_matching, pipeline_weights
 
         fresh = load_matching(unet, pipeline_weights(cfg.init_from, "unet"))
-        fresh += load_matching(adapter, pipeline_weights(cfg.init_from, "layout_adapter"))
         fresh += load_matching(encoder, pipeline_weights(cfg.init_from, "graph_encoder"))
+        wide_mult = LayoutAdapter.load_config(Path(cfg.init_from) / "layout_adapter").get("ff_mult", 4)
+        if cfg.adapter_ff_mult < wide_mult:
+            adapter.detach(unet)
+            adapter.load_state_dict(narrowed_adapter(unet, encoder, scheduler, data, graphs, cfg, wide_mult).state_dict())
+            adapter.attach(unet)
+            print(f"graph stage: adapter feed-forward pruned from {wide_mult}x to {cfg.adapter_ff_mult}x the block width", flush=True)
+        else:
+            fresh += load_matching(adapter, pipeline_weights(cfg.init_from, "layout_adapter"))
         print(f"graph stage: starting from {cfg.init_from}; fresh: {', '.join(fresh) or 'none'}", flush=True)
     else:
         state = torch.load(run / "unet_ckpt.pt", weights_only=False)

@@ -67,6 +67,7 @@ class ToyTrainConfig:
     threads: int = 2
     latent_channels: int = 16  # channels of the 8x8 latent (core.models.toy.LATENT_CHANNELS, the shipped model's)
     init_from: str = ""  # a Layout2VidPipeline folder whose same-shaped weights start the VAE and the graph stage
+    adapter_ff_mult: int = 4  # width of the adapter's gated feed-forward (GLIGEN 4); below init_from's: pruned, then fine-tuned
 
 
 def load_matching(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
@@ -333,7 +334,7 @@ def train_unet(run: Path, cfg: ToyTrainConfig, data: dict) -> None:
 
     torch.manual_seed(cfg.seed)
     unet = build_toy_unet(cfg.latent_channels)
-    adapter = LayoutAdapter.for_unet(unet, gate_init=0.5)
+    adapter = LayoutAdapter.for_unet(unet, gate_init=0.5, ff_mult=cfg.adapter_ff_mult)
     adapter.attach(unet)
     scheduler = build_toy_scheduler()
     params = list(unet.parameters()) + list(adapter.parameters())
@@ -407,7 +408,8 @@ def export(run: Path, target: Path, *, stage: str | None = None, ema: bool = Fal
     vae.register_to_config(scaling_factor=data["scaling_factor"])
     unet = build_toy_unet(data["latents"].shape[1])
     unet.load_state_dict(state["unet"])
-    adapter = LayoutAdapter.for_unet(unet, gate_init=0.5)
+    config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+    adapter = LayoutAdapter.for_unet(unet, gate_init=0.5, ff_mult=config.get("adapter_ff_mult", 4))
     adapter.load_state_dict(state["adapter"])
     graph_encoder = None
     if "graph_encoder" in state:

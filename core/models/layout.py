@@ -201,6 +201,45 @@ class LayoutAdapter(ModelMixin, ConfigMixin):
             ff_mult=ff_mult,
         )
 
+    def narrowed(self, ff_mult: int, importance: list[torch.Tensor]) -> "LayoutAdapter":
+        """A copy whose gated feed-forwards keep only their most important hidden units.
+
+        Structured pruning of GLIGEN's gated dense feed-forward (``ff``, a GEGLU of width
+        ``self.config.ff_mult * dim``): block i keeps the ``ff_mult * dim`` hidden units with the
+        largest ``importance[i]`` (see :func:`feed_forward_importance`), their rows of the GEGLU
+        projection (value and gate halves) and their columns of the output projection. Every other
+        weight, gates included, is copied unchanged; fine-tune the result to recover what the
+        dropped units did (``python -m core.train graph`` does, for a run whose
+        ``adapter_ff_mult`` is below its ``init_from`` model's).
+
+        Args:
+            ff_mult: the new width multiplier, 1 <= ff_mult <= ``self.config.ff_mult``.
+            importance: one (ff_mult_old * dim,) float tensor per block, larger = keep.
+
+        Raises:
+            ValueError: ``ff_mult`` outside that range, or ``importance`` of the wrong shape.
+        """
+        old = self.config.ff_mult
+        if not 1 <= ff_mult <= old:
+            raise ValueError(f"ff_mult: must be in [1, {old}] for an adapter with ff_mult {old} (got {ff_mult})")
+        dims = list(self.config.block_dims)
+        if [tuple(t.shape) for t in importance] != [(old * d,) for d in dims]:
+            raise ValueError(f"importance: needs one ({old} * dim,) tensor per block for dims {dims}")
+        narrow = type(self)(
+            block_dims=dims, block_heads=list(self.config.block_heads), grounding_dim=self.config.grounding_dim,
+            phrase_dim=self.config.phrase_dim, fourier_freqs=self.config.fourier_freqs, gate_init=self.config.gate_init, ff_mult=ff_mult,
+        )
+        state = self.state_dict()
+        for i, (dim, score) in enumerate(zip(dims, importance)):
+            keep = score.topk(ff_mult * dim).indices.sort().values
+            rows = torch.cat([keep, keep + old * dim])  # value half, then gate half of the GEGLU projection
+            prefix = f"fusers.{i}.ff.net."
+            state[prefix + "0.proj.weight"] = state[prefix + "0.proj.weight"][rows]
+            state[prefix + "0.proj.bias"] = state[prefix + "0.proj.bias"][rows]
+            state[prefix + "2.weight"] = state[prefix + "2.weight"][:, keep]
+        narrow.load_state_dict(state)
+        return narrow.to(self.device) if narrow.dtype == self.dtype else narrow.to(device=self.device, dtype=self.dtype)
+
     def grounding_tokens(self, boxes: torch.Tensor, masks: torch.Tensor, phrase_embeddings: torch.Tensor) -> torch.Tensor:
         """Grounding tokens (GLIGEN eq. 7).
 
@@ -263,3 +302,43 @@ class LayoutAdapter(ModelMixin, ConfigMixin):
             yield
         finally:
             self._objs = None
+
+
+@contextmanager
+def feed_forward_importance(adapter: LayoutAdapter):
+    """Measure how much each hidden unit of the adapter's gated feed-forwards contributes.
+
+    Within the block, every call of a fuser's feed-forward adds, per hidden unit j of its GEGLU,
+    the mean |h_j| over the call's tokens; on exit each block's list entry holds
+    ``mean |h_j| * ||W_out[:, j]||_2``, the typical size of unit j's contribution to the block's
+    output (the score :meth:`LayoutAdapter.narrowed` keeps the largest of). Run the UNet on
+    representative inputs with grounding on inside the block.
+
+    Yields:
+        list of (ff_mult * dim,) float32 tensors, one per block, filled on exit.
+
+    Raises:
+        ValueError: the adapter has no feed-forward (``ff_mult`` 0).
+    """
+    if not adapter.config.ff_mult:
+        raise ValueError("adapter: has no gated feed-forward to measure (ff_mult 0)")
+    sums = [torch.zeros(f.ff.net[2].in_features) for f in adapter.fusers]
+    calls = [0] * len(sums)
+
+    def hook(index):
+        def record(module, args, output):
+            sums[index] += output.detach().abs().float().flatten(0, -2).mean(0).cpu()
+            calls[index] += 1
+
+        return record
+
+    handles = [f.ff.net[0].register_forward_hook(hook(i)) for i, f in enumerate(adapter.fusers)]
+    importance: list[torch.Tensor] = []
+    try:
+        yield importance
+    finally:
+        for handle in handles:
+            handle.remove()
+    for fuser, total, count in zip(adapter.fusers, sums, calls):
+        norms = fuser.ff.net[2].weight.detach().float().norm(dim=0).cpu()
+        importance.append(total / max(count, 1) * norms)

@@ -134,6 +134,46 @@ def test_contiguous_geglu_matches_diffusers_geglu():
     assert ours(x).shape == (3, 10, 64)
 
 
+def test_narrowed_adapter_keeps_the_highest_scored_feed_forward_units_and_nothing_else_changes():
+    from core.models.layout import feed_forward_importance
+
+    torch.manual_seed(0)
+    wide = LayoutAdapter(block_dims=[8, 16], block_heads=[2, 2], grounding_dim=6, phrase_dim=5, gate_init=0.5, ff_mult=4).eval()
+    x = torch.randn(2, 9, 8)
+    # Score the units of block 0 from its own activity, after silencing ten of its output columns.
+    with torch.no_grad():
+        wide.fusers[0].ff.net[2].weight[:, :10] = 0
+    with torch.no_grad(), feed_forward_importance(wide) as importance:
+        wide.fusers[0].ff(x)
+    assert importance[0].shape == (32,) and importance[1].shape == (64,)
+    assert torch.all(importance[0][:10] == 0) and torch.all(importance[0][10:] > 0)
+    assert torch.all(importance[1] == 0)  # block 1 never ran
+
+    narrow = wide.narrowed(2, importance)
+    assert narrow.config.ff_mult == 2 and narrow.fusers[0].ff.net[2].weight.shape == (8, 16)
+    keep = importance[0].topk(16).indices
+    dropped = torch.ones(32, dtype=torch.bool)
+    dropped[keep] = False
+    with torch.no_grad():  # the wide block with the dropped units' output columns zeroed is the narrow block
+        reference = wide.fusers[0].ff.net[2].weight.clone()
+        wide.fusers[0].ff.net[2].weight[:, dropped] = 0
+        torch.testing.assert_close(narrow.fusers[0].ff(x), wide.fusers[0].ff(x))
+        wide.fusers[0].ff.net[2].weight.copy_(reference)
+    same = {k: v for k, v in narrow.state_dict().items() if ".ff." not in k}
+    assert all(torch.equal(v, wide.state_dict()[k]) for k, v in same.items())
+    # Full width keeps every unit: the same block.
+    y = torch.randn(2, 9, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(wide.narrowed(4, importance).fusers[1].ff(y), wide.fusers[1].ff(y))
+    with pytest.raises(ValueError, match=r"ff_mult: must be in \[1, 4\] for an adapter with ff_mult 4 \(got 0\)"):
+        wide.narrowed(0, importance)
+    with pytest.raises(ValueError, match="importance: needs one"):
+        wide.narrowed(2, importance[:1])
+    with pytest.raises(ValueError, match="ff_mult 0"):
+        with feed_forward_importance(LayoutAdapter(block_dims=[8], block_heads=[2], grounding_dim=6, phrase_dim=5, ff_mult=0)):
+            pass
+
+
 def test_adapter_keeps_unet_state_dict_stock(pipe):
     keys = pipe.unet.state_dict().keys()
     assert not any("fuser" in k for k in keys)

@@ -1,6 +1,8 @@
 """Toy training stages: the decoder stages keep the latent space; the refine stage's sampled pairs;
 the box-weighted loss."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -241,3 +243,40 @@ def test_mixture_weights_oversample_the_clips_that_match_a_colour_background_or_
         mixture_weights(data, ["orange@ocean"], 0.5)
     with pytest.raises(ValueError, match=r"captions\[0\]: must name exactly one background"):
         clip_backgrounds(["a ball on the grass under the sky"])
+
+
+def test_graph_stage_prunes_the_adapter_feed_forward_when_the_run_asks_for_a_narrower_one(tmp_path, capsys):
+    import json
+    from dataclasses import asdict, replace
+
+    from core.graph_training import train_graph
+    from core.render import load_pipeline
+    from core.train import main
+
+    from core.models.layout import LayoutAdapter
+
+    cfg, data = _graph_stage_run(tmp_path)
+    wide = LayoutAdapter.load_config(Path(cfg.init_from) / "layout_adapter")["ff_mult"]  # the shipped model's width
+    narrow = wide // 2
+    with pytest.raises(ValueError, match=rf"adapter_ff_mult: must be in \[1, {wide}\] to start from .*layout2vid-toy \(got 0\)"):
+        train_graph(tmp_path, replace(cfg, adapter_ff_mult=0), data, steps=1)
+    assert not (tmp_path / "graph_ckpt.pt").exists()
+    cfg = replace(cfg, adapter_ff_mult=narrow)
+    (tmp_path / "config.json").write_text(json.dumps(asdict(cfg)))
+    train_graph(tmp_path, cfg, data, steps=1)
+    assert f"adapter feed-forward pruned from {wide}x to {narrow}x the block width" in capsys.readouterr().out
+    assert main(["export", "--run", str(tmp_path), "--to", str(tmp_path / "narrow")]) == 0
+    pipe = load_pipeline(tmp_path / "narrow")
+    assert pipe.layout_adapter.config.ff_mult == narrow
+    dims = pipe.layout_adapter.config.block_dims
+    assert [f.ff.net[2].weight.shape for f in pipe.layout_adapter.fusers] == [(d, narrow * d) for d in dims]
+    # The narrow model renders (two steps) and the run resumes at its own width.
+    from core.pipeline import LayoutConditioning
+
+    layout = LayoutConditioning(
+        boxes=torch.tensor([[[0.1, 0.1, 0.5, 0.5]]]).repeat(2, 1, 1), masks=torch.ones(2, 1), phrases=[["red ball"]] * 2
+    )
+    frames = pipe("a red ball on the grass", layout=layout, num_frames=2, num_inference_steps=2, output_type="np").frames
+    assert frames.shape == (2, 64, 64, 3)
+    train_graph(tmp_path, cfg, data, steps=2)
+    assert torch.load(tmp_path / "graph_ckpt.pt", weights_only=False)["step"] == 2
