@@ -237,7 +237,7 @@ def narrowed_adapter(unet, encoder, scheduler, data: dict, graphs: dict, cfg, wi
 
     if not 1 <= cfg.adapter_ff_mult <= wide_mult:
         raise ValueError(f"adapter_ff_mult: must be in [1, {wide_mult}] to start from {cfg.init_from} (got {cfg.adapter_ff_mult})")
-    wide = LayoutAdapter.for_unet(unet, gate_init=0.5, ff_mult=wide_mult)
+    wide = LayoutAdapter.for_unet(unet, gate_init=0.5, ff_mult=wide_mult, box_masked=cfg.box_masked_grounding)
     wide.load_state_dict(pipeline_weights(cfg.init_from, "layout_adapter"))
     wide.attach(unet)
     generator = torch.Generator().manual_seed(cfg.seed + 11)
@@ -303,7 +303,7 @@ def train_graph(
         _atomic_save(graphs, graphs_path)
     torch.manual_seed(cfg.seed)
     unet = build_toy_unet(cfg.latent_channels)
-    adapter = LayoutAdapter.for_unet(unet, gate_init=0.5, ff_mult=cfg.adapter_ff_mult)
+    adapter = LayoutAdapter.for_unet(unet, gate_init=0.5, ff_mult=cfg.adapter_ff_mult, box_masked=cfg.box_masked_grounding)
     adapter.attach(unet)
     encoder = SceneGraphEncoder.for_unet(unet)
     encoder.attach(unet)

@@ -31,7 +31,7 @@ import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from einops import rearrange
 
-from core.models.layout import cell_boxes
+from core.models.layout import box_masks_on_grid
 
 
 METHODS = ("energy", "mask")
@@ -52,25 +52,6 @@ class BoxGuidance:
     alpha: float = 0.2
     scale: float = 1.0
     method: str = "energy"
-
-
-def box_masks_on_grid(boxes: torch.Tensor, masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Fraction of each token cell of a ``height`` x ``width`` grid covered by each box.
-
-    Args:
-        boxes: (frames, entities, 4) xyxy in [0, 1].
-        masks: (frames, entities), 1 where the entity is on screen.
-
-    Returns:
-        torch.Tensor (frames, entities, height * width) in [0, 1], zero for off-screen entities.
-    """
-    cells = cell_boxes(height, width, device=boxes.device).to(boxes.dtype)  # (Q, 4)
-    b = boxes[..., None, :]  # (F, N, 1, 4)
-    c = cells[None, None]  # (1, 1, Q, 4)
-    overlap_x = (torch.minimum(b[..., 2], c[..., 2]) - torch.maximum(b[..., 0], c[..., 0])).clamp(min=0)
-    overlap_y = (torch.minimum(b[..., 3], c[..., 3]) - torch.maximum(b[..., 1], c[..., 1])).clamp(min=0)
-    coverage = overlap_x * overlap_y * (height * width)  # divided by the cell area
-    return coverage.clamp(0, 1) * masks[..., None].to(boxes.dtype)
 
 
 def box_attention_energy(attention: torch.Tensor, token_weights: torch.Tensor, box_masks: torch.Tensor) -> torch.Tensor:

@@ -238,6 +238,15 @@ class Layout2VidPipeline(DiffusionPipeline):
         null = self.layout_adapter.grounding_tokens(boxes, torch.zeros_like(masks), phrase_embeds)
         return torch.cat([null, objs])
 
+    def grounding_region(self, layout: LayoutConditioning, *, with_unconditional: bool, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Boxes (F, N, 4) and masks (F, N) in the rows of :meth:`prepare_grounding`'s tokens
+        ((2F, ...) with the unconditional half first, whose null tokens are all off screen)."""
+        boxes = layout.boxes.to(device=device, dtype=dtype)
+        masks = layout.masks.to(device=device, dtype=dtype)
+        if not with_unconditional:
+            return boxes, masks
+        return torch.cat([boxes, boxes]), torch.cat([torch.zeros_like(masks), masks])
+
     def prepare_graph_tokens(self, scene_graphs: list, *, with_unconditional: bool, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Graph tokens and mask, (F, N + 1, D) and (F, N + 1), or (2F, ...) with the empty-graph half first."""
         tensors = graph_tensors(scene_graphs, lambda texts: self.encode_phrases(texts).float().cpu()).to(device=device, dtype=dtype)
@@ -328,11 +337,13 @@ class Layout2VidPipeline(DiffusionPipeline):
             frame_embeds = torch.cat([prompt_embeds[:1].expand(num_frames, -1, -1), cond_frame_embeds]) if do_cfg else cond_frame_embeds
 
         # 3. Grounding tokens.
-        objs = None
+        objs = region = None
         if layout is not None and layout.num_entities > 0 and self.layout_adapter is not None:
             # With ``unconditional_layout="none"`` the tokens cover the conditional half only; the
             # gated attention leaves the other rows alone (GroundedSelfAttention.forward).
-            objs = self.prepare_grounding(layout, with_unconditional=do_cfg and unconditional_layout == "null", device=device, dtype=dtype)
+            with_null = do_cfg and unconditional_layout == "null"
+            objs = self.prepare_grounding(layout, with_unconditional=with_null, device=device, dtype=dtype)
+            region = self.grounding_region(layout, with_unconditional=with_null, device=device, dtype=dtype)
 
         # 3b. Scene-graph tokens (Dysen-VDM's encoder), for every step.
         graph_tokens = None
@@ -398,7 +409,7 @@ class Layout2VidPipeline(DiffusionPipeline):
                     latent_input = torch.cat([latents] * 2) if do_cfg else latents
                     latent_input = self.scheduler.scale_model_input(latent_input, t)
                     step_objs = objs if i < layout_steps else None
-                    with self._conditioning(step_objs, frame_embeds, aspect, graph_tokens):
+                    with self._conditioning(step_objs, frame_embeds, aspect, graph_tokens, region):
                         model_output = self.unet(latent_input, t, encoder_hidden_states=prompt_embeds).sample
                     if do_cfg:
                         uncond, cond = model_output.chunk(2)
@@ -424,12 +435,13 @@ class Layout2VidPipeline(DiffusionPipeline):
         return Layout2VidPipelineOutput(frames=frames)
 
     @contextmanager
-    def _conditioning(self, objs: torch.Tensor | None, frame_embeds: torch.Tensor | None, aspect: float, graph_tokens=None):
-        """UNet calls inside use grounding tokens ``objs``, per-frame text ``frame_embeds`` and graph tokens."""
+    def _conditioning(self, objs: torch.Tensor | None, frame_embeds: torch.Tensor | None, aspect: float, graph_tokens=None, region=None):
+        """UNet calls inside use grounding tokens ``objs`` (with their ``region``, (boxes, masks)), per-frame text ``frame_embeds`` and graph tokens."""
         with ExitStack() as stack:
             stack.enter_context(self._frame_text.use(frame_embeds))
             if self.layout_adapter is not None:
-                stack.enter_context(self.layout_adapter.grounding(objs, aspect=aspect))
+                boxes, masks = region if region is not None else (None, None)
+                stack.enter_context(self.layout_adapter.grounding(objs, aspect=aspect, boxes=boxes, masks=masks))
             if self.graph_encoder is not None:
                 stack.enter_context(self.graph_encoder.conditioning(graph_tokens))
             yield

@@ -68,6 +68,7 @@ class ToyTrainConfig:
     latent_channels: int = 16  # channels of the 8x8 latent (core.models.toy.LATENT_CHANNELS, the shipped model's)
     init_from: str = ""  # a Layout2VidPipeline folder whose same-shaped weights start the VAE and the graph stage
     adapter_ff_mult: int = 4  # width of the adapter's gated feed-forward (GLIGEN 4); below init_from's: pruned, then fine-tuned
+    box_masked_grounding: bool = False  # visual tokens read only the grounding tokens whose box covers them (LayoutAdapter box_masked)
 
 
 def load_matching(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
@@ -301,7 +302,7 @@ def unet_batch_loss(unet, adapter, scheduler, data: dict, idx: torch.Tensor, cfg
         token_mask = token_mask * (~drop_layout).float().repeat_interleave(f)[:, None]
         token_mask[:, 0] = 1  # the null token stays
         tokens = (tokens, token_mask)
-    with adapter.grounding(objs), (graph_encoder.conditioning(tokens) if graph_encoder is not None else nullcontext()):
+    with adapter.grounding(objs, boxes=boxes.float(), masks=masks), (graph_encoder.conditioning(tokens) if graph_encoder is not None else nullcontext()):
         pred = unet(noisy, timesteps, encoder_hidden_states=prompt).sample
     if cfg.box_loss_weight == 1.0:
         return F.mse_loss(pred, target)
@@ -334,7 +335,7 @@ def train_unet(run: Path, cfg: ToyTrainConfig, data: dict) -> None:
 
     torch.manual_seed(cfg.seed)
     unet = build_toy_unet(cfg.latent_channels)
-    adapter = LayoutAdapter.for_unet(unet, gate_init=0.5, ff_mult=cfg.adapter_ff_mult)
+    adapter = LayoutAdapter.for_unet(unet, gate_init=0.5, ff_mult=cfg.adapter_ff_mult, box_masked=cfg.box_masked_grounding)
     adapter.attach(unet)
     scheduler = build_toy_scheduler()
     params = list(unet.parameters()) + list(adapter.parameters())
@@ -409,7 +410,7 @@ def export(run: Path, target: Path, *, stage: str | None = None, ema: bool = Fal
     unet = build_toy_unet(data["latents"].shape[1])
     unet.load_state_dict(state["unet"])
     config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
-    adapter = LayoutAdapter.for_unet(unet, gate_init=0.5, ff_mult=config.get("adapter_ff_mult", 4))
+    adapter = LayoutAdapter.for_unet(unet, gate_init=0.5, ff_mult=config.get("adapter_ff_mult", 4), box_masked=config.get("box_masked_grounding", False))
     adapter.load_state_dict(state["adapter"])
     graph_encoder = None
     if "graph_encoder" in state:
@@ -440,7 +441,10 @@ def main(argv: list[str] | None = None) -> int:
     toy = sub.add_parser("toy", help="generate toy-world data and train (resumable)")
     toy.add_argument("--out", type=Path, default=Path("runs/toy"))
     for name, value in asdict(ToyTrainConfig()).items():
-        toy.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+        if isinstance(value, bool):
+            toy.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=value)
+        else:
+            toy.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     ada = sub.add_parser("adapter", help="train a layout adapter on a frozen backbone from COCO boxes (VideoDirectorGPT recipe)")
     ada.add_argument("--model", required=True, help="diffusers text-to-video folder or hub id")
     ada.add_argument("--images", type=Path, required=True, help="folder of the images named in the annotations")

@@ -121,6 +121,64 @@ def test_gated_attention_leaves_the_rows_without_grounding_tokens_alone():
         assert not torch.allclose(out[2:], x[2:])
 
 
+def test_grounding_attention_bias_hides_a_token_from_the_cells_its_box_misses():
+    from core.models.layout import grounding_attention_bias
+
+    boxes = torch.tensor([[[0.0, 0.0, 0.5, 1.0], [0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0]]])  # left half, top-left cell, off screen
+    bias = grounding_attention_bias(boxes, torch.tensor([[1.0, 1.0, 0.0]]), 2, 2, penalty=9.0)  # cells: TL, TR, BL, BR
+    assert bias.shape == (1, 7, 7)
+    hidden = torch.tensor([[0, 9, 0, 9], [0, 9, 9, 9], [0, 0, 0, 0]], dtype=torch.float32).T  # (cells, entities)
+    torch.testing.assert_close(bias[0, :4, 4:], -hidden)
+    assert torch.all(bias[0, :4, :4] == 0) and torch.all(bias[0, 4:] == 0)  # visual-visual and token queries are free
+
+
+def test_box_masked_gated_attention_keeps_each_phrase_inside_its_box():
+    torch.manual_seed(0)
+    boxes = torch.tensor([[0.0, 0.0, 0.5, 1.0], [0.5, 0.0, 1.0, 1.0]]).expand(2, 2, 4)  # entity 0 left, entity 1 right
+    x, objs = torch.randn(2, 16, 8), torch.randn(2, 2, 6)  # a 4 x 4 grid; columns 0-1 are the left half
+    other = objs.clone()
+    other[:, 1] = torch.randn(2, 6)  # entity 1 gets another phrase
+    left = torch.arange(16).reshape(4, 4)[:, :2].flatten()
+    right = torch.arange(16).reshape(4, 4)[:, 2:].flatten()
+    for box_masked in (True, False):
+        adapter = LayoutAdapter(block_dims=[8], block_heads=[2], grounding_dim=6, phrase_dim=5, gate_init=0.5, box_masked=box_masked).eval()
+        fuser = adapter.fusers[0]
+        with torch.no_grad(), adapter.grounding(objs, boxes=boxes, masks=torch.ones(2, 2)):
+            before, after = fuser(x, objs), fuser(x, other)
+        assert not torch.allclose(before[:, right], after[:, right], atol=1e-4)
+        # Masked, entity 1's phrase cannot reach the cells of entity 0's box; unmasked (GLIGEN), it does.
+        assert torch.allclose(before[:, left], after[:, left]) == box_masked
+    # An off-screen entity's token (GLIGEN's null feature) is read everywhere, as in training.
+    masked = LayoutAdapter(block_dims=[8], block_heads=[2], grounding_dim=6, phrase_dim=5, gate_init=0.5, box_masked=True).eval()
+    with torch.no_grad(), masked.grounding(objs, boxes=boxes, masks=torch.tensor([[1.0, 0.0]] * 2)):
+        assert not torch.allclose(masked.fusers[0](x, objs)[:, left], masked.fusers[0](x, other)[:, left], atol=1e-4)
+    with pytest.raises(ValueError, match=r"boxes, masks: a box-masked adapter needs \(2, 2, 4\) boxes"):
+        with masked.grounding(objs):
+            pass
+
+
+def test_box_masked_adapter_renders_with_guidance_and_survives_save_and_load(tmp_path):
+    components = get_dummy_components()
+    components["layout_adapter"] = LayoutAdapter.for_unet(components["unet"], phrase_dim=32, gate_init=0.7, box_masked=True)
+    components["layout_adapter"].load_state_dict(get_dummy_components()["layout_adapter"].state_dict())
+    masked = Layout2VidPipeline(**components)
+    masked.set_progress_bar_config(disable=True)
+    plain = Layout2VidPipeline(**get_dummy_components())
+    plain.set_progress_bar_config(disable=True)
+    two = LayoutConditioning(
+        phrases=[["red ball", "blue star"]] * 4, boxes=torch.tensor([[[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]]]).repeat(4, 1, 1),
+        masks=torch.ones(4, 2),
+    )
+    for unconditional_layout in ("null", "none"):  # (2F, ...) and (F, ...) grounding rows
+        expected = run(masked, two, guidance_scale=4.0, unconditional_layout=unconditional_layout, output_type="latent").frames
+        assert not torch.allclose(expected, run(plain, two, guidance_scale=4.0, unconditional_layout=unconditional_layout, output_type="latent").frames)
+    masked.save_pretrained(tmp_path / "pipe")
+    loaded = Layout2VidPipeline.from_pretrained(tmp_path / "pipe")
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.layout_adapter.config.box_masked
+    torch.testing.assert_close(run(loaded, two, guidance_scale=4.0, unconditional_layout="none", output_type="latent").frames, expected)
+
+
 def test_contiguous_geglu_matches_diffusers_geglu():
     from diffusers.models.activations import GEGLU
 

@@ -280,3 +280,27 @@ def test_graph_stage_prunes_the_adapter_feed_forward_when_the_run_asks_for_a_nar
     assert frames.shape == (2, 64, 64, 3)
     train_graph(tmp_path, cfg, data, steps=2)
     assert torch.load(tmp_path / "graph_ckpt.pt", weights_only=False)["step"] == 2
+
+
+def test_graph_stage_trains_and_exports_a_box_masked_adapter(tmp_path):
+    import json
+    from dataclasses import asdict, replace
+
+    from core.graph_training import train_graph
+    from core.pipeline import LayoutConditioning
+    from core.render import load_pipeline
+    from core.train import main
+
+    cfg, data = _graph_stage_run(tmp_path)
+    cfg = replace(cfg, box_masked_grounding=True)
+    (tmp_path / "config.json").write_text(json.dumps(asdict(cfg)))
+    train_graph(tmp_path, cfg, data, steps=1)
+    assert main(["export", "--run", str(tmp_path), "--to", str(tmp_path / "masked")]) == 0
+    pipe = load_pipeline(tmp_path / "masked")
+    assert pipe.layout_adapter.config.box_masked
+    layout = LayoutConditioning(
+        boxes=torch.tensor([[[0.0, 0.0, 0.4, 0.4], [0.6, 0.6, 1.0, 1.0]]]).repeat(2, 1, 1), masks=torch.ones(2, 2),
+        phrases=[["red ball", "white ring"]] * 2,
+    )
+    frames = pipe("a red ball and a white ring on the grass", layout=layout, num_frames=2, num_inference_steps=2, output_type="np").frames
+    assert frames.shape == (2, 64, 64, 3)
