@@ -4,9 +4,9 @@
 
 For every background of :data:`core.toyworld.BACKGROUNDS`, one 64x64 frame per palette colour is
 drawn with a 24x24 square of that colour in the middle (pixels 20-43, so the 2x2 latent cells 3-4
-lie wholly inside it), encoded to the posterior mean times ``scaling_factor``, and the 2x2 x
-``latent_channels`` values of those cells are compared: the L2 distance between two colours,
-averaged over the backgrounds. The denoiser is trained with a mean squared error on these latents,
+lie wholly inside it), encoded to the posterior mean times ``scaling_factor``, and the mean of
+those cells is taken (:func:`core.graph_training.palette_latents`): the L2 distance between two
+colours' latents, averaged over the backgrounds. The denoiser is trained with a mean squared error on these latents,
 so the closest pairs are the colours it is least pushed to tell apart. Prints the distance table
 and the pairs from nearest to farthest, next to their RGB distance.
 """
@@ -22,25 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def patch_latents(vae, colour: tuple[int, int, int], background: tuple[int, int, int]):
-    """The (4 * latent_channels,) latent values of the 2x2 cells inside a 24x24 ``colour`` square."""
-    import numpy as np
-    import torch
-
-    frame = np.empty((64, 64, 3), np.float32)
-    frame[:] = background
-    frame[20:44, 20:44] = colour
-    pixels = torch.from_numpy(frame / 127.5 - 1.0).permute(2, 0, 1)[None]  # (1, 3, 64, 64) in [-1, 1]
-    with torch.no_grad():
-        latents = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
-    return latents[0, :, 3:5, 3:5].flatten()
-
-
 def main() -> None:
     import numpy as np
     import torch
     from diffusers import AutoencoderKL
 
+    from core.graph_training import palette_latents
     from core.toyworld import BACKGROUNDS, COLORS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -49,10 +36,8 @@ def main() -> None:
 
     vae = AutoencoderKL.from_pretrained(args.vae).float().eval()
     names = list(COLORS)
-    distance = torch.zeros(len(names), len(names))
-    for background in BACKGROUNDS.values():
-        codes = torch.stack([patch_latents(vae, COLORS[name], background) for name in names])
-        distance += torch.cdist(codes, codes) / len(BACKGROUNDS)
+    codes = palette_latents(vae, vae.config.scaling_factor)  # (backgrounds, colours, C)
+    distance = torch.cdist(codes, codes).mean(0)
     print(f"latent L2 between colour patches, mean over {len(BACKGROUNDS)} backgrounds ({args.vae})")
     print("| | " + " | ".join(names) + " |")
     print("| --- " * (len(names) + 1) + "|")

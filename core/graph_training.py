@@ -214,6 +214,49 @@ def mixture_weights(data: dict, terms: list[str], weight: float) -> torch.Tensor
     return torch.where(match, torch.tensor(float(weight)), torch.tensor(1.0)).double()
 
 
+PATCH = slice(20, 44)  # a 24x24 square in a 64x64 frame; latent cells 3-4 lie wholly inside it
+
+
+def palette_latents(vae, scaling_factor: float) -> torch.Tensor:
+    """Latents of flat palette-colour squares: (backgrounds, colours, C), float32.
+
+    For each background of ``core.toyworld.BACKGROUNDS`` and each colour of ``COLORS`` (in their
+    order), a 64x64 frame with a 24x24 square of the colour in the middle is encoded (posterior mean
+    times ``scaling_factor``) and the 2x2 latent cells inside the square are averaged.
+    """
+    from core.toyworld import BACKGROUNDS, COLORS
+
+    out = torch.zeros(len(BACKGROUNDS), len(COLORS), vae.config.latent_channels)
+    for b, background in enumerate(BACKGROUNDS.values()):
+        frames = np.empty((len(COLORS), 64, 64, 3), np.float32)
+        frames[:] = background
+        for c, colour in enumerate(COLORS.values()):
+            frames[c, PATCH, PATCH] = colour
+        pixels = torch.from_numpy(frames / 127.5 - 1.0).permute(0, 3, 1, 2)  # (colours, 3, 64, 64) in [-1, 1]
+        with torch.no_grad():
+            latents = vae.encode(pixels).latent_dist.mean * scaling_factor
+        out[b] = latents[:, :, 3:5, 3:5].mean((-1, -2))
+    return out
+
+
+def near_colour_directions(vae, scaling_factor: float, *, pairs: int = 5) -> torch.Tensor:
+    """Unit latent directions (pairs, C) between the ``pairs`` nearest palette colours.
+
+    The distance of two colours is the L2 distance of their :func:`palette_latents`, averaged over
+    the backgrounds; a pair's direction is the mean difference, normalised. The denoiser's MSE is
+    least pushed to separate these pairs (red-orange is the nearest for the shipped autoencoder,
+    ``benchmarks/colour_latents.py``), so ``ToyTrainConfig.colour_direction_weight`` adds a loss on
+    the error along them.
+    """
+    codes = palette_latents(vae, scaling_factor)  # (B, K, C)
+    colours = codes.shape[1]
+    ranked = sorted(
+        ((i, j) for i in range(colours) for j in range(i + 1, colours)), key=lambda p: float((codes[:, p[0]] - codes[:, p[1]]).norm(dim=-1).mean())
+    )
+    directions = torch.stack([(codes[:, i] - codes[:, j]).mean(0) for i, j in ranked[:pairs]])
+    return torch.nn.functional.normalize(directions, dim=-1)
+
+
 def trained_parameters(unet: torch.nn.Module, adapter: torch.nn.Module, encoder: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The graph stage's trained parameters in one fixed order (UNet, adapter, graph encoder): the
     order of the checkpoint's EMA ``shadow_params``."""
@@ -360,6 +403,10 @@ def train_graph(
     adapter.train()
     encoder.train()
     n = data["latents"].shape[0]
+    if cfg.colour_direction_weight > 0:
+        from diffusers import AutoencoderKL
+
+        data = {**data, "colour_directions": near_colour_directions(AutoencoderKL.from_pretrained(run / "vae").float().eval(), data["scaling_factor"])}
     weights = mixture_weights(data, oversample or [], oversample_weight)
     if oversample:
         share = float(weights[weights > 1].sum() / weights.sum())

@@ -69,6 +69,7 @@ class ToyTrainConfig:
     init_from: str = ""  # a Layout2VidPipeline folder whose same-shaped weights start the VAE and the graph stage
     adapter_ff_mult: int = 4  # width of the adapter's gated feed-forward (GLIGEN 4); below init_from's: pruned, then fine-tuned
     box_masked_grounding: bool = False  # visual tokens read only the grounding tokens whose box covers them (LayoutAdapter box_masked)
+    colour_direction_weight: float = 0.0  # extra loss on the error along the nearest palette-colour latent directions (0: none)
 
 
 def load_matching(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
@@ -269,6 +270,11 @@ def build_dataset(run: Path, cfg: ToyTrainConfig) -> dict:
 def unet_batch_loss(unet, adapter, scheduler, data: dict, idx: torch.Tensor, cfg: ToyTrainConfig, generator, *, graph_encoder=None, graphs: dict | None = None) -> torch.Tensor:
     """v-prediction MSE of one batch of cached clips, with the condition dropout of ``cfg``.
 
+    Latent cells in an entity's box weigh ``cfg.box_loss_weight``. With ``cfg.colour_direction_weight``
+    w > 0 the loss adds ``w * sigma_t^2 * sum_k ((v_pred - v) . d_k)^2`` (same cell weights), the
+    squared x0 error along each unit direction d_k of ``data["colour_directions"]`` (K, C) (see
+    :func:`core.graph_training.near_colour_directions`).
+
     Args:
         idx: (B,) clip indices into ``data``. graphs: :func:`core.graph_training.graph_dataset`'s
             output when ``graph_encoder`` is trained too (dropped together with the layout).
@@ -304,10 +310,15 @@ def unet_batch_loss(unet, adapter, scheduler, data: dict, idx: torch.Tensor, cfg
         tokens = (tokens, token_mask)
     with adapter.grounding(objs, boxes=boxes.float(), masks=masks), (graph_encoder.conditioning(tokens) if graph_encoder is not None else nullcontext()):
         pred = unet(noisy, timesteps, encoder_hidden_states=prompt).sample
-    if cfg.box_loss_weight == 1.0:
-        return F.mse_loss(pred, target)
     weight = box_loss_weights(data["boxes"][idx], data["masks"][idx], latents.shape[-1], cfg.box_loss_weight)
-    return (weight * (pred - target) ** 2).mean() / weight.mean()
+    loss = (weight * (pred - target) ** 2).mean() / weight.mean()
+    if cfg.colour_direction_weight > 0:
+        # The x0 error is -sigma_t times the v error; its component along each near-colour
+        # direction (unit, (K, C)) is what tells orange from red (core.graph_training.near_colour_directions).
+        sigma2 = (1.0 - scheduler.alphas_cumprod[timesteps]).float()[:, None, None, None, None]  # (B, 1, 1, 1, 1)
+        along = torch.einsum("bcfhw,kc->bkfhw", pred - target, data["colour_directions"])
+        loss = loss + cfg.colour_direction_weight * (weight * sigma2 * along**2).sum(1, keepdim=True).mean() / weight.mean()
+    return loss
 
 
 def box_loss_weights(boxes: torch.Tensor, masks: torch.Tensor, size: int, weight: float) -> torch.Tensor:

@@ -304,3 +304,48 @@ def test_graph_stage_trains_and_exports_a_box_masked_adapter(tmp_path):
     )
     frames = pipe("a red ball and a white ring on the grass", layout=layout, num_frames=2, num_inference_steps=2, output_type="np").frames
     assert frames.shape == (2, 64, 64, 3)
+
+
+def test_red_and_orange_are_the_nearest_colours_in_the_shipped_latent_and_their_direction_is_first():
+    from core.graph_training import near_colour_directions, palette_latents
+    from core.render import DEFAULT_MODEL as TOY_MODEL
+    from core.toyworld import COLORS
+
+    vae = AutoencoderKL.from_pretrained(TOY_MODEL / "vae").float().eval()
+    codes = palette_latents(vae, vae.config.scaling_factor)
+    assert codes.shape == (len(BACKGROUNDS), len(COLORS), vae.config.latent_channels)
+    directions = near_colour_directions(vae, vae.config.scaling_factor, pairs=3)
+    assert directions.shape == (3, vae.config.latent_channels)
+    torch.testing.assert_close(directions.norm(dim=-1), torch.ones(3))
+    red, orange = list(COLORS).index("red"), list(COLORS).index("orange")
+    expected = torch.nn.functional.normalize((codes[:, red] - codes[:, orange]).mean(0), dim=0)
+    torch.testing.assert_close(directions[0], expected)
+
+
+def test_colour_direction_loss_adds_a_weighted_term_along_the_directions(tmp_path):
+    from dataclasses import replace
+
+    from core.models.layout import LayoutAdapter
+    from core.models.toy import build_toy_scheduler, build_toy_unet
+    from core.train import unet_batch_loss
+
+    cfg, data = _graph_stage_run(tmp_path)
+    torch.manual_seed(0)
+    unet = build_toy_unet(data["latents"].shape[1])
+    adapter = LayoutAdapter.for_unet(unet, gate_init=0.5, ff_mult=2)
+    adapter.attach(unet)
+    scheduler = build_toy_scheduler()
+    channels = data["latents"].shape[1]
+    idx = torch.tensor([0, 1])
+
+    def loss(weight, directions):
+        with torch.no_grad():
+            run = {**data, "colour_directions": directions}
+            return float(unet_batch_loss(unet, adapter, scheduler, run, idx, replace(cfg, colour_direction_weight=weight), torch.Generator().manual_seed(3)))
+
+    some = torch.nn.functional.normalize(torch.randn(2, channels), dim=-1)
+    plain, one, two = loss(0.0, some), loss(1.0, some), loss(2.0, some)
+    assert one > plain
+    assert two - plain == pytest.approx(2 * (one - plain), rel=1e-4)  # linear in the weight
+    # A direction no error can have (all zero) adds nothing.
+    assert loss(1.0, torch.zeros(1, channels)) == pytest.approx(plain, rel=1e-6)
