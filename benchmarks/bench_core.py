@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/bench_core.py [--model assets/layout2vid-toy] [--steps 25] [--rounds 5]
 
 Prints: planning time per dev prompt with the rules planner (parser already loaded); seconds to
-render one 16-frame 64x64 scene at 25 steps with classifier-free guidance; peak resident memory;
+render one 16-frame 64x64 scene at 25 steps with classifier-free guidance on the model's default
+guidance interval; peak resident memory;
 the render's achieved GFLOP/s (FLOPs counted by torch's FlopCounterMode) beside this machine's own
 fp32 matmul GFLOP/s, measured in the same run; the cost of the layout controls (gated attention on,
-text only, training-free guidance) as ratios measured in the same run, over ``--rounds`` interleaved
+text only, training-free guidance, guidance on every step) as ratios measured in the same run, over ``--rounds`` interleaved
 rounds: the ratio of the best times and the median of each round's own ratio, beside the ratio of
 their FLOPs (counted once per variant; not for energy guidance, whose autograd.grad the counter
 cannot run).
@@ -80,7 +81,9 @@ def main() -> None:
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     machine = matmul_gflops()
     achieved = flops / seconds / 1e9
-    print(f"render: {frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]}, {args.steps} steps, guidance {recommended_guidance_scale(args.model)}: "
+    interval = getattr(pipe.config, "default_guidance_interval", None) or [0.0, 1.0]
+    print(f"render: {frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]}, {args.steps} steps, guidance {recommended_guidance_scale(args.model)} "
+          f"on {interval[0]:g}-{interval[1]:g} of the steps: "
           f"{seconds:.2f} s (best of {len(runs)}: {', '.join(f'{r:.2f}' for r in runs)}; target <= 10 s)")
     print(f"peak memory (max RSS): {peak_gb:.2f} GB (target <= 3 GB)")
     print(f"render FLOPs: {flops / 1e9:.1f} GFLOP -> {achieved:.1f} GFLOP/s achieved")
@@ -91,6 +94,7 @@ def main() -> None:
     variants = {
         "gated attention on (alpha 1)": settings,
         "gated attention on, conditional branch only (--unconditional-layout none)": settings.model_copy(update={"unconditional_layout": "none"}),
+        "gated attention on, guidance on every step (--guidance-interval 0 1)": settings.model_copy(update={"guidance_interval": (0.0, 1.0)}),
         "gated attention off (text only)": settings.model_copy(update={"layout_control": "none"}),
         "training-free guidance (adapter off)": settings.model_copy(update={"layout_control": "guidance"}),
         "training-free masking, alpha 1 (adapter off)": settings.model_copy(

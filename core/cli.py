@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(render)
     render.add_argument("--steps", type=int, default=25, help="denoising steps (1-200)")
     render.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (0-30; default: the model's own, 2.5 for the toy model)")
+    _guidance_interval_option(render)
     render.add_argument(
         "--layout-alpha", type=float, default=None, help="fraction of steps with the adapter's gated attention (0-1; default 1 for the toy model, 0.3 for backbones)"
     )
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, default=None, help="first N prompts only")
     evaluate.add_argument("--steps", type=int, default=25, help="denoising steps (1-200)")
     evaluate.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (0-30; default: the model's own)")
+    _guidance_interval_option(evaluate)
     evaluate.add_argument("--seed", type=int, default=0)
     _box_guidance_options(evaluate)
     add_model_options(evaluate)
@@ -93,6 +95,14 @@ def model_options(args: argparse.Namespace) -> dict:
         "model": args.model, "adapter": args.adapter, "device": args.device, "dtype": dtype,
         "scheduler": args.scheduler, "cpu_offload": args.cpu_offload, "compile_unet": args.compile,
     }
+
+
+def _guidance_interval_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--guidance-interval", type=float, nargs=2, default=None, metavar=("START", "END"),
+        help="fractions of the steps (0 <= START <= END <= 1) with classifier-free guidance; the rest run the conditional branch alone "
+        "(default: the model's own, every step for models without one)",
+    )
 
 
 def _box_guidance_options(parser: argparse.ArgumentParser) -> None:
@@ -176,6 +186,7 @@ def cmd_eval(args) -> None:
     settings = _checked(
         lambda: variant_settings(
             args.variant, num_inference_steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed,
+            guidance_interval=args.guidance_interval,
             box_guidance_alpha=args.box_guidance_alpha, box_guidance_scale=args.box_guidance_scale,
             box_guidance_method=args.box_guidance_method, unconditional_layout=args.unconditional_layout,
         )
@@ -195,6 +206,7 @@ def _settings(args):
     return _checked(
         lambda: RenderSettings(
             num_inference_steps=args.steps, guidance_scale=args.guidance_scale, layout_alpha=args.layout_alpha, seed=args.seed,
+            guidance_interval=args.guidance_interval,
             layout_control=args.layout_control, frame_prompts={"auto": None, "on": True, "off": False}[args.frame_prompts],
             box_guidance_alpha=args.box_guidance_alpha, box_guidance_scale=args.box_guidance_scale,
             box_guidance_method=args.box_guidance_method, unconditional_layout=args.unconditional_layout,

@@ -361,6 +361,7 @@ def run_eval(
     sampler = {
         "num_inference_steps": settings.num_inference_steps, "guidance_scale": resolve_controls(pipe, settings)["guidance_scale"], "seed": settings.seed,
         "unconditional_layout": settings.unconditional_layout,
+        "guidance_interval": list(settings.guidance_interval or getattr(pipe.config, "default_guidance_interval", None) or (0.0, 1.0)),
     }
     atomic_write_bytes(out / "metrics.json", (json.dumps({"variant": variant, **metrics, "settings": sampler}, indent=2) + "\n").encode())
     atomic_write_bytes(out / "report.html", report_html(metrics, scores, strips, variant=variant).encode())

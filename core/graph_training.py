@@ -276,23 +276,82 @@ def narrowed_adapter(unet, encoder, scheduler, data: dict, graphs: dict, cfg, wi
         ValueError: ``cfg.adapter_ff_mult`` not in [1, ``wide_mult``] (named ``adapter_ff_mult``).
     """
     from core.models.layout import LayoutAdapter, feed_forward_importance
-    from core.train import pipeline_weights, unet_batch_loss
+    from core.train import pipeline_weights
 
     if not 1 <= cfg.adapter_ff_mult <= wide_mult:
         raise ValueError(f"adapter_ff_mult: must be in [1, {wide_mult}] to start from {cfg.init_from} (got {cfg.adapter_ff_mult})")
     wide = LayoutAdapter.for_unet(unet, gate_init=0.5, ff_mult=wide_mult, box_masked=cfg.box_masked_grounding)
     wide.load_state_dict(pipeline_weights(cfg.init_from, "layout_adapter"))
     wide.attach(unet)
-    generator = torch.Generator().manual_seed(cfg.seed + 11)
-    calibration = replace(cfg, drop_both=0.0, drop_prompt=0.0, drop_layout=0.0, drop_adapter=0.0)
     try:
-        with torch.no_grad(), feed_forward_importance(wide) as importance:
-            for _ in range(batches):
-                idx = torch.randint(0, data["latents"].shape[0], (cfg.unet_batch,), generator=generator)
-                unet_batch_loss(unet, wide, scheduler, data, idx, calibration, generator, graph_encoder=encoder, graphs=graphs)
+        with feed_forward_importance(wide) as importance:
+            run_calibration_batches(unet, wide, encoder, scheduler, data, graphs, cfg, seed=cfg.seed + 11, batches=batches)
     finally:
         wide.detach(unet)
     return wide.narrowed(cfg.adapter_ff_mult, importance)
+
+
+def run_calibration_batches(unet, adapter, encoder, scheduler, data: dict, graphs: dict, cfg, *, seed: int, batches: int) -> None:
+    """Run ``unet`` (``adapter`` and ``encoder`` attached) without gradients on ``batches`` training
+    batches of ``cfg.unet_batch`` clips, condition dropout off, drawn from their own generator seeded
+    ``seed`` (so the training stream is untouched): the inputs that pruning scores are measured on."""
+    from core.train import unet_batch_loss
+
+    generator = torch.Generator().manual_seed(seed)
+    calibration = replace(cfg, drop_both=0.0, drop_prompt=0.0, drop_layout=0.0, drop_adapter=0.0)
+    with torch.no_grad():
+        for _ in range(batches):
+            idx = torch.randint(0, data["latents"].shape[0], (cfg.unet_batch,), generator=generator)
+            unet_batch_loss(unet, adapter, scheduler, data, idx, calibration, generator, graph_encoder=encoder, graphs=graphs)
+
+
+def transformer_in_widths(cfg) -> tuple[int, int | None]:
+    """The (heads, feed-forward units) of the run's input temporal transformer.
+
+    ``cfg.transformer_in_heads`` / ``cfg.transformer_in_ff_inner_dim`` where set; 0 takes
+    ``cfg.init_from``'s UNet's (a pruned model stays pruned), or diffusers' 8 heads and 4x-wide
+    feed-forward (None) without one.
+    """
+    from core.models.unet import TRANSFORMER_IN_HEADS, PrunedUNet3DConditionModel
+
+    init = PrunedUNet3DConditionModel.load_config(Path(cfg.init_from) / "unet") if cfg.init_from else {}
+    heads = cfg.transformer_in_heads or init.get("transformer_in_heads") or TRANSFORMER_IN_HEADS
+    return heads, cfg.transformer_in_ff_inner_dim or init.get("transformer_in_ff_inner_dim")
+
+
+def narrowed_unet(encoder, scheduler, data: dict, graphs: dict, cfg, *, batches: int = 16):
+    """``cfg.init_from``'s UNet, its input temporal transformer pruned to ``cfg.transformer_in_heads``
+    heads and ``cfg.transformer_in_ff_inner_dim`` feed-forward units (0: ``init_from``'s, see
+    :func:`transformer_in_widths`).
+
+    Loads that UNet and its layout adapter at their own widths, runs them (with ``encoder``,
+    detached from any other UNet) on ``batches`` training batches to score each head and unit
+    (:func:`core.models.unet.transformer_in_importance`), and keeps the best
+    (:meth:`~core.models.unet.PrunedUNet3DConditionModel.narrowed_from`). The batches come from
+    their own seeded generator, so the training stream is the same as without pruning.
+
+    Raises:
+        ValueError: a width above ``init_from``'s (named after the config field).
+    """
+    from core.models.layout import LayoutAdapter
+    from core.models.unet import PrunedUNet3DConditionModel, transformer_in_importance
+    from core.train import pipeline_weights
+
+    folder = Path(cfg.init_from)
+    wide = PrunedUNet3DConditionModel.from_config(PrunedUNet3DConditionModel.load_config(folder / "unet")).eval()
+    wide.load_state_dict(pipeline_weights(folder, "unet"))
+    adapter_config = LayoutAdapter.load_config(folder / "layout_adapter")
+    adapter = LayoutAdapter.for_unet(wide, gate_init=0.5, ff_mult=adapter_config.get("ff_mult", 4), box_masked=adapter_config.get("box_masked", False))
+    adapter.load_state_dict(pipeline_weights(folder, "layout_adapter"))
+    adapter.attach(wide)
+    encoder.attach(wide)
+    try:
+        with transformer_in_importance(wide) as importance:
+            run_calibration_batches(wide, adapter, encoder, scheduler, data, graphs, cfg, seed=cfg.seed + 13, batches=batches)
+    finally:
+        adapter.detach(wide)
+        encoder.detach(wide)
+    return PrunedUNet3DConditionModel.narrowed_from(wide, *transformer_in_widths(cfg), importance)
 
 
 def train_graph(
@@ -315,7 +374,10 @@ def train_graph(
     ``latent_channels`` re-initialises only the UNet's ``conv_in`` and ``conv_out``).
 
     A run whose ``cfg.adapter_ff_mult`` is below the ``init_from`` adapter's starts from that
-    adapter with its gated feed-forwards pruned to the narrower width (:func:`narrowed_adapter`).
+    adapter with its gated feed-forwards pruned to the narrower width (:func:`narrowed_adapter`);
+    one whose ``cfg.transformer_in_heads`` or ``cfg.transformer_in_ff_inner_dim`` is below the
+    ``init_from`` UNet's starts from that UNet with its input temporal transformer pruned
+    (:func:`narrowed_unet`).
 
     The fusion gates start at ``gate_init`` (not GLIGEN's 0: the UNet is trained too, and a closed
     gate would give the encoder no gradient until the gate has moved).
@@ -345,7 +407,8 @@ def train_graph(
         graphs = graph_dataset(data, seed=cfg.seed)
         _atomic_save(graphs, graphs_path)
     torch.manual_seed(cfg.seed)
-    unet = build_toy_unet(cfg.latent_channels)
+    heads, units = transformer_in_widths(cfg)
+    unet = build_toy_unet(cfg.latent_channels, transformer_in_heads=heads, transformer_in_ff_inner_dim=units)
     adapter = LayoutAdapter.for_unet(unet, gate_init=0.5, ff_mult=cfg.adapter_ff_mult, box_masked=cfg.box_masked_grounding)
     adapter.attach(unet)
     encoder = SceneGraphEncoder.for_unet(unet)
@@ -367,10 +430,23 @@ def train_graph(
         generator.set_state(state["generator"])
         step = state["step"]
     elif not (run / "unet_ckpt.pt").exists() and cfg.init_from:
+        from core.models.unet import TRANSFORMER_IN_HEADS, PrunedUNet3DConditionModel
         from core.train import load_matching, pipeline_weights
 
-        fresh = load_matching(unet, pipeline_weights(cfg.init_from, "unet"))
-        fresh += load_matching(encoder, pipeline_weights(cfg.init_from, "graph_encoder"))
+        fresh = load_matching(encoder, pipeline_weights(cfg.init_from, "graph_encoder"))
+        init_unet = PrunedUNet3DConditionModel.load_config(Path(cfg.init_from) / "unet")
+        full_units = 4 * TRANSFORMER_IN_HEADS * init_unet["attention_head_dim"]  # diffusers' 4x the block width
+        wide_heads, wide_units = init_unet.get("transformer_in_heads", TRANSFORMER_IN_HEADS), init_unet.get("transformer_in_ff_inner_dim") or full_units
+        if (heads, units or full_units) != (wide_heads, wide_units):
+            encoder.detach(unet)
+            unet.load_state_dict(narrowed_unet(encoder, scheduler, data, graphs, cfg).state_dict())
+            encoder.attach(unet)
+            print(
+                f"graph stage: input temporal transformer pruned from {wide_heads} heads, {wide_units} feed-forward units "
+                f"to {heads}, {units or full_units}", flush=True,
+            )
+        else:
+            fresh += load_matching(unet, pipeline_weights(cfg.init_from, "unet"))
         wide_mult = LayoutAdapter.load_config(Path(cfg.init_from) / "layout_adapter").get("ff_mult", 4)
         if cfg.adapter_ff_mult < wide_mult:
             adapter.detach(unet)

@@ -35,6 +35,7 @@ from core.guidance import (
 from core.models.frame_text import FrameText
 from core.models.graph_encoder import SceneGraphEncoder, graph_tensors
 from core.models.layout import LayoutAdapter
+from core.models.unet import PrunedUNet3DConditionModel  # noqa: F401  (imported so that from_pretrained can load it)
 
 DEFAULT_GUIDANCE_SCALE = 4.0  # classifier-free guidance of a model whose config names none
 
@@ -72,6 +73,16 @@ class LayoutConditioning:
         return self.boxes.shape[1]
 
 
+def conditional_half(rows, num_frames: int):
+    """The conditional rows of classifier-free-guided conditioning: the last ``num_frames`` rows of
+    a (2F or F, ...) tensor, of each tensor of a tuple, or None for None."""
+    if rows is None:
+        return None
+    if isinstance(rows, tuple):
+        return tuple(part[-num_frames:] for part in rows)
+    return rows[-num_frames:]
+
+
 @dataclass
 class Layout2VidPipelineOutput(BaseOutput):
     """frames: np.ndarray (frames, height, width, 3) uint8, or None when the call was interrupted."""
@@ -87,7 +98,8 @@ class Layout2VidPipeline(DiffusionPipeline):
         vae: AutoencoderKL (frames <-> latents, downsampling ``vae_scale_factor``).
         text_encoder, tokenizer: a transformers text model (MiniLM BERT for the toy model, CLIP for
             ModelScope) and its tokenizer.
-        unet: UNet3DConditionModel predicting noise or velocity over (batch, channels, frames, h, w).
+        unet: UNet3DConditionModel predicting noise or velocity over (batch, channels, frames, h, w)
+            (or :class:`core.models.unet.PrunedUNet3DConditionModel`, the toy model's).
         scheduler: any diffusers scheduler (DDIM and DPM-Solver++ are used).
         layout_adapter: LayoutAdapter or None (then no grounding; boxes are ignored).
         graph_encoder: SceneGraphEncoder or None (then scene graphs reach the model only through
@@ -110,6 +122,7 @@ class Layout2VidPipeline(DiffusionPipeline):
         max_prompt_tokens: int = 24,
         backgrounds: list[str] | None = None,
         default_guidance_scale: float | None = None,
+        default_guidance_interval: list[float] | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -117,7 +130,11 @@ class Layout2VidPipeline(DiffusionPipeline):
         )
         # backgrounds: the closed set a toy-world model was trained on (None for open-domain models).
         # default_guidance_scale: the guidance weight the model was selected with (None: DEFAULT_GUIDANCE_SCALE).
-        self.register_to_config(max_prompt_tokens=max_prompt_tokens, backgrounds=backgrounds, default_guidance_scale=default_guidance_scale)
+        # default_guidance_interval: [start, end] fractions of the steps with guidance (None: every step).
+        self.register_to_config(
+            max_prompt_tokens=max_prompt_tokens, backgrounds=backgrounds, default_guidance_scale=default_guidance_scale,
+            default_guidance_interval=default_guidance_interval,
+        )
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         if layout_adapter is not None:
             layout_adapter.attach(unet)
@@ -271,6 +288,7 @@ class Layout2VidPipeline(DiffusionPipeline):
         width: int | None = None,
         num_inference_steps: int = 25,
         guidance_scale: float | None = None,
+        guidance_interval: tuple[float, float] | None = None,
         layout_alpha: float = 1.0,
         unconditional_layout: str = "null",
         box_guidance: BoxGuidance | None = None,
@@ -291,6 +309,11 @@ class Layout2VidPipeline(DiffusionPipeline):
             guidance_scale: classifier-free guidance weight w (0-50); w <= 1 disables guidance.
                 The unconditional branch has the negative prompt (and see ``unconditional_layout``).
                 None: the model's ``config.default_guidance_scale``, or ``DEFAULT_GUIDANCE_SCALE``.
+            guidance_interval: (start, end), fractions of the steps (0 <= start <= end <= 1):
+                guidance runs on steps i with ``round(start * n) <= i < round(end * n)`` and the
+                other steps run the conditional branch alone, half the batch (guidance in a
+                limited interval, Kynkäänniemi et al. 2024, arXiv 2404.07724). None: the model's
+                ``config.default_guidance_interval``, or (0, 1), every step.
             layout_alpha: fraction of the steps (0-1) with the adapter's gated attention on,
                 VideoDirectorGPT's alpha. 0 turns the adapter off.
             unconditional_layout: what the unconditional branch of classifier-free guidance sees
@@ -315,6 +338,10 @@ class Layout2VidPipeline(DiffusionPipeline):
         # 1. Check inputs.
         if guidance_scale is None:
             guidance_scale = self.config.default_guidance_scale if self.config.default_guidance_scale is not None else DEFAULT_GUIDANCE_SCALE
+        if guidance_interval is None:
+            guidance_interval = getattr(self.config, "default_guidance_interval", None) or (0.0, 1.0)
+        if len(guidance_interval) != 2 or not 0.0 <= guidance_interval[0] <= guidance_interval[1] <= 1.0:
+            raise ValueError(f"guidance_interval: must be (start, end) with 0 <= start <= end <= 1 (got {tuple(guidance_interval)})")
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
         self.check_inputs(prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, layout_alpha, callback_on_step_end_tensor_inputs)
@@ -354,6 +381,7 @@ class Layout2VidPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
         layout_steps = round(layout_alpha * len(timesteps))
+        cfg_start, cfg_end = (round(fraction * len(timesteps)) for fraction in guidance_interval)
         guided_steps = 0
         if box_guidance is not None and layout is not None and layout.num_entities > 0:
             guided_steps = round(box_guidance.alpha * len(timesteps))
@@ -406,12 +434,20 @@ class Layout2VidPipeline(DiffusionPipeline):
                         masker.bias_fn = attention_bias if i < guided_steps else None
                     elif i < guided_steps:
                         latents, _ = guided_latents(latents, lambda x: energy(x, t), scale=box_guidance.scale)
-                    latent_input = torch.cat([latents] * 2) if do_cfg else latents
+                    step_cfg = do_cfg and cfg_start <= i < cfg_end
+                    latent_input = torch.cat([latents] * 2) if step_cfg else latents
                     latent_input = self.scheduler.scale_model_input(latent_input, t)
                     step_objs = objs if i < layout_steps else None
-                    with self._conditioning(step_objs, frame_embeds, aspect, graph_tokens, region):
-                        model_output = self.unet(latent_input, t, encoder_hidden_states=prompt_embeds).sample
-                    if do_cfg:
+                    if step_cfg or not do_cfg:
+                        with self._conditioning(step_objs, frame_embeds, aspect, graph_tokens, region):
+                            model_output = self.unet(latent_input, t, encoder_hidden_states=prompt_embeds).sample
+                    else:  # outside the guidance interval: the conditional half of every input
+                        with self._conditioning(
+                            conditional_half(step_objs, num_frames), cond_frame_embeds, aspect,
+                            conditional_half(graph_tokens, num_frames), conditional_half(region, num_frames),
+                        ):
+                            model_output = self.unet(latent_input, t, encoder_hidden_states=prompt_embeds[-1:]).sample
+                    if step_cfg:
                         uncond, cond = model_output.chunk(2)
                         model_output = uncond + guidance_scale * (cond - uncond)
                     latents = self.scheduler.step(model_output, t, latents).prev_sample

@@ -70,6 +70,8 @@ class ToyTrainConfig:
     adapter_ff_mult: int = 4  # width of the adapter's gated feed-forward (GLIGEN 4); below init_from's: pruned, then fine-tuned
     box_masked_grounding: bool = False  # visual tokens read only the grounding tokens whose box covers them (LayoutAdapter box_masked)
     colour_direction_weight: float = 0.0  # extra loss on the error along the nearest palette-colour latent directions (0: none)
+    transformer_in_heads: int = 0  # graph stage: heads of the UNet's input temporal transformer; 0 = init_from's (else diffusers' 8); below it: pruned, fine-tuned
+    transformer_in_ff_inner_dim: int = 0  # graph stage: its feed-forward units; 0 = init_from's (else diffusers' 4x the block width); below it: pruned
 
 
 def load_matching(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
@@ -391,7 +393,10 @@ def train_unet(run: Path, cfg: ToyTrainConfig, data: dict) -> None:
     log.close()
 
 
-def export(run: Path, target: Path, *, stage: str | None = None, ema: bool = False, guidance_scale: float | None = None) -> Path:
+def export(
+    run: Path, target: Path, *, stage: str | None = None, ema: bool = False, guidance_scale: float | None = None,
+    guidance_interval: tuple[float, float] | None = None,
+) -> Path:
     """Assemble the trained parts into a ``Layout2VidPipeline`` folder at ``target`` (fp16 weights).
 
     ``stage``: ``"graph"`` exports ``graph_ckpt.pt`` with its scene-graph encoder, ``"unet"`` the UNet
@@ -399,28 +404,41 @@ def export(run: Path, target: Path, *, stage: str | None = None, ema: bool = Fal
     stage's exponential moving average of the weights instead of the last ones. ``guidance_scale``:
     the classifier-free guidance weight (0-30) renders use by default, chosen on the dev prompts
     (``default_guidance_scale`` in ``model_index.json``); None leaves the library default.
+    ``guidance_interval``: (start, end), 0 <= start <= end <= 1, the fractions of the steps with
+    guidance by default (``default_guidance_interval``); None: every step.
 
     Raises:
-        ValueError: ``ema`` for a checkpoint that keeps no average; ``guidance_scale`` outside 0-30.
+        ValueError: ``ema`` for a checkpoint that keeps no average; ``guidance_scale`` outside 0-30;
+            ``guidance_interval`` out of order or outside [0, 1].
     """
     from diffusers import AutoencoderKL
 
     from core.models.layout import LayoutAdapter
     from core.models.toy import PROMPT_TOKENS, build_toy_scheduler, build_toy_unet
+    from core.models.unet import TRANSFORMER_IN_HEADS
     from core.pipeline import Layout2VidPipeline
     from core.toyworld import BACKGROUNDS
 
     if guidance_scale is not None and not 0.0 <= guidance_scale <= 30.0:
         raise ValueError(f"--guidance-scale: must be in [0, 30] (got {guidance_scale})")
+    if guidance_interval is not None and not 0.0 <= guidance_interval[0] <= guidance_interval[1] <= 1.0:
+        raise ValueError(f"--guidance-interval: must be START END with 0 <= START <= END <= 1 (got {tuple(guidance_interval)})")
     stage = stage or ("graph" if (run / "graph_ckpt.pt").exists() else "unet")
     state = torch.load(run / f"{stage}_ckpt.pt", weights_only=False)
     data = torch.load(run / "data.pt", weights_only=False)
     # The decoder stages (5 and 6) keep the encoder, so their autoencoders fit the cached latents.
     vae = AutoencoderKL.from_pretrained(run / next(n for n in ("vae_refine", "vae_decoder", "vae") if (run / n / "config.json").exists()))
     vae.register_to_config(scaling_factor=data["scaling_factor"])
-    unet = build_toy_unet(data["latents"].shape[1])
-    unet.load_state_dict(state["unet"])
     config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+    # The input temporal transformer's widths, read off the checkpoint (pruned runs are narrower).
+    block = "transformer_in.transformer_blocks.0."
+    width = state["unet"][block + "attn1.to_q.weight"].shape[1]  # TRANSFORMER_IN_HEADS * head dim
+    heads = state["unet"][block + "attn1.to_q.weight"].shape[0] * TRANSFORMER_IN_HEADS // width
+    units = state["unet"][block + "ff.net.2.weight"].shape[1]
+    unet = build_toy_unet(
+        data["latents"].shape[1], transformer_in_heads=heads, transformer_in_ff_inner_dim=None if units == 4 * width else units
+    )
+    unet.load_state_dict(state["unet"])
     adapter = LayoutAdapter.for_unet(unet, gate_init=0.5, ff_mult=config.get("adapter_ff_mult", 4), box_masked=config.get("box_masked_grounding", False))
     adapter.load_state_dict(state["adapter"])
     graph_encoder = None
@@ -440,6 +458,7 @@ def export(run: Path, target: Path, *, stage: str | None = None, ema: bool = Fal
     pipe = Layout2VidPipeline(
         vae=vae, text_encoder=None, tokenizer=None, unet=unet, scheduler=build_toy_scheduler(), layout_adapter=adapter,
         graph_encoder=graph_encoder, max_prompt_tokens=PROMPT_TOKENS, backgrounds=list(BACKGROUNDS), default_guidance_scale=guidance_scale,
+        default_guidance_interval=list(guidance_interval) if guidance_interval is not None else None,
     )
     pipe.to(torch.float16)
     pipe.save_pretrained(target, safe_serialization=True)
@@ -501,6 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--stage", choices=["unet", "graph"], default=None, help="which checkpoint (default: graph if it exists)")
     exp.add_argument("--ema", action="store_true", help="write the graph stage's moving average of the weights")
     exp.add_argument("--guidance-scale", type=float, default=None, help="default classifier-free guidance of the exported model (0-30)")
+    exp.add_argument(
+        "--guidance-interval", type=float, nargs=2, default=None, metavar=("START", "END"),
+        help="default fractions of the steps with guidance (0 <= START <= END <= 1; default every step)",
+    )
     args = parser.parse_args(argv)
     if args.command == "adapter":
         from core.adapter_training import run
@@ -513,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.command == "export":
         try:
-            print(export(args.run, args.to, stage=args.stage, ema=args.ema, guidance_scale=args.guidance_scale))
+            print(export(args.run, args.to, stage=args.stage, ema=args.ema, guidance_scale=args.guidance_scale, guidance_interval=args.guidance_interval))
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

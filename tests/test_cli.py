@@ -54,6 +54,10 @@ def test_invalid_plan_is_one_line_and_writes_nothing(tmp_path):
         (["render", "--prompt", PROMPT, "--out", "v.mp4", "--steps", "0"], "error: --steps: must be >= 1 (got 0)"),
         (["render", "--prompt", PROMPT, "--out", "v.mp4", "--layout-alpha", "2"], "error: --layout-alpha: must be <= 1.0 (got 2.0)"),
         (["render", "--prompt", PROMPT, "--out", "v.gif"], "error: --out: must end in .mp4 (got v.gif)"),
+        (
+            ["render", "--prompt", PROMPT, "--out", "v.mp4", "--guidance-interval", "0.8", "0.2"],
+            "error: --guidance-interval: must be (start, end) with 0 <= start <= end <= 1 (got (0.8, 0.2))",
+        ),
         (["plan", "", "--out", "p.json"], "error: prompt: must have 1-2000 characters (got 0)"),
         (["plan", PROMPT, "--out", "p.json", "--frames", "100"], "error: --frames: must be in [8, 64] (got 100)"),
         (["render", "--prompt", PROMPT, "--out", "v.mp4", "--device", "cuda"], "error: device: 'cuda' requested but torch sees no CUDA device (allowed here: cpu)"),

@@ -8,7 +8,9 @@ spatial transformers carry the layout adapter.
 
 from __future__ import annotations
 
-from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler
+
+from core.models.unet import PrunedUNet3DConditionModel
 
 from core.text import MINILM_DIM
 
@@ -32,9 +34,16 @@ def build_toy_vae(latent_channels: int = LATENT_CHANNELS) -> AutoencoderKL:
     )
 
 
-def build_toy_unet(latent_channels: int = LATENT_CHANNELS) -> UNet3DConditionModel:
-    """UNet3DConditionModel over latents (B, latent_channels, F, 8, 8) with MiniLM (384-d) cross-attention."""
-    return UNet3DConditionModel(
+def build_toy_unet(
+    latent_channels: int = LATENT_CHANNELS, *, transformer_in_heads: int = 8, transformer_in_ff_inner_dim: int | None = None
+) -> PrunedUNet3DConditionModel:
+    """UNet3DConditionModel over latents (B, latent_channels, F, 8, 8) with MiniLM (384-d) cross-attention.
+
+    ``transformer_in_heads`` (1-8) and ``transformer_in_ff_inner_dim`` (None: 1024) narrow the
+    input temporal transformer (:class:`core.models.unet.PrunedUNet3DConditionModel`); the
+    defaults build diffusers' ``UNet3DConditionModel`` exactly.
+    """
+    return PrunedUNet3DConditionModel(
         sample_size=FRAME_SIZE // 8,
         in_channels=latent_channels,
         out_channels=latent_channels,
@@ -45,6 +54,8 @@ def build_toy_unet(latent_channels: int = LATENT_CHANNELS) -> UNet3DConditionMod
         cross_attention_dim=MINILM_DIM,
         attention_head_dim=32,
         norm_num_groups=32,
+        transformer_in_heads=transformer_in_heads,
+        transformer_in_ff_inner_dim=transformer_in_ff_inner_dim,
     )
 
 

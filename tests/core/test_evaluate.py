@@ -91,7 +91,10 @@ def test_eval_command_on_two_prompts(tmp_path, capsys):
     for key in METRIC_KEYS:
         assert isinstance(metrics[key], (int, float)), key
     assert metrics["plan_check_pass_rate"] == 1.0 and metrics["plan_checks"] == 5 and metrics["seconds_per_video"] > 0
-    assert metrics["settings"] == {"num_inference_steps": 4, "guidance_scale": recommended_guidance_scale(), "seed": 0, "unconditional_layout": "null"}
+    assert metrics["settings"] == {
+        "num_inference_steps": 4, "guidance_scale": recommended_guidance_scale(), "seed": 0, "unconditional_layout": "null",
+        "guidance_interval": [0.0, 1.0],
+    }
     assert (out / "videos" / "000.mp4").exists() and (out / "videos" / "001.plan.json").exists()
     report = (out / "report.html").read_text()
     assert "plotly" in report.lower() and report.count("alt='frames of video") == 2

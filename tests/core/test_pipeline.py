@@ -192,6 +192,48 @@ def test_contiguous_geglu_matches_diffusers_geglu():
     assert ours(x).shape == (3, 10, 64)
 
 
+@pytest.mark.parametrize("frame_prompts", [False, True])
+def test_guidance_interval_guides_only_its_steps_and_runs_the_conditional_branch_on_the_rest(pipe, frame_prompts):
+    layout = dummy_layout()
+    if frame_prompts:
+        layout.frame_prompts = [f"a red ball, frame {i}" for i in range(4)]
+
+    def latents(**kwargs):
+        return run(pipe, layout, guidance_scale=3.0, num_inference_steps=4, output_type="latent", **kwargs).frames
+
+    every = latents()
+    torch.testing.assert_close(latents(guidance_interval=(0.0, 1.0)), every, rtol=0, atol=0)
+    # An empty interval is the conditional branch alone: exactly the unguided render (grounding,
+    # region and frame prompts all taken from the conditional half).
+    unguided = run(pipe, layout, guidance_scale=1.0, num_inference_steps=4, output_type="latent").frames
+    torch.testing.assert_close(latents(guidance_interval=(0.5, 0.5)), unguided)
+    later = latents(guidance_interval=(0.5, 1.0))
+    assert not torch.allclose(later, every) and not torch.allclose(later, unguided)
+    # The UNet batch: the conditional branch alone on the first two steps, both branches on the last two.
+    rows = []
+    handle = pipe.unet.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    latents(guidance_interval=(0.5, 1.0))
+    handle.remove()
+    assert rows == [1, 1, 2, 2]
+    with pytest.raises(ValueError, match=r"^guidance_interval: must be \(start, end\) with 0 <= start <= end <= 1 \(got \(0.8, 0.2\)\)"):
+        latents(guidance_interval=(0.8, 0.2))
+
+
+def test_default_guidance_interval_comes_from_the_saved_model(tmp_path):
+    from core.render import RenderSettings
+
+    pipe = Layout2VidPipeline(**get_dummy_components(), default_guidance_interval=[0.5, 1.0])
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(tmp_path / "pipe")
+    loaded = Layout2VidPipeline.from_pretrained(tmp_path / "pipe")
+    loaded.set_progress_bar_config(disable=True)
+    kwargs = dict(guidance_scale=3.0, num_inference_steps=4, output_type="latent")
+    torch.testing.assert_close(run(loaded, dummy_layout(), **kwargs).frames, run(loaded, dummy_layout(), guidance_interval=(0.5, 1.0), **kwargs).frames)
+    assert not torch.allclose(run(loaded, dummy_layout(), **kwargs).frames, run(loaded, dummy_layout(), guidance_interval=(0.0, 1.0), **kwargs).frames)
+    with pytest.raises(ValueError, match=r"guidance_interval\n.*must be \(start, end\) with 0 <= start <= end <= 1 \(got \(0.5, 1.5\)\)"):
+        RenderSettings(guidance_interval=(0.5, 1.5))
+
+
 def test_narrowed_adapter_keeps_the_highest_scored_feed_forward_units_and_nothing_else_changes():
     from core.models.layout import feed_forward_importance
 

@@ -158,7 +158,12 @@ def test_another_latent_width_starts_from_the_shipped_model_except_the_layers_th
         latents = vae.encode(torch.zeros(2, 3, 64, 64)).latent_dist.mean
     assert latents.shape == (2, 4, 8, 8)
 
-    unet = build_toy_unet(latent_channels=4)
+    from core.models.unet import PrunedUNet3DConditionModel
+
+    widths = PrunedUNet3DConditionModel.load_config(TOY_MODEL / "unet")  # the shipped input temporal transformer's
+    unet = build_toy_unet(
+        latent_channels=4, transformer_in_heads=widths.get("transformer_in_heads", 8), transformer_in_ff_inner_dim=widths.get("transformer_in_ff_inner_dim")
+    )
     assert set(load_matching(unet, pipeline_weights(TOY_MODEL, "unet"))) == {"conv_in.weight", "conv_out.weight", "conv_out.bias"}
     with torch.no_grad():
         out = unet(torch.randn(1, 4, 2, 8, 8), 500, encoder_hidden_states=torch.zeros(1, 4, 384)).sample
@@ -279,6 +284,42 @@ def test_graph_stage_prunes_the_adapter_feed_forward_when_the_run_asks_for_a_nar
     frames = pipe("a red ball on the grass", layout=layout, num_frames=2, num_inference_steps=2, output_type="np").frames
     assert frames.shape == (2, 64, 64, 3)
     train_graph(tmp_path, cfg, data, steps=2)
+    assert torch.load(tmp_path / "graph_ckpt.pt", weights_only=False)["step"] == 2
+
+
+def test_graph_stage_prunes_the_input_temporal_transformer_and_export_keeps_its_width_and_guidance_interval(tmp_path, capsys):
+    import json
+    from dataclasses import asdict, replace
+
+    from core.graph_training import train_graph
+    from core.models.unet import PrunedUNet3DConditionModel
+    from core.pipeline import LayoutConditioning
+    from core.render import load_pipeline
+    from core.train import main
+
+    cfg, data = _graph_stage_run(tmp_path)
+    shipped = PrunedUNet3DConditionModel.load_config(Path(cfg.init_from) / "unet")
+    heads = shipped.get("transformer_in_heads", 8)
+    units = shipped.get("transformer_in_ff_inner_dim") or 4 * 8 * shipped["attention_head_dim"]
+    with pytest.raises(ValueError, match=rf"^transformer_in_heads: must be in \[1, [1-8]\].* \(got {heads + 1}\)"):
+        train_graph(tmp_path, replace(cfg, transformer_in_heads=heads + 1), data, steps=1)
+    assert not (tmp_path / "graph_ckpt.pt").exists()
+    cfg = replace(cfg, transformer_in_heads=heads // 2, transformer_in_ff_inner_dim=units // 2)
+    (tmp_path / "config.json").write_text(json.dumps(asdict(cfg)))
+    train_graph(tmp_path, cfg, data, steps=1)
+    assert f"input temporal transformer pruned from {heads} heads, {units} feed-forward units to {heads // 2}, {units // 2}" in capsys.readouterr().out
+    assert main(["export", "--run", str(tmp_path), "--to", str(tmp_path / "narrow"), "--guidance-interval", "0.5", "1"]) == 0
+    assert main(["export", "--run", str(tmp_path), "--to", str(tmp_path / "bad"), "--guidance-interval", "0.8", "0.2"]) == 2
+    assert "--guidance-interval: must be START END with 0 <= START <= END <= 1 (got (0.8, 0.2))" in capsys.readouterr().err
+    pipe = load_pipeline(tmp_path / "narrow")
+    assert isinstance(pipe.unet, PrunedUNet3DConditionModel)
+    block = pipe.unet.transformer_in.transformer_blocks[0]
+    assert (block.attn1.heads, block.attn2.heads, block.ff.net[2].in_features) == (heads // 2, heads // 2, units // 2)
+    assert pipe.config.default_guidance_interval == [0.5, 1.0]
+    layout = LayoutConditioning(boxes=torch.tensor([[[0.1, 0.1, 0.5, 0.5]]]).repeat(2, 1, 1), masks=torch.ones(2, 1), phrases=[["red ball"]] * 2)
+    frames = pipe("a red ball on the grass", layout=layout, num_frames=2, num_inference_steps=2, output_type="np").frames
+    assert frames.shape == (2, 64, 64, 3)
+    train_graph(tmp_path, cfg, data, steps=2)  # resumes at its own width
     assert torch.load(tmp_path / "graph_ckpt.pt", weights_only=False)["step"] == 2
 
 
