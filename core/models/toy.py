@@ -11,7 +11,6 @@ from __future__ import annotations
 from diffusers import AutoencoderKL, DDIMScheduler
 
 from core.models.unet import PrunedUNet3DConditionModel
-
 from core.text import MINILM_DIM
 
 FRAME_SIZE = 64
