@@ -100,7 +100,7 @@ def sample_pairs(
     clips: int,
     num_frames: int = 16,
     num_inference_steps: int = 25,
-    guidance_scale: float = 4.0,
+    guidance_scale: float | None = None,
     seed: int = 0,
     save_every: int = 10,
 ) -> dict:
@@ -112,15 +112,27 @@ def sample_pairs(
         pipe: a toy-world Layout2VidPipeline (the UNet whose samples the decoder will learn).
         path: the ``.pt`` cache, written atomically every ``save_every`` clips.
         clips: total clips. num_frames: frames per clip (16, a scene's length).
-        num_inference_steps, guidance_scale: the sampler settings of a render (defaults 25, 4).
+        num_inference_steps, guidance_scale: the sampler settings of a render (25 steps; guidance
+            None: the model's own ``default_guidance_scale``, as a render uses, else
+            ``core.pipeline.DEFAULT_GUIDANCE_SCALE``).
 
     Returns:
         dict with ``latents`` (clips, C, F, h, w) float16 unscaled (what ``vae.decode`` takes),
-        ``frames`` (clips, F, 64, 64, 3) uint8 drawn exactly, ``backgrounds`` (clips names).
+        ``frames`` (clips, F, 64, 64, 3) uint8 drawn exactly, ``backgrounds`` (clips names) and
+        ``guidance_scale`` (float).
+
+    Raises:
+        ValueError: ``path`` holds clips sampled at another guidance scale.
     """
+    from core.pipeline import DEFAULT_GUIDANCE_SCALE
     from core.train import _atomic_save
 
+    if guidance_scale is None:
+        guidance_scale = getattr(pipe.config, "default_guidance_scale", None) or DEFAULT_GUIDANCE_SCALE
     pairs = torch.load(path, weights_only=False) if path.exists() else {"latents": [], "frames": [], "backgrounds": []}
+    cached_scale = pairs.pop("guidance_scale", guidance_scale)
+    if len(pairs["latents"]) and cached_scale != guidance_scale:
+        raise ValueError(f"{path}: its clips were sampled at guidance_scale {cached_scale}, not {guidance_scale}; use another file")
     pairs = {k: list(v) for k, v in pairs.items()}
     rng = np.random.default_rng([seed, 6])
     for _ in range(len(pairs["latents"])):  # skip the clips already sampled, so resuming draws new ones
@@ -140,9 +152,14 @@ def sample_pairs(
         pairs["backgrounds"].append(clip.background)
         bar.update(1)
         if len(pairs["latents"]) % save_every == 0 or len(pairs["latents"]) == clips:
-            _atomic_save({k: (torch.stack(v) if k != "backgrounds" else v) for k, v in pairs.items()}, path)
+            _atomic_save(_stacked_pairs(pairs, guidance_scale), path)
     bar.close()
-    return {k: (torch.stack(v) if k != "backgrounds" else v) for k, v in pairs.items()}
+    return _stacked_pairs(pairs, guidance_scale)
+
+
+def _stacked_pairs(pairs: dict, guidance_scale: float) -> dict:
+    stacked = {k: (torch.stack(v) if k != "backgrounds" else v) for k, v in pairs.items()}
+    return {**stacked, "guidance_scale": float(guidance_scale)}
 
 
 def pair_batch(pairs: dict, rng: np.random.Generator, batch: int) -> tuple[torch.Tensor, np.ndarray, list[str]]:

@@ -513,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     ref.add_argument("--lr", type=float, default=1e-4)
     ref.add_argument("--batch", type=int, default=16)
     ref.add_argument("--sample-share", type=float, default=0.5, help="fraction of each batch from the sampled pairs, in [0, 1)")
+    ref.add_argument("--guidance-scale", type=float, default=None, help="guidance of the samples, 0-30 (default: the model's own, as a render)")
     ref.add_argument("--threads", type=int, default=2)
     exp = sub.add_parser("export", help="write a trained run as a pipeline folder")
     exp.add_argument("--run", type=Path, default=Path("runs/toy"))
@@ -555,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
             f"--sample-share: must be in [0, 1) (got {args.sample_share})" if not 0.0 <= args.sample_share < 1.0 else "",
             f"--clips: must be >= 1 (got {args.clips})" if args.clips < 1 else "",
             f"--steps: must be >= 1 (got {args.steps})" if args.steps < 1 else "",
+            f"--guidance-scale: must be in [0, 30] (got {args.guidance_scale})" if args.guidance_scale is not None and not 0.0 <= args.guidance_scale <= 30.0 else "",
         ]
         if any(problems):
             print(f"error: {next(p for p in problems if p)}", file=sys.stderr)
@@ -562,7 +564,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         pipe = load_pipeline(args.model)
         pipe.set_progress_bar_config(disable=True)
-        pairs = sample_pairs(pipe, args.run / "sample_pairs.pt", clips=args.clips)
+        try:
+            pairs = sample_pairs(pipe, args.run / "sample_pairs.pt", clips=args.clips, guidance_scale=args.guidance_scale)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         source = "vae_decoder" if (args.run / "vae_decoder" / "config.json").exists() else "vae"  # stage 5 is optional
         print(train_decoder(args.run, steps=args.steps, lr=args.lr, batch=args.batch, stage="refine", source=source, pairs=pairs, sample_share=args.sample_share))
         return 0

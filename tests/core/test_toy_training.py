@@ -95,6 +95,11 @@ def test_sample_pairs_caches_the_shipped_models_samples_beside_drawn_frames_and_
     assert not torch.equal(second["frames"][1], second["frames"][0])
     latents, frames, backgrounds = pair_batch(second, np.random.default_rng(0), 5)
     assert latents.shape == (5, channels, 8, 8) and frames.shape == (5, 64, 64, 3) and len(backgrounds) == 5
+    # The samples are drawn at the guidance a render of this model uses, and a cache is not mixed.
+    assert second["guidance_scale"] == toy_pipe.config.default_guidance_scale
+    with pytest.raises(ValueError, match="sampled at guidance_scale 2.5, not 4.0"):
+        sample_pairs(toy_pipe, path, clips=3, num_frames=4, num_inference_steps=10, guidance_scale=4.0)
+    assert len(torch.load(path, weights_only=False)["latents"]) == 2
 
 
 def test_refine_stage_learns_to_decode_sampled_latents_into_drawn_frames(tmp_path):
@@ -131,6 +136,7 @@ def test_refine_stage_learns_to_decode_sampled_latents_into_drawn_frames(tmp_pat
     (["--clips", "0"], "error: --clips: must be >= 1 (got 0)"),
     (["--sample-share", "1"], "error: --sample-share: must be in [0, 1) (got 1.0)"),
     (["--steps", "-5"], "error: --steps: must be >= 1 (got -5)"),
+    (["--guidance-scale", "31"], "error: --guidance-scale: must be in [0, 30] (got 31.0)"),
 ])
 def test_refine_command_rejects_bad_options_before_loading_anything(tmp_path, capsys, argv, message):
     from core.train import main
