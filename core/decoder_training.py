@@ -19,6 +19,13 @@ minimises L1 + MSE weighted ``foreground_weight`` times on shape pixels. Checkpo
 ``run/decoder_ckpt.pt`` (resumable); the finished autoencoder is saved to ``run/vae_decoder`` and
 :func:`core.train.export` prefers it over ``run/vae``.
 
+With ``colour_mix_share`` (``--colour-mix-share``) a share of each batch is mixed part of the way
+toward a neighbouring palette colour (:func:`colour_mix_batch`): the latents of a clip whose shapes
+are recoloured to their nearest colours in latent space (red <-> orange, white -> pink), blended
+less than half way in, decode to the clip as drawn. The denoiser lands between near colours more
+often than the isotropic noise above reaches, and a decoder that draws such latents as the
+in-between colour leaves the detector to pick the wrong palette entry.
+
 Stage 6 (``refine``) goes on from ``run/vae_decoder`` with a second kind of pair. The denoiser's
 samples are never exactly an encoding: after 25 sampling steps an object's latent can sit between
 two palette colours (decoded as a two-tone blob that the detector splits in two) and the corner
@@ -175,6 +182,77 @@ def pair_batch(pairs: dict, rng: np.random.Generator, batch: int) -> tuple[torch
     return latents, pairs["frames"][c, f].numpy(), [pairs["backgrounds"][i] for i in c]
 
 
+def palette_neighbours(vae, *, k: int = 2) -> dict[str, dict[str, list[str]]]:
+    """For each background and palette colour, the ``k`` colours whose encodings lie nearest.
+
+    Distances are the L2 distances of :func:`core.graph_training.palette_latents` (flat squares of
+    each colour on each background, encoded by ``vae``), per background: on the ocean white's
+    nearest is pink, orange's is red.
+
+    Returns:
+        ``{background: {colour: [nearest colour, ...]}}`` over ``core.toyworld`` names.
+
+    Raises:
+        ValueError: ``k`` not in [1, number of colours - 1].
+    """
+    from core.graph_training import palette_latents
+    from core.toyworld import BACKGROUNDS, COLORS
+
+    names = list(COLORS)
+    if not 1 <= k < len(names):
+        raise ValueError(f"k: must be in [1, {len(names) - 1}] (got {k})")
+    codes = palette_latents(vae, 1.0)  # (backgrounds, colours, C)
+    out = {}
+    for b, background in enumerate(BACKGROUNDS):
+        distance = torch.cdist(codes[b], codes[b]).fill_diagonal_(float("inf"))
+        out[background] = {name: [names[j] for j in distance[i].argsort()[:k].tolist()] for i, name in enumerate(names)}
+    return out
+
+
+def colour_mix_batch(
+    rng: np.random.Generator, vae, batch: int, neighbours: dict[str, dict[str, list[str]]], mix_max: float
+) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+    """``batch`` latents part of the way to a neighbouring colour, with the frame they should decode to.
+
+    Each item is a one-frame toy clip drawn twice: as sampled (frame ``a``) and with every shape
+    recoloured to one of its colour's :func:`palette_neighbours` on that background (frame ``b``;
+    red -> orange, white -> pink). Its latents are ``z_a + t (z_b - z_a)`` with ``t ~ U(0,
+    mix_max)`` and its target is ``a``: a latent nearer to ``a``'s encoding than to ``b``'s decodes
+    to ``a``'s colours. The denoiser's samples often land between two near palette colours
+    (the orange diamond of dev video 004 sits 0.2-0.4 of the way to red); a decoder trained only
+    on encodings plus isotropic noise draws such latents as the in-between colour, which the
+    detector then reads as the wrong one.
+
+    Args:
+        vae: the autoencoder (its encoder is used under ``no_grad``).
+        mix_max: the largest ``t``, in [0, 0.5) so that the target stays the nearer colour.
+
+    Returns:
+        (latents (batch, C, h, w) float32 unscaled posterior means, frames ``a`` (batch, 64, 64, 3)
+        uint8, background names).
+    """
+    from dataclasses import replace
+
+    from core.toyworld import ToyObject
+
+    frames, recoloured, backgrounds = [], [], []
+    for _ in range(batch):
+        clip = sample_clip(rng, num_frames=1)
+        objects = [ToyObject(t.kind, t.colors[0], t.boxes[0]) for t in clip.tracks]
+        swapped = [replace(o, color=str(rng.choice(neighbours[clip.background][o.color]))) for o in objects]
+        frames.append(clip.frames[0])
+        recoloured.append(render_frame(clip.background, swapped))
+        backgrounds.append(clip.background)
+    frames = np.stack(frames)
+    with torch.no_grad():
+        from core.train import _frames_to_tensor
+
+        codes = vae.encode(_frames_to_tensor(np.concatenate([frames, np.stack(recoloured)]))).latent_dist.mean
+    a, b = codes[:batch], codes[batch:]
+    t = torch.from_numpy(rng.uniform(0.0, mix_max, size=(batch, 1, 1, 1))).float()
+    return a + t * (b - a), frames, backgrounds
+
+
 def train_decoder(
     run: Path,
     *,
@@ -190,6 +268,8 @@ def train_decoder(
     source: str = "vae",
     pairs: dict | None = None,
     sample_share: float = 0.5,
+    colour_mix_share: float = 0.0,
+    colour_mix_max: float = 0.45,
 ) -> Path:
     """Fine-tune the decoder of ``run/<source>`` and save the result to ``run/vae_<stage>``.
 
@@ -206,17 +286,31 @@ def train_decoder(
         source: the autoencoder folder under ``run`` to start from.
         pairs: :func:`sample_pairs`' cache; None trains on encodings only.
         sample_share: fraction (0-1) of each batch taken from ``pairs`` when given.
+        colour_mix_share: fraction (0-1) of each batch taken from :func:`colour_mix_batch`
+            (latents part of the way to a neighbouring palette colour); 0 turns it off.
+        colour_mix_max: the largest mixing ``t`` of those items, in [0, 0.5).
 
     Returns:
         The saved autoencoder folder.
 
     Raises:
         FileNotFoundError: ``run/<source>`` does not exist.
+        ValueError: a share outside [0, 1], the shares summing past 1, or ``colour_mix_max`` outside
+            [0, 0.5) (the message names the argument).
     """
     from diffusers import AutoencoderKL
 
     from core.train import _atomic_save, _foreground_weight_frames, _frames_to_tensor
 
+    problems = [
+        f"sample_share: must be in [0, 1] (got {sample_share})" if not 0.0 <= sample_share <= 1.0 else "",
+        f"colour_mix_share: must be in [0, 1] (got {colour_mix_share})" if not 0.0 <= colour_mix_share <= 1.0 else "",
+        f"colour_mix_max: must be in [0, 0.5) (got {colour_mix_max})" if not 0.0 <= colour_mix_max < 0.5 else "",
+        f"colour_mix_share: with sample_share {sample_share} it must be <= {1 - sample_share:g} (got {colour_mix_share})"
+        if pairs is not None and sample_share + colour_mix_share > 1.0 else "",
+    ]
+    if any(problems):
+        raise ValueError(next(p for p in problems if p))
     if not (run / source / "config.json").exists():
         raise FileNotFoundError(f"{run / source}: train the earlier stages first (python -m core.train toy, then decoder)")
     vae = AutoencoderKL.from_pretrained(run / source)
@@ -241,11 +335,19 @@ def train_decoder(
     log = open(run / f"{stage}_loss.csv", "a", newline="")
     writer = csv.writer(log)
     sampled = round(batch * sample_share) if pairs is not None else 0
+    mixed = min(round(batch * colour_mix_share), batch - sampled)
+    neighbours = palette_neighbours(vae) if mixed else None
     bar = tqdm(total=steps, initial=step, desc=stage, file=sys.stdout, mininterval=10)
     while step < steps:
-        frames, backgrounds = decoder_batch(rng, batch - sampled, empty_share)
+        parts = []  # (latents, frames, backgrounds) per kind of item
         with torch.no_grad():
-            latents = vae.encode(_frames_to_tensor(frames)).latent_dist.mean
+            if batch - sampled - mixed:
+                frames, backgrounds = decoder_batch(rng, batch - sampled - mixed, empty_share)
+                parts.append((vae.encode(_frames_to_tensor(frames)).latent_dist.mean, frames, backgrounds))
+            if mixed:
+                parts.append(colour_mix_batch(rng, vae, mixed, neighbours, colour_mix_max))
+            latents = torch.cat([p[0] for p in parts])
+            frames, backgrounds = np.concatenate([p[1] for p in parts]), [b for p in parts for b in p[2]]
             scale = torch.rand(latents.shape[0], 1, 1, 1, generator=generator) * latent_noise * latents.std()
             latents = latents + scale * torch.randn(latents.shape, generator=generator)
         if sampled:

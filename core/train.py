@@ -504,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     dec.add_argument("--batch", type=int, default=16)
     dec.add_argument("--foreground-weight", type=float, default=4.0)
     dec.add_argument("--latent-noise", type=float, default=0.1, help="largest latent perturbation, times the latents' std")
+    dec.add_argument("--colour-mix-share", type=float, default=0.0, help="fraction of each batch mixed part way to a neighbouring palette colour, in [0, 1]")
+    dec.add_argument("--colour-mix-max", type=float, default=0.45, help="largest share of the neighbouring colour's latents, in [0, 0.5)")
     dec.add_argument("--threads", type=int, default=2)
     ref = sub.add_parser("refine", help="stage 6: teach the decoder the denoiser's own samples (after stage 5)")
     ref.add_argument("--run", type=Path, default=Path("runs/toy"))
@@ -546,7 +548,19 @@ def main(argv: list[str] | None = None) -> int:
         from core.decoder_training import train_decoder
 
         torch.set_num_threads(args.threads)
-        print(train_decoder(args.run, steps=args.steps, lr=args.lr, batch=args.batch, foreground_weight=args.foreground_weight, latent_noise=args.latent_noise))
+        try:
+            out = train_decoder(
+                args.run, steps=args.steps, lr=args.lr, batch=args.batch, foreground_weight=args.foreground_weight, latent_noise=args.latent_noise,
+                colour_mix_share=args.colour_mix_share, colour_mix_max=args.colour_mix_max,
+            )
+        except FileNotFoundError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except ValueError as error:  # "colour_mix_share: ..." -> "--colour-mix-share: ..."
+            name, _, reason = str(error).partition(": ")
+            print(f"error: --{name.replace('_', '-')}: {reason}", file=sys.stderr)
+            return 2
+        print(out)
         return 0
     if args.command == "refine":
         from core.decoder_training import sample_pairs, train_decoder

@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from core.decoder_training import clip_conditioning, decoder_batch, pair_batch, sample_pairs, train_decoder
+from core.decoder_training import clip_conditioning, colour_mix_batch, decoder_batch, palette_neighbours, pair_batch, sample_pairs, train_decoder
 from core.models.toy import build_toy_vae
 from core.toyworld import BACKGROUNDS, sample_clip
 from core.train import box_loss_weights
@@ -130,6 +130,65 @@ def test_refine_stage_learns_to_decode_sampled_latents_into_drawn_frames(tmp_pat
     for name, value in before.state_dict().items():
         if name.startswith(("encoder.", "quant_conv.")):
             assert torch.equal(value, after.state_dict()[name]), name
+
+
+def test_palette_neighbours_of_the_shipped_autoencoder_pair_the_colours_it_confuses():
+    from core.render import DEFAULT_MODEL as TOY_MODEL
+    from core.toyworld import COLORS
+
+    vae = AutoencoderKL.from_pretrained(TOY_MODEL / "vae").float().eval()
+    neighbours = palette_neighbours(vae, k=2)
+    assert set(neighbours) == set(BACKGROUNDS)
+    for background, table in neighbours.items():
+        assert set(table) == set(COLORS)
+        assert all(len(near) == 2 and colour not in near and set(near) <= set(COLORS) for colour, near in table.items())
+        assert table["white"][0] == "pink", background  # the pink rings of benchmarks/vae_ceiling.py
+    assert "red" in neighbours["ocean"]["orange"] and neighbours["ocean"]["red"][0] == "orange"
+    with pytest.raises(ValueError, match=r"k: must be in \[1, 7\] \(got 8\)"):
+        palette_neighbours(vae, k=8)
+
+
+def test_colour_mix_latents_start_at_the_frames_encoding_and_move_toward_a_neighbouring_colour():
+    from core.toyworld import COLORS
+
+    torch.manual_seed(0)
+    vae = build_toy_vae(latent_channels=4).eval()
+    neighbours = {b: {c: ["red" if c != "red" else "orange"] for c in COLORS} for b in BACKGROUNDS}
+
+    def encode(frames):
+        with torch.no_grad():
+            return vae.encode(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1).latent_dist.mean
+
+    latents, frames, backgrounds = colour_mix_batch(np.random.default_rng(0), vae, 6, neighbours, mix_max=0.0)
+    assert latents.shape == (6, 4, 8, 8) and frames.shape == (6, 64, 64, 3) and frames.dtype == np.uint8 and len(backgrounds) == 6
+    torch.testing.assert_close(latents, encode(frames))  # t = 0: the target frame's own encoding
+    mixed, same_frames, _ = colour_mix_batch(np.random.default_rng(0), vae, 6, neighbours, mix_max=0.45)
+    assert np.array_equal(same_frames, frames)  # the target stays the frame as sampled
+    assert (mixed - latents).flatten(1).norm(dim=1).min() > 0  # every item moved toward its recoloured twin
+
+
+def test_decoder_stage_trains_on_colour_mixed_items_alone_and_rejects_bad_shares(tmp_path):
+    torch.manual_seed(0)
+    build_toy_vae(latent_channels=4).save_pretrained(tmp_path / "vae")
+    out = train_decoder(tmp_path, steps=2, batch=4, colour_mix_share=1.0)
+    assert (out / "config.json").exists() and (tmp_path / "decoder_loss.csv").read_text().count("\n") == 2
+    with pytest.raises(ValueError, match=r"colour_mix_max: must be in \[0, 0.5\) \(got 0.5\)"):
+        train_decoder(tmp_path, steps=2, colour_mix_share=0.5, colour_mix_max=0.5)
+    pairs = {"latents": torch.zeros(1, 4, 2, 8, 8), "frames": torch.zeros(1, 2, 64, 64, 3, dtype=torch.uint8), "backgrounds": ["sky"]}
+    with pytest.raises(ValueError, match="colour_mix_share: with sample_share 0.75 it must be <= 0.25"):
+        train_decoder(tmp_path, steps=2, stage="refine", pairs=pairs, sample_share=0.75, colour_mix_share=0.5)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--colour-mix-max", "0.5"], "error: --colour-mix-max: must be in [0, 0.5) (got 0.5)"),
+    (["--colour-mix-share", "-0.1"], "error: --colour-mix-share: must be in [0, 1] (got -0.1)"),
+])
+def test_decoder_command_rejects_bad_colour_mix_options_before_writing_anything(tmp_path, capsys, argv, message):
+    from core.train import main
+
+    assert main(["decoder", "--run", str(tmp_path), "--steps", "1", *argv]) == 2
+    assert capsys.readouterr().err.strip() == message
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(("argv", "message"), [
