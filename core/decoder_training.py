@@ -303,6 +303,8 @@ def train_decoder(
     from core.train import _atomic_save, _foreground_weight_frames, _frames_to_tensor
 
     problems = [
+        f"empty_share: must be in [0, 1] (got {empty_share})" if not 0.0 <= empty_share <= 1.0 else "",
+        f"latent_noise: must be in [0, 1] (got {latent_noise})" if not 0.0 <= latent_noise <= 1.0 else "",
         f"sample_share: must be in [0, 1] (got {sample_share})" if not 0.0 <= sample_share <= 1.0 else "",
         f"colour_mix_share: must be in [0, 1] (got {colour_mix_share})" if not 0.0 <= colour_mix_share <= 1.0 else "",
         f"colour_mix_max: must be in [0, 0.5) (got {colour_mix_max})" if not 0.0 <= colour_mix_max < 0.5 else "",

@@ -504,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     dec.add_argument("--batch", type=int, default=16)
     dec.add_argument("--foreground-weight", type=float, default=4.0)
     dec.add_argument("--latent-noise", type=float, default=0.1, help="largest latent perturbation, times the latents' std")
+    dec.add_argument("--empty-share", type=float, default=0.1, help="probability that a plain frame is replaced by its empty background, in [0, 1]")
     dec.add_argument("--colour-mix-share", type=float, default=0.0, help="fraction of each batch mixed part way to a neighbouring palette colour, in [0, 1]")
     dec.add_argument("--colour-mix-max", type=float, default=0.45, help="largest share of the neighbouring colour's latents, in [0, 0.5)")
     dec.add_argument("--threads", type=int, default=2)
@@ -551,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             out = train_decoder(
                 args.run, steps=args.steps, lr=args.lr, batch=args.batch, foreground_weight=args.foreground_weight, latent_noise=args.latent_noise,
-                colour_mix_share=args.colour_mix_share, colour_mix_max=args.colour_mix_max,
+                empty_share=args.empty_share, colour_mix_share=args.colour_mix_share, colour_mix_max=args.colour_mix_max,
             )
         except FileNotFoundError as error:
             print(f"error: {error}", file=sys.stderr)

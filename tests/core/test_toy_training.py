@@ -182,8 +182,10 @@ def test_decoder_stage_trains_on_colour_mixed_items_alone_and_rejects_bad_shares
 @pytest.mark.parametrize(("argv", "message"), [
     (["--colour-mix-max", "0.5"], "error: --colour-mix-max: must be in [0, 0.5) (got 0.5)"),
     (["--colour-mix-share", "-0.1"], "error: --colour-mix-share: must be in [0, 1] (got -0.1)"),
+    (["--empty-share", "2"], "error: --empty-share: must be in [0, 1] (got 2.0)"),
+    (["--latent-noise", "1.5"], "error: --latent-noise: must be in [0, 1] (got 1.5)"),
 ])
-def test_decoder_command_rejects_bad_colour_mix_options_before_writing_anything(tmp_path, capsys, argv, message):
+def test_decoder_command_rejects_bad_options_before_writing_anything(tmp_path, capsys, argv, message):
     from core.train import main
 
     assert main(["decoder", "--run", str(tmp_path), "--steps", "1", *argv]) == 2
