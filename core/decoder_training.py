@@ -219,7 +219,8 @@ def colour_mix_batch(
     red -> orange, white -> pink). Its latents are ``z_a + t (z_b - z_a)`` with ``t ~ U(0,
     mix_max)`` and its target is ``a``: a latent nearer to ``a``'s encoding than to ``b``'s decodes
     to ``a``'s colours. The denoiser's samples often land between two near palette colours
-    (the orange diamond of dev video 004 sits 0.2-0.4 of the way to red); a decoder trained only
+    (projected on the orange -> red axis, the orange diamond of dev video 004 sits up to 0.46 of
+    the way to red); a decoder trained only
     on encodings plus isotropic noise draws such latents as the in-between colour, which the
     detector then reads as the wrong one.
 
@@ -234,6 +235,7 @@ def colour_mix_batch(
     from dataclasses import replace
 
     from core.toyworld import ToyObject
+    from core.train import _frames_to_tensor
 
     frames, recoloured, backgrounds = [], [], []
     for _ in range(batch):
@@ -245,8 +247,6 @@ def colour_mix_batch(
         backgrounds.append(clip.background)
     frames = np.stack(frames)
     with torch.no_grad():
-        from core.train import _frames_to_tensor
-
         codes = vae.encode(_frames_to_tensor(np.concatenate([frames, np.stack(recoloured)]))).latent_dist.mean
     a, b = codes[:batch], codes[batch:]
     t = torch.from_numpy(rng.uniform(0.0, mix_max, size=(batch, 1, 1, 1))).float()
@@ -295,8 +295,8 @@ def train_decoder(
 
     Raises:
         FileNotFoundError: ``run/<source>`` does not exist.
-        ValueError: a share outside [0, 1], the shares summing past 1, or ``colour_mix_max`` outside
-            [0, 0.5) (the message names the argument).
+        ValueError: a share or ``latent_noise`` outside [0, 1], the shares summing past 1, or
+            ``colour_mix_max`` outside [0, 0.5) (the message names the argument).
     """
     from diffusers import AutoencoderKL
 
