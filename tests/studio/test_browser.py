@@ -1,9 +1,15 @@
 """The studio in a real browser: Debian's Chromium driven by Playwright, the app in this process.
 
-Screenshots of each panel go to docs/screenshots/ (the README shows them).
+Each test saves a screenshot of the panel it drives. They go to a temporary folder, so a test run
+never touches tracked files. To refresh the README's images, name the folder explicitly:
+
+    STUDIO_SCREENSHOTS=docs/screenshots .venv/bin/python -m pytest -q tests/studio/test_browser.py
+
+(a relative path is taken from the repository root).
 """
 
 import json
+import os
 import shutil
 import socket
 import time
@@ -20,7 +26,6 @@ from studio.app import serve  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SHOTS = ROOT / "docs" / "screenshots"
 PROMPT = "A red ball rolls from left to right across the grass, then a blue star falls from the sky."
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -100,12 +105,26 @@ def wait_text(page, selector, text, timeout=30.0):
     wait_for(lambda: text in page.inner_text(selector), timeout=timeout, what=f"{text!r} in {selector}")
 
 
-def shot(page, selector_or_none, name):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    if selector_or_none is None:
-        page.screenshot(path=SHOTS / name, full_page=True)
-    else:
-        page.locator(selector_or_none).screenshot(path=SHOTS / name)
+@pytest.fixture(scope="module")
+def shots_dir(tmp_path_factory) -> Path:
+    """Where screenshots go: $STUDIO_SCREENSHOTS when set (opt-in refresh of the README's images), else a temporary folder."""
+    named = os.environ.get("STUDIO_SCREENSHOTS")
+    folder = ROOT / named if named else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def shot(shots_dir):
+    """``shot(page, selector, name)`` saves the element matching ``selector`` (the whole page for None) as ``name``."""
+
+    def save(page, selector_or_none, name):
+        if selector_or_none is None:
+            page.screenshot(path=shots_dir / name, full_page=True)
+        else:
+            page.locator(selector_or_none).screenshot(path=shots_dir / name)
+
+    return save
 
 
 def edit_cell(page, table, cell, text):
@@ -129,7 +148,7 @@ def canvas_box(page):
     return canvas, canvas.bounding_box()
 
 
-def test_generate_plan_from_prompt(page, server):
+def test_generate_plan_from_prompt(page, server, shot):
     generate(page, server)
     plan = current_plan(server)
     assert {e["kind"] for e in plan["entities"]} == {"ball", "star"}
@@ -137,7 +156,7 @@ def test_generate_plan_from_prompt(page, server):
     shot(page, None, "studio.png")
 
 
-def test_drag_box_on_frame_0_becomes_keyframe_in_export(page, server):
+def test_drag_box_on_frame_0_becomes_keyframe_in_export(page, server, shot):
     generate(page, server, "A red ball rolls from left to right across the grass.")
     before = current_plan(server)["scenes"][0]["keyframes"][0]["boxes"]["e1"]
     drag_tool = page.locator("#box-editor button[title*='Drag']")
@@ -189,7 +208,7 @@ def test_frame_slider_moves_the_interpolated_box(page, server):
     assert red_box_x(page) > x0 + 20  # the ball's box moved right on the canvas
 
 
-def test_editing_an_event_changes_the_timeline(page, server):
+def test_editing_an_event_changes_the_timeline(page, server, shot):
     generate(page, server, "A red ball rolls from left to right across the grass.")
     edit_cell(page, "#events-table", "cell-0-1", "bounces")
     wait_for(lambda: current_plan(server)["scenes"][0]["events"][0]["predicate"] == "bounces", what="the edited event")
@@ -198,7 +217,7 @@ def test_editing_an_event_changes_the_timeline(page, server):
     shot(page, "#timeline", "timeline.png")
 
 
-def test_invalid_edit_shows_message_and_keeps_plan(page, server):
+def test_invalid_edit_shows_message_and_keeps_plan(page, server, shot):
     generate(page, server, "A red ball rolls from left to right across the grass.")
     edit_cell(page, "#scenes-table", "cell-0-3", "100")
     page.wait_for_selector("#scenes-message:has-text('num_frames: must be <= 64')")
@@ -218,7 +237,7 @@ def test_reload_keeps_the_last_edit_and_restart_reopens_it(page, server, browser
 
 
 @pytest.mark.skipif(not (DEFAULT_MODEL / "model_index.json").exists(), reason="shipped model missing")
-def test_render_progress_download_and_cancel(page, server):
+def test_render_progress_download_and_cancel(page, server, shot):
     generate(page, server, "A red ball rolls from left to right across the grass.")
     # The guidance slider starts at the model's own default (model_index.json), not a generic one.
     assert float(page.locator("#guidance input[type='number']").input_value()) == recommended_guidance_scale(DEFAULT_MODEL)
