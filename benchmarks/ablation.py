@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/ablation.py [--model DIR] [--out eval] [PROMPTS.jsonl ...]
 
 Runs ``launch.py eval``'s pipeline (core.evaluate.run_eval) for the variants full, no-graph,
-no-layout and training-free on each prompt file (default: ../shared/prompts/toyworld_dev.jsonl and
+no-layout and training-free on each prompt file (default: assets/eval/toyworld_dev.jsonl and
 assets/eval/toyworld_heldout.jsonl), writes each run under ``--out/<file>/<variant>/`` and prints a
 markdown table of the metrics.
 """
@@ -25,7 +25,7 @@ def main() -> None:
     from core.render import load_pipeline, recommended_guidance_scale
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("prompts", nargs="*", type=Path, default=[ROOT.parent / "shared" / "prompts" / "toyworld_dev.jsonl", ROOT / "assets" / "eval" / "toyworld_heldout.jsonl"])
+    parser.add_argument("prompts", nargs="*", type=Path, default=[ROOT / "assets" / "eval" / "toyworld_dev.jsonl", ROOT / "assets" / "eval" / "toyworld_heldout.jsonl"])
     parser.add_argument("--model", default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "eval")
     parser.add_argument("--steps", type=int, default=25)

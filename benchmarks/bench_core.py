@@ -41,14 +41,13 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
 def main() -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from core.plan import parse_plan
     from core.planner.rules import load_parser, plan_with_rules
     from core.render import RenderSettings, load_pipeline, recommended_guidance_scale, render_scene
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=None)
     parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--prompts", type=Path, default=ROOT.parent / "shared" / "prompts" / "toyworld_dev.jsonl")
+    parser.add_argument("--prompts", type=Path, default=ROOT / "assets" / "eval" / "toyworld_dev.jsonl")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the layout-control renders (>= 1)")
     args = parser.parse_args()
     if args.rounds < 1:

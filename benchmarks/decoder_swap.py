@@ -58,7 +58,7 @@ def main() -> None:
     from core.render import DEFAULT_MODEL, load_pipeline
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("prompts", nargs="*", type=Path, default=[ROOT.parent / "shared" / "prompts" / "toyworld_dev.jsonl", ROOT / "assets" / "eval" / "toyworld_heldout.jsonl"])
+    parser.add_argument("prompts", nargs="*", type=Path, default=[ROOT / "assets" / "eval" / "toyworld_dev.jsonl", ROOT / "assets" / "eval" / "toyworld_heldout.jsonl"])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--vae", nargs="+", type=Path, required=True, help="autoencoder folders that share the model's encoder")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])

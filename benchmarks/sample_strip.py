@@ -26,7 +26,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=None)
-    parser.add_argument("--prompts", type=Path, default=ROOT.parent / "shared" / "prompts" / "toyworld_dev.jsonl")
+    parser.add_argument("--prompts", type=Path, default=ROOT / "assets" / "eval" / "toyworld_dev.jsonl")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--limit", type=int, default=6)
     parser.add_argument("--steps", type=int, default=25)

@@ -1,4 +1,4 @@
-"""Score a plan against the ``checks`` of a prompt file line (``../shared/prompts/*.jsonl``).
+"""Score a plan against the ``checks`` of a prompt file line (``assets/eval/*.jsonl``).
 
 Each check is a dict with a ``type``. Times are global: scene index first, then frame. Box centres
 come from interpolated boxes (:func:`core.plan.interpolate_boxes`). Supported types:

@@ -8,4 +8,4 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-SHARED = ROOT.parent / "shared"
+EVAL_PROMPTS = ROOT / "assets" / "eval"  # prompt files shipped with the repository (JSON lines with "prompt" and "checks")

@@ -12,7 +12,7 @@ from core.evaluate import METRIC_KEYS, aggregate, average_precision, score_video
 from core.plan import interpolate_boxes, parse_plan
 from core.render import recommended_guidance_scale
 from core.toyworld import ToyObject, render_frame
-from tests.conftest import ROOT
+from tests.conftest import EVAL_PROMPTS
 
 
 def rolling_ball(color_change_at=None):
@@ -84,7 +84,7 @@ def test_average_precision_on_a_hand_made_ranking():
 
 def test_eval_command_on_two_prompts(tmp_path, capsys):
     out = tmp_path / "eval"
-    prompts = ROOT.parent / "shared" / "prompts" / "toyworld_dev.jsonl"
+    prompts = EVAL_PROMPTS / "toyworld_dev.jsonl"
     assert cli_main(["eval", str(prompts), "--out", str(out), "--limit", "2", "--steps", "4"]) == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["videos"] == 2 and metrics["variant"] == "full"

@@ -6,11 +6,11 @@ import pytest
 from core.checks import check_plan
 from core.plan import PlanValidationError
 from core.planner.rules import load_parser, plan_with_rules
-from tests.conftest import SHARED
+from tests.conftest import EVAL_PROMPTS
 
 
 def dev_prompts(name):
-    return [json.loads(line) for line in (SHARED / "prompts" / name).read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in (EVAL_PROMPTS / name).read_text().splitlines() if line.strip()]
 
 
 @pytest.mark.parametrize("item", dev_prompts("toyworld_dev.jsonl"), ids=lambda d: d["prompt"][:40])
