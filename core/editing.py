@@ -45,13 +45,6 @@ def set_keyframe(plan: VideoPlan, scene_index: int, frame: int, boxes: dict[str,
     return parse_plan(data)
 
 
-def move_box(plan: VideoPlan, scene_index: int, frame: int, entity_id: str, box: list[float]) -> VideoPlan:
-    """Set one entity's box at ``frame``, making it a keyframe that keeps the other boxes there."""
-    boxes = frame_boxes(plan, scene_index, frame)
-    boxes[entity_id] = box
-    return set_keyframe(plan, scene_index, frame, boxes)
-
-
 def set_absent(plan: VideoPlan, scene_index: int, frame: int, entity_id: str) -> VideoPlan:
     """Take an entity off screen at ``frame`` (a keyframe without its box)."""
     boxes = frame_boxes(plan, scene_index, frame)

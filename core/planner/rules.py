@@ -11,7 +11,7 @@ No LLM. It stands in for VideoDirectorGPT's planning steps and Dysen-VDM's actio
 3. Entities: noun phrases with their colour, size and count ("two red squares" is two entities);
    pronouns and "the same X" refer back, so one entity keeps one id across scenes.
 4. Layout: position words (left, right, top, bottom, center, above, below, next to, between) place
-   the first keyframe; motion words (directions, toward/away, fall, rise, roll, slide, fly, drift,
+   the first keyframe; motion words (directions, toward, fall, rise, roll, slide, fly, drift,
    jump, grow, shrink, appear, disappear, turn <colour>) move the box during the clause's slot.
 
 spaCy's small model misparses some verbs as nouns ("rolls", "slides"); the word lists catch those.
@@ -80,7 +80,6 @@ class Clause:
     place: tuple[float | None, float | None] | None = None  # "on the left", static position
     direction: tuple[int, int] | None = None  # "up", "to the left" as a direction
     toward: str | None = None  # "each other", or an entity mention's head
-    away_from: str | None = None
     relation: tuple[str, list[Mention | str]] | None = None  # ("above", [mention]) or ("between", ["them"])
     background: str | None = None
 
@@ -335,14 +334,10 @@ def _analyse(clause: Clause) -> None:
             clause.direction = (1, 0)
     if re.search(r"\btowards? each other\b", text):
         clause.toward = "each other"
-    elif re.search(r"\baway from each other\b", text):
-        clause.away_from = "each other"
-    else:
+    elif not re.search(r"\baway from each other\b", text):  # moving apart has no single target
         for prep, m in clause.objects:
             if prep in ("toward", "towards"):
                 clause.toward = m.head
-            if prep == "from" and re.search(rf"\baway from (?:the |a )?[\w ]*{re.escape(m.head)}", text):
-                clause.away_from = m.head
     for relation in ("above", "below", "under", "over", "beneath", "onto", "next to", "beside", "between"):
         match = re.search(rf"\b{relation}\b", text)
         if not match:
@@ -384,7 +379,6 @@ class Track:
     waypoints: dict[int, list[float] | None] = field(default_factory=dict)
     placed: bool = False
     goal_between: float | None = None  # x centre to reach ("rolls between them")
-    gone: bool = False
 
     def box(self, scale: float = 1.0) -> list[float]:
         w, h = self.size[0] * scale, self.size[1] * scale
@@ -658,7 +652,6 @@ class _Builder:
             track.waypoints[at] = before
             track.waypoints[min(at + 1, self.num_frames - 1)] = None
             track.waypoints[self.num_frames - 1] = None
-            track.gone = True
             return
         if verb in lx.GROW_VERBS or verb in lx.SHRINK_VERBS:
             grow = verb in lx.GROW_VERBS

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from core.detect import box_iou, detect, frame_background
-from core.toyworld import BACKGROUNDS, COLORS, KINDS, ToyObject, render_frame
+from core.toyworld import BACKGROUNDS, COLORS, ToyObject, render_frame
 
 BOX = (0.125, 0.25, 0.5, 0.625)  # on the 64-pixel grid: columns 8-32, rows 16-40
 
