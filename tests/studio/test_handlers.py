@@ -7,10 +7,20 @@ import pytest
 from core.workspace import Workspace
 from studio.app import auth_pair, parse_args
 from studio.handlers import Handlers
-from studio.views import SKETCH_SIZE
+from studio.views import GRAPH_VIEWS, SKETCH_SIZE, VIEW_COUNT
 
 PROMPT = "A red ball rolls from left to right across the grass."
-# Output order: session, message, plan json, scenes, entities, scene, frame, boxes, status, entity, graph, events, timeline
+
+# What a view handler returns, in order: [session, message, *studio.views.all_views(...)]; the
+# names are those of the output components in studio/app.py.
+OUTPUTS = ("session", "message", "plan_json", "scenes", "entities", "scene", "frame", "boxes", "status", "entity", "graph", "events", "timeline")
+NO_CHANGE = {"__type__": "update"}  # gr.update() with nothing in it
+
+
+def named(out) -> dict:
+    """A view handler's outputs by name (fails if the handler returns a different number of them)."""
+    assert len(OUTPUTS) == 2 + VIEW_COUNT and [OUTPUTS[2 + i] for i in GRAPH_VIEWS] == ["graph", "timeline"]
+    return dict(zip(OUTPUTS, out, strict=True))
 
 
 @pytest.fixture
@@ -18,94 +28,117 @@ def handlers(tmp_path):
     return Handlers(Workspace(tmp_path / "data"))
 
 
-def generate(h):
-    return h.generate({}, PROMPT, "rules", "", "", "", 16)
+def generate(h) -> dict:
+    return named(h.generate({}, PROMPT, "rules", "", "", "", 16))
 
 
-def test_generate_creates_a_project_and_shows_the_plan(handlers):
+def test_generate_opens_a_new_project_and_says_so(handlers):
     out = generate(handlers)
-    session, note, plan_json = out[0], out[1], json.loads(out[2])
-    assert session["project"] == 1 and "New project 1" in note
-    assert plan_json["entities"][0]["attributes"]["color"] == "red"
-    assert out[3] == [["s1", PROMPT, "grass", 16, ""]]
-    assert [b["label"] for b in out[7]["boxes"]] == ["ball"]
-    assert out[7]["image"].shape == (SKETCH_SIZE, SKETCH_SIZE, 3)
-    assert "keyframe" in out[8]
+    assert out["session"]["project"] == 1
+    assert "New project 1" in out["message"]
 
 
-def test_dragging_a_box_makes_a_keyframe_and_a_version(handlers):
-    session = generate(handlers)[0]
-    value = handlers.select(session, 0, 5)[7]
-    assert "interpolated" in handlers.select(session, 0, 5)[8]
-    box = value["boxes"][0]
-    box.update(xmin=10, ymin=20, xmax=74, ymax=84)
-    out = handlers.boxes_changed(session, value, 0, 5)
-    assert "Keyframe saved at frame 5" in out[1]
-    plan = json.loads(out[2])
-    keyframe = next(k for k in plan["scenes"][0]["keyframes"] if k["frame"] == 5)
+def test_generate_shows_the_plan_in_the_panels(handlers):
+    out = generate(handlers)
+    assert json.loads(out["plan_json"])["entities"][0]["attributes"]["color"] == "red"
+    assert out["scenes"] == [["s1", PROMPT, "grass", 16, ""]]
+    assert [b["label"] for b in out["boxes"]["boxes"]] == ["ball"]
+    assert out["boxes"]["image"].shape == (SKETCH_SIZE, SKETCH_SIZE, 3)
+    assert "keyframe" in out["status"]
+
+
+def drag_first_box(handlers, session, frame):
+    """Move the first box of ``frame`` to pixels (10, 20)-(74, 84) of the box editor."""
+    value = named(handlers.select(session, 0, frame))["boxes"]
+    value["boxes"][0].update(xmin=10, ymin=20, xmax=74, ymax=84)
+    return named(handlers.boxes_changed(session, value, 0, frame))
+
+
+def test_dragging_a_box_on_an_interpolated_frame_saves_a_keyframe_there(handlers):
+    session = generate(handlers)["session"]
+    assert "interpolated" in named(handlers.select(session, 0, 5))["status"]
+    out = drag_first_box(handlers, session, 5)
+    assert "Keyframe saved at frame 5" in out["message"]
+    keyframe = next(k for k in json.loads(out["plan_json"])["scenes"][0]["keyframes"] if k["frame"] == 5)
     assert keyframe["boxes"]["e1"] == [round(10 / 256, 4), round(20 / 256, 4), round(74 / 256, 4), round(84 / 256, 4)]
-    assert "keyframe" in out[8] and "interpolated" not in out[8]
-    assert handlers.ws.store.history(session["project"]) == (True, False)
+    assert "keyframe" in out["status"] and "interpolated" not in out["status"]
+
+
+def test_a_dragged_box_can_be_undone(handlers):
+    session = generate(handlers)["session"]
+    drag_first_box(handlers, session, 5)
+    out = named(handlers.undo(session, 0, 5))
+    assert out["message"] == "Undone."
+    assert "interpolated" in out["status"]
+    assert all(k["frame"] != 5 for k in json.loads(out["plan_json"])["scenes"][0]["keyframes"])
 
 
 def test_unchanged_boxes_change_nothing(handlers):
-    session = generate(handlers)[0]
-    value = handlers.select(session, 0, 3)[7]
-    out = handlers.boxes_changed(session, value, 0, 3)
-    assert all(isinstance(o, dict) and o.get("__type__") == "update" and len(o) == 1 for o in out)
-    assert handlers.ws.store.history(session["project"]) == (False, False)
+    session = generate(handlers)["session"]
+    value = named(handlers.select(session, 0, 3))["boxes"]
+    out = named(handlers.boxes_changed(session, value, 0, 3))
+    assert all(view == NO_CHANGE for view in out.values())
+    assert handlers.ws.store.history(session["project"]) == (False, False)  # no new version to undo
 
 
 def test_invalid_edit_shows_the_message_and_keeps_the_plan(handlers):
-    out = generate(handlers)
-    session, before = out[0], out[2]
-    out = handlers.edit_scenes(session, [["s1", PROMPT, "grass", 100]], 0, 0)
-    assert out[1] == "⚠️ scenes[0].num_frames: must be <= 64 (got 100)"
-    assert out[2] == before
-    assert handlers.ws.store.current(session["project"])[1].scenes[0].num_frames == 16
+    before = generate(handlers)
+    out = named(handlers.edit_scenes(before["session"], [["s1", PROMPT, "grass", 100]], 0, 0))
+    assert out["message"] == "⚠️ scenes[0].num_frames: must be <= 64 (got 100)"
+    assert out["plan_json"] == before["plan_json"]
+    assert handlers.ws.store.current(before["session"]["project"])[1].scenes[0].num_frames == 16
 
 
 def test_editing_an_event_updates_table_timeline_and_graph(handlers):
-    session = generate(handlers)[0]
-    out = handlers.edit_events(session, [["e1", "rolls", "grass", 0, 15], ["e1", "turns", "blue", 8, 8]], 0, 10)
-    assert out[11][-1] == ["e1", "turns", "blue", 8, 8]
-    assert any("turns blue" in label for label in out[12].data[0].y)
-    graph_labels = [t for trace in out[10].data for t in (trace.text or [])]
-    assert "blue" in graph_labels
+    session = generate(handlers)["session"]
+    out = named(handlers.edit_events(session, [["e1", "rolls", "grass", 0, 15], ["e1", "turns", "blue", 8, 8]], 0, 10))
+    assert out["events"][-1] == ["e1", "turns", "blue", 8, 8]
+    assert any("turns blue" in label for label in out["timeline"].data[0].y)
+    assert "blue" in [text for trace in out["graph"].data for text in (trace.text or [])]
 
 
-def test_scene_seed_is_editable(handlers):
-    session = generate(handlers)[0]
-    out = handlers.edit_scenes(session, [["s1", PROMPT, "grass", 16, "42"]], 0, 0)
-    assert json.loads(out[2])["scenes"][0]["seed"] == 42
-    out = handlers.edit_scenes(session, [["s1", PROMPT, "grass", 16, "x"]], 0, 0)
-    assert out[1].startswith("⚠️ scenes[0].seed: must be blank or an integer")
+def test_a_scene_seed_typed_in_the_table_is_saved(handlers):
+    session = generate(handlers)["session"]
+    out = named(handlers.edit_scenes(session, [["s1", PROMPT, "grass", 16, "42"]], 0, 0))
+    assert json.loads(out["plan_json"])["scenes"][0]["seed"] == 42
 
 
-def test_undo_redo_walk_versions(handlers):
-    session = generate(handlers)[0]
+def test_a_scene_seed_that_is_not_an_integer_is_refused(handlers):
+    session = generate(handlers)["session"]
+    out = named(handlers.edit_scenes(session, [["s1", PROMPT, "grass", 16, "x"]], 0, 0))
+    assert out["message"].startswith("⚠️ scenes[0].seed: must be blank or an integer")
+
+
+def test_undo_and_redo_walk_the_versions(handlers):
+    session = generate(handlers)["session"]
     handlers.edit_scenes(session, [["s1", "Changed.", "snow", 16]], 0, 0)
-    assert handlers.undo(session, 0, 0)[3][0][2] == "grass"
-    assert handlers.redo(session, 0, 0)[3][0][2] == "snow"
+    assert named(handlers.undo(session, 0, 0))["scenes"][0][2] == "grass"
+    assert named(handlers.redo(session, 0, 0))["scenes"][0][2] == "snow"
 
 
 def test_restart_reopens_the_latest_project(tmp_path):
     first = Handlers(Workspace(tmp_path / "data"))
-    session = generate(first)[0]
+    session = generate(first)["session"]
     first.edit_scenes(session, [["s1", "Edited before restart.", "desert", 16]], 0, 0)
-    restarted = Handlers(Workspace(tmp_path / "data"))
-    out = restarted.load({})
-    assert out[0]["project"] == session["project"]
-    assert out[3][0][1:3] == ["Edited before restart.", "desert"]
+    out = named(Handlers(Workspace(tmp_path / "data")).load({}))
+    assert out["session"]["project"] == session["project"]
+    assert out["scenes"][0][1:3] == ["Edited before restart.", "desert"]
 
 
-def test_import_rejects_big_or_invalid_files(handlers, tmp_path):
-    big = tmp_path / "big.json"
-    big.write_bytes(b" " * 1_100_000)
-    assert handlers.import_plan({}, str(big))[1] == "⚠️ plan file: must be at most 1000 kB (got 1100 kB)"
-    bad = tmp_path / "bad.json"
-    bad.write_text('{"prompt": "x"}')
-    assert handlers.import_plan({}, str(bad))[1].startswith("⚠️ ")
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b" " * 1_100_000, "⚠️ plan file: must be at most 1000 kB (got 1100 kB)"),
+        (b'{"prompt": "x"}', "⚠️ entities: Field required"),
+        (b"not json", "⚠️ invalid JSON"),
+    ],
+    ids=["too-big", "not-a-plan", "not-json"],
+)
+def test_import_refuses_a_bad_file_with_a_message(handlers, tmp_path, content, expected):
+    path = tmp_path / "plan.json"
+    path.write_bytes(content)
+    out = named(handlers.import_plan({}, str(path)))
+    assert out["message"].startswith(expected)
     assert handlers.ws.store.list_projects() == []
 
 
@@ -118,9 +151,9 @@ def test_remote_binding_requires_auth():
 
 def test_page_load_shows_the_layout_first_and_the_graph_figures_next(handlers):
     generate(handlers)
-    out = handlers.load({})
-    assert out[0]["project"] == 1 and "Frame 0" in out[8]
-    assert out[10] == {"__type__": "update"} and out[12] == {"__type__": "update"}  # figures not drawn yet
-    graph, timeline = handlers.graph_views(out[0], 0, 0)
+    out = named(handlers.load({}))
+    assert out["session"]["project"] == 1 and "Frame 0" in out["status"]
+    assert out["graph"] == NO_CHANGE and out["timeline"] == NO_CHANGE  # figures not drawn yet
+    graph, timeline = handlers.graph_views(out["session"], 0, 0)
     assert any(trace.type == "scatter" for trace in graph.data) and len(timeline.data) > 0
-    assert handlers.graph_views({}, 0, 0) == [{"__type__": "update"}, {"__type__": "update"}]
+    assert handlers.graph_views({}, 0, 0) == [NO_CHANGE, NO_CHANGE]
