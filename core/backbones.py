@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from core.models.layout import LayoutAdapter
-from core.plan import NEW_FILE_MODE
+from core.outputs import NEW_FILE_MODE
 
 ADAPTER_METADATA_KEY = "layout2vid_adapter"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

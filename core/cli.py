@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from core.messages import one_line
+from core.outputs import check_writable, write_together
 from core.plan import PlanValidationError, atomic_write_bytes, load_plan, save_plan
 
 
@@ -116,8 +118,16 @@ def _box_guidance_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _planner_options(parser: argparse.ArgumentParser) -> None:
+    from core.planner.llm import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, MAX_RETRIES, TIMEOUT_RANGE_S
+
     parser.add_argument("--planner", choices=["rules", "openai"], default="rules")
     parser.add_argument("--llm-model", default=os.environ.get("OPENAI_MODEL", "gpt-4o-mini"))
+    parser.add_argument(
+        "--llm-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+        help=f"seconds to wait for the LLM endpoint per request ({TIMEOUT_RANGE_S[0]:g}-{TIMEOUT_RANGE_S[1]:g}; default {DEFAULT_TIMEOUT_S:g})",
+    )
+    parser.add_argument("--llm-retries", type=int, default=DEFAULT_RETRIES, help=f"times a failed LLM request is sent again (0-{MAX_RETRIES}; default {DEFAULT_RETRIES})")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the LLM answer cache")
     parser.add_argument("--frames", type=int, default=16, help="frames per scene (8-64)")
 
 
@@ -125,15 +135,23 @@ def _make_plan(args):
     if not 8 <= args.frames <= 64:
         raise CliError(f"--frames: must be in [8, 64] (got {args.frames})")
     if args.planner == "openai":
-        from core.planner.llm import OpenAIPlanner
+        from core.planner import PlanError
+        from core.planner.llm import OpenAIPlanner, check_llm_options
 
-        return OpenAIPlanner(model=args.llm_model).plan(args.prompt, num_frames=args.frames)
+        try:
+            check_llm_options(args.llm_timeout, args.llm_retries)
+        except PlanError as error:
+            raise CliError(f"--{str(error).replace('_', '-', 1)}") from None
+
+        planner = OpenAIPlanner(model=args.llm_model, timeout=args.llm_timeout, retries=args.llm_retries, cache_dir="" if args.no_cache else None)
+        return planner.plan(args.prompt, num_frames=args.frames)
     from core.planner.rules import plan_with_rules
 
     return plan_with_rules(args.prompt, num_frames=args.frames)
 
 
 def cmd_plan(args) -> None:
+    check_writable(args.out)
     plan = _make_plan(args)
     save_plan(plan, args.out)
     print(f"wrote {args.out} ({len(plan.scenes)} scene(s), {len(plan.entities)} entit{'y' if len(plan.entities) == 1 else 'ies'})")
@@ -142,6 +160,7 @@ def cmd_plan(args) -> None:
 def cmd_graph(args) -> None:
     from core.dsg import dsg_to_json
 
+    check_writable(args.out)
     plan = load_plan(args.plan)
     atomic_write_bytes(args.out, (json.dumps(dsg_to_json(plan), indent=1) + "\n").encode())
     print(f"wrote {args.out}")
@@ -150,11 +169,14 @@ def cmd_graph(args) -> None:
 def cmd_render(args) -> None:
     from tqdm import tqdm
 
-    from core.export import write_mp4
-    from core.render import RenderSettings, load_pipeline, render_plan
+    from core.export import encode_mp4
+    from core.render import load_pipeline, render_plan
 
     if args.out.suffix.lower() != ".mp4":
         raise CliError(f"--out: must end in .mp4 (got {args.out.name})")
+    plan_path = args.out.with_suffix(".plan.json")
+    check_writable(args.out)
+    check_writable(plan_path, "--out (its plan)")
     settings = _settings(args)
     plan = load_plan(args.plan) if args.plan else _make_plan(args)
     pipe = load_pipeline(**model_options(args))
@@ -168,9 +190,8 @@ def cmd_render(args) -> None:
             bar.refresh()
 
         frames = render_plan(pipe, plan, settings, on_progress=on_progress)
-    write_mp4(frames, args.out, fps=plan.fps)
-    save_plan(plan, args.out.with_suffix(".plan.json"))
-    print(f"wrote {args.out} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, {plan.fps} fps) and {args.out.with_suffix('.plan.json')}")
+    write_together({args.out: lambda tmp: encode_mp4(frames, tmp, fps=plan.fps), plan_path: lambda tmp: save_plan(plan, tmp)})
+    print(f"wrote {args.out} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, {plan.fps} fps) and {plan_path}")
 
 
 def cmd_eval(args) -> None:
@@ -183,6 +204,7 @@ def cmd_eval(args) -> None:
         raise CliError(f"--limit: must be >= 1 (got {args.limit})")
     if args.out.exists() and not args.out.is_dir():
         raise CliError(f"--out: {args.out} exists and is not a folder")
+    check_writable(args.out / "metrics.json", "--out")
     settings = _checked(
         lambda: variant_settings(
             args.variant, num_inference_steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed,
@@ -228,6 +250,11 @@ def _checked(make):
         raise CliError(f"--{field.replace('num_inference_steps', 'steps').replace('_', '-')}: {message}") from None
 
 
+def _print_error(error: object) -> None:
+    """``error: <message>`` on stderr: one line, control characters escaped, at most 300 characters."""
+    print(one_line(f"error: {error}"), file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 2 user error, 130 interrupted)."""
     try:
@@ -238,13 +265,16 @@ def main(argv: list[str] | None = None) -> int:
         {"plan": cmd_plan, "graph": cmd_graph, "render": cmd_render, "eval": cmd_eval}[args.command](args)
         return 0
     except (CliError, PlanValidationError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        _print_error(error)
         return 2
     except FileNotFoundError as error:
-        print(f"error: {error.filename}: no such file", file=sys.stderr)
+        _print_error(f"{error.filename}: no such file")
+        return 2
+    except IsADirectoryError as error:
+        _print_error(f"{error.filename}: is a folder, not a file")
         return 2
     except OSError as error:
-        print(f"error: {error}", file=sys.stderr)
+        _print_error(error)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from core.plan import NEW_FILE_MODE
+from core.outputs import write_together
 
 
-def write_mp4(frames: np.ndarray, path: str | Path, *, fps: int) -> Path:
-    """Write frames as an H.264/yuv420p MP4 at ``fps``.
+def encode_mp4(frames: np.ndarray, path: str | Path, *, fps: int) -> None:
+    """Encode frames as an H.264/yuv420p MP4 straight into ``path`` (not atomic: see :func:`write_mp4`).
 
     Args:
         frames: np.ndarray (N, H, W, 3) uint8 with N >= 1 and even H, W (yuv420p needs them).
-        path: target file; written to a temporary file in the same folder, then renamed.
+        path: the file to write (replaced if it exists).
         fps: frames per second (1-60).
 
     Raises:
@@ -30,19 +28,19 @@ def write_mp4(frames: np.ndarray, path: str | Path, *, fps: int) -> Path:
         raise ValueError(f"frames: height and width must be even for yuv420p (got {frames.shape[1]}x{frames.shape[2]})")
     if not 1 <= fps <= 60:
         raise ValueError(f"fps: must be in [1, 60] (got {fps})")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
-    os.close(fd)
+    clip = ImageSequenceClip(list(frames), fps=fps)
     try:
-        clip = ImageSequenceClip(list(frames), fps=fps)
-        clip.write_videofile(tmp, codec="libx264", fps=fps, ffmpeg_params=["-pix_fmt", "yuv420p"], logger=None, audio=False)
+        # ffmpeg picks the container from the file name; temporary names end in .tmp
+        clip.write_videofile(str(path), codec="libx264", fps=fps, ffmpeg_params=["-pix_fmt", "yuv420p", "-f", "mp4"], logger=None, audio=False)
+    finally:
         clip.close()
-        os.chmod(tmp, NEW_FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def write_mp4(frames: np.ndarray, path: str | Path, *, fps: int) -> Path:
+    """Write frames as an H.264/yuv420p MP4 at ``fps``, atomically (a temporary file in the same
+    folder, then a rename). Arguments and errors as :func:`encode_mp4`."""
+    path = Path(path)
+    write_together({path: lambda tmp: encode_mp4(frames, tmp, fps=fps)})
     return path
 
 

@@ -20,20 +20,50 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from core.messages import MAX_MESSAGE_CHARS, escape_control, one_line, short_repr
+from core.outputs import NEW_FILE_MODE
+
 SCHEMA_VERSION = 1
+# Limits of a plan, enforced before any work (README, "Plan format").
+MAX_PLAN_BYTES = 1_000_000
 MAX_SCENES = 8
 MIN_FRAMES, MAX_FRAMES = 8, 64
+MAX_ENTITIES = 64
 MAX_ENTITIES_PER_SCENE = 8
 MAX_PROMPT_CHARS = 2000
+MAX_ATTRIBUTES = 16
+MAX_ATTRIBUTE_CHARS = 64
+MAX_EVENTS_PER_SCENE = 32
+MAX_ENRICHMENT_PER_SCENE = 64
+MAX_WORD_CHARS = 80
 ID_PATTERN = r"^[A-Za-z0-9_\-]{1,32}$"
 
 
 class PlanValidationError(ValueError):
-    """A plan failed validation. ``errors`` holds one line per problem, each naming its field path."""
+    """A plan failed validation. ``errors`` holds one line per problem, each naming its field path;
+    every line has control characters escaped and at most 300 characters (core.messages)."""
 
     def __init__(self, errors: list[str]):
-        self.errors = errors
-        super().__init__(errors[0] if len(errors) == 1 else f"{errors[0]} (and {len(errors) - 1} more)")
+        self.errors = [one_line(e) for e in errors] or ["plan: invalid"]
+        first = self.errors[0]
+        if len(self.errors) > 1:
+            more = f" (and {len(self.errors) - 1} more)"
+            first = one_line(first, MAX_MESSAGE_CHARS - len(more)) + more
+        super().__init__(first)
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be blank")
+    return text
+
+
+def _text(max_length: int, *, min_length: int = 1):
+    """A required text field of 1..max_length characters that is not only whitespace."""
+    return Annotated[str, Field(min_length=min_length, max_length=max_length), AfterValidator(_not_blank)]
+
+
+AttributeText = Annotated[str, Field(min_length=1, max_length=MAX_ATTRIBUTE_CHARS)]
 
 
 def _check_box(box: list[float]) -> list[float]:
@@ -58,9 +88,9 @@ class Entity(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     id: str = Field(pattern=ID_PATTERN)
-    name: str = Field(min_length=1, max_length=80)
-    kind: str = Field(min_length=1, max_length=40)
-    attributes: dict[str, str] = Field(default_factory=dict)
+    name: _text(80)
+    kind: _text(40)
+    attributes: dict[AttributeText, AttributeText] = Field(default_factory=dict, max_length=MAX_ATTRIBUTES)
 
     @property
     def color(self) -> str | None:
@@ -82,9 +112,9 @@ class Event(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    agent: str
-    predicate: str = Field(min_length=1, max_length=60)
-    target: str | None = None
+    agent: str = Field(pattern=ID_PATTERN)
+    predicate: _text(60)
+    target: str | None = Field(default=None, max_length=MAX_WORD_CHARS)
     start: int = Field(ge=0)
     end: int = Field(ge=0)
 
@@ -93,9 +123,9 @@ class Triplet(BaseModel):
     """An enrichment triplet from scene imagination (Dysen-VDM step III), valid over frames [start, end]."""
 
     model_config = ConfigDict(extra="forbid")
-    subject: str = Field(min_length=1)
-    predicate: str = Field(min_length=1)
-    object: str = Field(min_length=1)
+    subject: _text(MAX_WORD_CHARS)
+    predicate: _text(MAX_WORD_CHARS)
+    object: _text(MAX_WORD_CHARS)
     start: int = Field(ge=0)
     end: int = Field(ge=0)
 
@@ -105,12 +135,12 @@ class Scene(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     id: str = Field(pattern=ID_PATTERN)
-    description: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
-    background: str = Field(min_length=1, max_length=80)
+    description: _text(MAX_PROMPT_CHARS)
+    background: _text(80)
     num_frames: int = Field(ge=MIN_FRAMES, le=MAX_FRAMES)
-    keyframes: list[Keyframe]
-    events: list[Event] = Field(default_factory=list)
-    enrichment: list[Triplet] = Field(default_factory=list)
+    keyframes: list[Keyframe] = Field(max_length=MAX_FRAMES)
+    events: list[Event] = Field(default_factory=list, max_length=MAX_EVENTS_PER_SCENE)
+    enrichment: list[Triplet] = Field(default_factory=list, max_length=MAX_ENRICHMENT_PER_SCENE)
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
     @field_validator("keyframes")
@@ -118,7 +148,7 @@ class Scene(BaseModel):
     def _sorted_keyframes(cls, keyframes: list[Keyframe]) -> list[Keyframe]:
         frames = [k.frame for k in keyframes]
         if len(set(frames)) != len(frames):
-            raise ValueError(f"keyframe frames must be unique (got {frames})")
+            raise ValueError(f"keyframe frames must be unique (repeated: {_repeated(frames)})")
         return sorted(keyframes, key=lambda k: k.frame)
 
     @model_validator(mode="after")
@@ -126,7 +156,7 @@ class Scene(BaseModel):
         last = self.num_frames - 1
         frames = [k.frame for k in self.keyframes]
         if not frames or frames[0] != 0 or frames[-1] != last:
-            raise ValueError(f"keyframes: must include frame 0 and frame {last} (num_frames - 1) (got {frames})")
+            raise ValueError(f"keyframes: must include frame 0 and frame {last} (num_frames - 1) (got {short_repr(frames)})")
         for i, event in enumerate(self.events):
             if not event.start <= event.end <= last:
                 raise ValueError(f"events[{i}]: start <= end <= {last} required (got {event.start}..{event.end})")
@@ -149,29 +179,29 @@ class VideoPlan(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     schema_version: Literal[1] = SCHEMA_VERSION
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    prompt: _text(MAX_PROMPT_CHARS)
     fps: int = Field(default=8, ge=1, le=60)
-    entities: list[Entity] = Field(min_length=1)
+    entities: list[Entity] = Field(min_length=1, max_length=MAX_ENTITIES)
     scenes: list[Scene] = Field(min_length=1, max_length=MAX_SCENES)
 
     @model_validator(mode="after")
     def _check_references(self) -> "VideoPlan":
         ids = [e.id for e in self.entities]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"entities: ids must be unique (got {ids})")
+            raise ValueError(f"entities: ids must be unique (repeated: {_repeated(ids)})")
         known = set(ids)
         scene_ids = [s.id for s in self.scenes]
         if len(set(scene_ids)) != len(scene_ids):
-            raise ValueError(f"scenes: ids must be unique (got {scene_ids})")
-        allowed = ", ".join(ids)
+            raise ValueError(f"scenes: ids must be unique (repeated: {_repeated(scene_ids)})")
+        allowed = short_repr(", ".join(ids), 80)[1:-1] if len(ids) <= 8 else f"{', '.join(ids[:8])}, ... ({len(ids)} ids)"
         for s, scene in enumerate(self.scenes):
             for k, keyframe in enumerate(scene.keyframes):
                 for entity_id in keyframe.boxes:
                     if entity_id not in known:
-                        raise ValueError(f"scenes[{s}].keyframes[{k}].boxes.{entity_id}: unknown entity id (allowed: {allowed})")
+                        raise ValueError(f"scenes[{s}].keyframes[{k}].boxes.{_key(entity_id)}: unknown entity id (allowed: {allowed})")
             for i, event in enumerate(scene.events):
                 if event.agent not in known:
-                    raise ValueError(f"scenes[{s}].events[{i}].agent: unknown entity id {event.agent!r} (allowed: {allowed})")
+                    raise ValueError(f"scenes[{s}].events[{i}].agent: unknown entity id {short_repr(event.agent)} (allowed: {allowed})")
             count = len(scene.entity_ids())
             if not 1 <= count <= MAX_ENTITIES_PER_SCENE:
                 raise ValueError(f"scenes[{s}]: must have 1-{MAX_ENTITIES_PER_SCENE} entities with boxes (got {count})")
@@ -190,13 +220,27 @@ class VideoPlan(BaseModel):
 # ------------------------------------------------------------------------------------------------
 
 
+def _repeated(values: list) -> str:
+    seen, repeated = set(), []
+    for value in values:
+        if value in seen and value not in repeated:
+            repeated.append(value)
+        seen.add(value)
+    return ", ".join(_key(str(v)) for v in repeated[:5]) + (f", ... ({len(repeated)} values)" if len(repeated) > 5 else "")
+
+
+def _key(key: str) -> str:
+    """A dictionary key or id as part of a field path: control characters escaped, long keys elided."""
+    return escape_control(key) if len(key) <= 32 else short_repr(key, 32)
+
+
 def _format_loc(loc: tuple) -> str:
     path = ""
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
         else:
-            path += ("." if path else "") + str(part)
+            path += ("." if path else "") + _key(str(part))
     return path
 
 
@@ -208,7 +252,17 @@ _RANGE_MESSAGES = {
     "too_short": "must have at least {min_length} item(s)",
     "too_long": "must have at most {max_length} items",
     "string_pattern_mismatch": "must match {pattern}",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "string_type": "must be a string",
 }
+
+
+def _shown_input(item: dict) -> str:
+    value = item.get("input")
+    if item["type"] in ("too_long", "too_short") and hasattr(value, "__len__"):
+        return f"{len(value)}"
+    return short_repr(value)
 
 
 def format_validation_error(error: ValidationError) -> list[str]:
@@ -217,8 +271,14 @@ def format_validation_error(error: ValidationError) -> list[str]:
     for item in error.errors():
         message = re.sub(r"^(Value error|Assertion failed), ", "", item["msg"])
         if item["type"] in _RANGE_MESSAGES:
-            message = _RANGE_MESSAGES[item["type"]].format(**item.get("ctx", {})) + f" (got {item['input']!r})"
-        loc = _format_loc(tuple(p for p in item["loc"] if p not in ("function-after[_check_box(), list[float]]",)))
+            message = _RANGE_MESSAGES[item["type"]].format(**item.get("ctx", {})) + f" (got {_shown_input(item)})"
+        elif item["type"] in ("json_invalid", "json_type"):
+            message = f"invalid JSON: {item.get('ctx', {}).get('error', item['msg'])}"
+        parts = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        if "[key]" in parts:  # a dictionary key is invalid: name the dictionary, not the (maybe huge) key
+            parts = parts[: parts.index("[key]") - 1]
+            message = f"key {message}"
+        loc = _format_loc(parts)
         if not loc:
             lines.append(message)
         elif re.match(r"^[\w\[\].\-]+: ", message):  # a validator's own relative path
@@ -231,31 +291,46 @@ def format_validation_error(error: ValidationError) -> list[str]:
 def parse_plan(data: str | bytes | dict) -> VideoPlan:
     """Validate a plan given as JSON text or a dict.
 
+    JSON text is read strictly (numbers must be JSON numbers: ``"3"`` and ``true`` are refused) and
+    may start with a UTF-8 byte-order mark. Limits are the ``MAX_*`` constants of this module.
+
     Raises:
-        PlanValidationError: invalid JSON or an invalid plan; each line names the field.
+        PlanValidationError: text over :data:`MAX_PLAN_BYTES`, invalid JSON or an invalid plan; each
+            line names the field and the allowed range.
     """
     try:
         if isinstance(data, (str, bytes)):
-            return VideoPlan.model_validate_json(data)
+            size = len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
+            if size > MAX_PLAN_BYTES:
+                raise PlanValidationError([f"plan: must be at most {MAX_PLAN_BYTES // 1000} kB (got {size / 1000:.0f} kB)"])
+            data = data.removeprefix(b"\xef\xbb\xbf") if isinstance(data, bytes) else data.removeprefix("\ufeff")
+            return VideoPlan.model_validate_json(data, strict=True)
         return VideoPlan.model_validate(data)
     except ValidationError as error:
         raise PlanValidationError(format_validation_error(error)) from None
 
 
 def load_plan(path: str | Path) -> VideoPlan:
-    """Read and validate a plan file. Raises PlanValidationError or OSError."""
-    return parse_plan(Path(path).read_text(encoding="utf-8"))
+    """Read and validate a plan file (UTF-8, at most :data:`MAX_PLAN_BYTES`).
 
-
-def _new_file_mode() -> int:
-    """0o666 less the process umask: the mode ``open(path, "w")`` gives a new file (read once, at
-    import, since reading the umask means setting it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-NEW_FILE_MODE = _new_file_mode()  # temporary files are 0o600; renamed outputs get this instead
+    Raises:
+        PlanValidationError: the file is too large, not UTF-8 or not a valid plan; the line starts
+            with the file's path.
+        OSError: the file cannot be read (FileNotFoundError, IsADirectoryError, PermissionError).
+    """
+    path = Path(path)
+    with path.open("rb") as handle:
+        data = handle.read(MAX_PLAN_BYTES + 1)
+    try:
+        if len(data) > MAX_PLAN_BYTES:
+            raise PlanValidationError([f"plan: must be at most {MAX_PLAN_BYTES // 1000} kB (got {path.stat().st_size / 1000:.0f} kB)"])
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise PlanValidationError([f"not UTF-8 text (byte {error.start})"]) from None
+        return parse_plan(text)
+    except PlanValidationError as error:
+        raise PlanValidationError([f"{short_repr(str(path), 80)[1:-1]}: {line}" for line in error.errors]) from None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -42,7 +42,7 @@ def test_invalid_plan_is_one_line_and_writes_nothing(tmp_path):
     plan["scenes"][0]["keyframes"][1]["boxes"]["e1"] = [0.6, 0.4, 0.1, 0.6]
     (tmp_path / "bad.json").write_text(json.dumps(plan))
     line = one_line_error(launch("render", "--plan", tmp_path / "bad.json", "--out", tmp_path / "video.mp4"))
-    assert line == "error: scenes[0].keyframes[1].boxes.e1: x0 must be < x1 (got 0.6 >= 0.1)"
+    assert line == f"error: {tmp_path / 'bad.json'}: scenes[0].keyframes[1].boxes.e1: x0 must be < x1 (got 0.6 >= 0.1)"
     line = one_line_error(launch("graph", tmp_path / "bad.json", "--out", tmp_path / "dsg.json"))
     assert "x0 must be < x1" in line
     assert not (tmp_path / "video.mp4").exists() and not (tmp_path / "dsg.json").exists()
@@ -68,6 +68,38 @@ def test_bad_arguments(tmp_path, args, expected):
     line = one_line_error(launch(*args))
     assert line == expected
     assert list(tmp_path.iterdir()) == []
+
+
+def test_long_prompt_and_forged_key_give_one_short_line(tmp_path):
+    line = one_line_error(launch("plan", "x" * 5000, "--out", tmp_path / "plan.json"))
+    assert line == "error: prompt: must have 1-2000 characters (got 5000)"
+    assert launch("plan", PROMPT, "--out", tmp_path / "plan.json").returncode == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    plan["scenes"][0]["keyframes"][0]["boxes"]["\nerror: fake second line\x1b[31m" + "k" * 5000] = [0.1, 0.1, 0.2, 0.2]
+    (tmp_path / "forged.json").write_text(json.dumps(plan))
+    line = one_line_error(launch("render", "--plan", tmp_path / "forged.json", "--out", tmp_path / "video.mp4"))
+    assert len(line) <= 300 and "\x1b" not in line and "\\nerror: fake second line" in line
+    assert not (tmp_path / "video.mp4").exists()
+
+
+def test_plan_file_over_one_megabyte_is_refused(tmp_path):
+    assert launch("plan", PROMPT, "--out", tmp_path / "plan.json").returncode == 0
+    big = tmp_path / "big.json"
+    big.write_text((tmp_path / "plan.json").read_text() + " " * 1_000_000)
+    line = one_line_error(launch("graph", big, "--out", tmp_path / "dsg.json"))
+    assert line == f"error: {big}: plan: must be at most 1000 kB (got 1001 kB)"
+
+
+@pytest.mark.parametrize("blocked", ["video.mp4", "video.plan.json"])
+def test_unwritable_output_fails_before_rendering_and_leaves_nothing(tmp_path, blocked):
+    assert launch("plan", PROMPT, "--out", tmp_path / "plan.json").returncode == 0
+    (tmp_path / blocked).mkdir()  # a folder where a file must go
+    before = sorted(p.name for p in tmp_path.iterdir())
+    # 200 steps would take minutes: an answer within the timeout means the check ran first.
+    result = launch("render", "--plan", tmp_path / "plan.json", "--out", tmp_path / "video.mp4", "--steps", "200", timeout=60)
+    line = one_line_error(result)
+    assert line.endswith(f"{tmp_path / blocked} is a folder; give a file path")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 @pytest.mark.skipif(not (DEFAULT_MODEL / "model_index.json").exists(), reason="shipped model missing")

@@ -15,8 +15,13 @@ Steps, each one LLM call with in-context demonstrations and a JSON schema from a
    current window; then one global polish pass over the whole scene.
 
 Every answer is parsed into its pydantic model and checked against the plan so far; an answer that
-fails is sent back once with the validation error, then :class:`PlanError` is raised. Answers are
-cached on disk under a hash of the request (model, endpoint, messages, schema).
+fails is sent back once with the validation error, then :class:`PlanError` is raised. Every failure
+of the endpoint (refused, silent past ``timeout``, a body that is not a chat completion, an empty
+choice list, an answer over :data:`MAX_ANSWER_CHARS`) is one :class:`PlanError` line as well.
+
+Answers of plans that validated are cached on disk under a hash of the request (model, endpoint,
+messages, schema), so replanning the same prompt is free; answers of a plan that failed are never
+cached. The cache is capped (:data:`DEFAULT_CACHE_BYTES`) with least-recently-used eviction.
 """
 
 from __future__ import annotations
@@ -30,16 +35,90 @@ from typing import Annotated, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.dsg import build_scene_graphs, triplets
-from core.plan import Box, Entity, Event, PlanValidationError, Triplet, VideoPlan, format_validation_error, parse_plan
+from core.messages import escape_control, one_line, short_repr
+from core.plan import MAX_PROMPT_CHARS, Box, Entity, Event, PlanValidationError, Triplet, VideoPlan, atomic_write_bytes, format_validation_error, parse_plan
 from core.planner import PlanError
+
+DEFAULT_TIMEOUT_S = 60.0
+TIMEOUT_RANGE_S = (1.0, 600.0)
+DEFAULT_RETRIES = 1
+MAX_RETRIES = 5
+DEFAULT_CACHE_BYTES = 50_000_000
+MAX_ANSWER_CHARS = 100_000
 
 T = TypeVar("T", bound=BaseModel)
 
 
 def default_cache_dir() -> Path:
-    """``$DIRECTOR_STUDIO_CACHE/llm`` or ``~/.cache/director-studio/llm``."""
-    root = os.environ.get("DIRECTOR_STUDIO_CACHE") or Path.home() / ".cache" / "director-studio"
-    return Path(root) / "llm"
+    """Where LLM answers are cached: ``$DIRECTOR_STUDIO_CACHE/llm``, else
+    ``$XDG_CACHE_HOME/director-studio/llm``, else ``~/.cache/director-studio/llm``."""
+    if os.environ.get("DIRECTOR_STUDIO_CACHE"):
+        return Path(os.environ["DIRECTOR_STUDIO_CACHE"]) / "llm"
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "director-studio" / "llm"
+
+
+def check_llm_options(timeout: float, retries: int) -> None:
+    """Range-check the LLM wait options.
+
+    Raises:
+        PlanError: ``llm_timeout`` outside 1-600 seconds or ``llm_retries`` outside 0-5.
+    """
+    low, high = TIMEOUT_RANGE_S
+    if not low <= timeout <= high:
+        raise PlanError(f"llm_timeout: must be in [{low:g}, {high:g}] seconds (got {timeout:g})")
+    if not 0 <= retries <= MAX_RETRIES:
+        raise PlanError(f"llm_retries: must be in [0, {MAX_RETRIES}] (got {retries})")
+
+
+class AnswerCache:
+    """LLM answers on disk, one JSON file per request hash, at most ``max_bytes`` in all.
+
+    Reading an answer marks it as recently used (its modification time); writing one evicts the least
+    recently used files until the folder fits. Files are written atomically.
+
+    Args:
+        folder: the cache folder (created on the first write).
+        max_bytes: size cap of the folder's answer files (>= 0; 0 keeps nothing).
+    """
+
+    def __init__(self, folder: str | Path, *, max_bytes: int = DEFAULT_CACHE_BYTES):
+        self.folder = Path(folder)
+        self.max_bytes = max_bytes
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"{key}.json"
+
+    def get(self, key: str) -> str | None:
+        """The cached answer for ``key``, or None (also for an unreadable or corrupt file)."""
+        path = self._path(key)
+        try:
+            content = json.loads(path.read_bytes())["content"]
+            os.utime(path)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return content if isinstance(content, str) else None
+
+    def put(self, key: str, request: dict, content: str) -> None:
+        """Store an answer, then evict least recently used answers past ``max_bytes``."""
+        atomic_write_bytes(self._path(key), json.dumps({"request": request, "content": content}).encode())
+        self.evict()
+
+    def evict(self) -> None:
+        """Delete the least recently used answer files until the folder holds at most ``max_bytes``."""
+        files = []
+        for path in self.folder.glob("*.json"):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            files.append((stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, size, _ in files)
+        for _, size, path in sorted(files):
+            if total <= self.max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
 
 
 # ------------------------------------------------------------------------------------------------
@@ -125,10 +204,17 @@ class OpenAIPlanner:
         model: the model name sent to the endpoint.
         base_url: endpoint (default ``$OPENAI_BASE_URL``, else the openai SDK default).
         api_key: key (default ``$OPENAI_API_KEY``; local servers accept any string).
-        cache_dir: where answers are cached (default :func:`default_cache_dir`); None-like "" disables.
+        cache_dir: where answers are cached (default :func:`default_cache_dir`); ``""`` disables the cache.
+        cache_bytes: size cap of the cache folder (least recently used answers are evicted).
         max_tokens: per answer.
         imagination: run Dysen step III (scene imagination) and the polish pass.
+        timeout: seconds to wait for the endpoint per request (connect, and between bytes of the
+            answer), 1-600.
+        retries: how many times a failed request (connection error, timeout, 5xx) is sent again, 0-5.
         client: an ``openai.OpenAI`` instance to use instead of building one.
+
+    Raises:
+        PlanError: ``timeout`` or ``retries`` out of range.
     """
 
     def __init__(
@@ -138,31 +224,41 @@ class OpenAIPlanner:
         base_url: str | None = None,
         api_key: str | None = None,
         cache_dir: str | Path | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         max_tokens: int = 800,
         temperature: float = 0.0,
         imagination: bool = True,
-        timeout: float = 300.0,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
         client=None,
     ):
         from openai import OpenAI
 
+        check_llm_options(timeout, retries)
         self.model = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or ""
         self.client = client or OpenAI(
             api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed-for-local-servers",
             base_url=self.base_url or None,
             timeout=timeout,
-            max_retries=1,
+            max_retries=retries,
         )
-        self.cache_dir = default_cache_dir() if cache_dir is None else (Path(cache_dir) if cache_dir else None)
+        folder = default_cache_dir() if cache_dir is None else (Path(cache_dir) if cache_dir else None)
+        self.cache = AnswerCache(folder, max_bytes=cache_bytes) if folder else None
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.imagination = imagination
         self.calls = 0  # requests actually sent (cache misses)
+        self._pending: dict[str, tuple[dict, str]] = {}  # answers of the plan in progress, cached once it validates
 
     # -- one structured call with one repair ------------------------------------------------------
 
-    def _complete(self, messages: list[dict], schema: type[T]) -> str:
+    def _complete(self, messages: list[dict], schema: type[T]) -> tuple[str, str, dict]:
+        """Send one request (or replay it from the cache). Returns (content, cache key, request).
+
+        Raises:
+            PlanError: the endpoint failed or answered with something that is not a chat completion.
+        """
         request = {
             "model": self.model,
             "messages": messages,
@@ -171,28 +267,25 @@ class OpenAIPlanner:
             "response_format": {"type": "json_schema", "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema(), "strict": False}},
         }
         key = hashlib.sha256(json.dumps([request, self.base_url], sort_keys=True).encode()).hexdigest()
-        path = self.cache_dir / f"{key}.json" if self.cache_dir else None
-        if path and path.exists():
-            return json.loads(path.read_text())["content"]
-        from openai import OpenAIError
-
+        cached = self.cache.get(key) if self.cache else None
+        if cached is not None:
+            return cached, key, request
+        where = escape_control(self.base_url or "the OpenAI API")[:80]
         try:
             response = self.client.chat.completions.create(**request)
-        except OpenAIError as error:
-            raise PlanError(f"llm: request to {self.base_url or 'the OpenAI API'} failed: {type(error).__name__}: {str(error)[:200]}") from None
+        except Exception as error:  # the SDK's errors, and whatever a broken body raises while parsing
+            raise PlanError(f"llm: request to {where} failed: {type(error).__name__}: {short_repr(str(error), 120)[1:-1]}") from None
         self.calls += 1
-        content = response.choices[0].message.content or ""
-        if path:
-            from core.plan import atomic_write_bytes
-
-            atomic_write_bytes(path, json.dumps({"request": request, "content": content}).encode())
-        return content
+        return answer_content(response, where), key, request
 
     def ask(self, step: str, instructions: str, demo_in: str, demo_out: dict, query: str, schema: type[T], check=None) -> T:
         """Ask for one step's answer, validate it (schema, then ``check``), repair once.
 
+        A valid answer is kept for the cache, written only if the whole plan validates.
+
         Raises:
-            PlanError: ``"<step>: <field>: <message>"`` when the repaired answer is still invalid.
+            PlanError: ``"<step>: <field>: <message>"`` when the repaired answer is still invalid,
+                or ``"llm: ..."`` when the endpoint failed.
         """
         messages = [
             {"role": "system", "content": f"{SYSTEM}\n\n{instructions}"},
@@ -202,22 +295,35 @@ class OpenAIPlanner:
         ]
         error = ""
         for attempt in range(2):
-            content = self._complete(messages, schema)
+            content, key, request = self._complete(messages, schema)
             try:
                 answer = schema.model_validate_json(_strip_fences(content))
                 if check is not None:
                     check(answer)
+                self._pending[key] = (request, content)
                 return answer
             except ValidationError as exc:
                 error = "; ".join(format_validation_error(exc)[:3])
             except (PlanValidationError, ValueError) as exc:
                 error = str(exc)
+            error = one_line(error, 200)
             if attempt == 0:
                 messages = messages + [
                     {"role": "assistant", "content": content},
                     {"role": "user", "content": f"That answer is invalid: {error}. Reply with corrected JSON only."},
                 ]
-        raise PlanError(f"{step}: {error}")
+        raise PlanError(one_line(f"{step}: {error}"))
+
+    def _commit_cache(self) -> None:
+        """Cache the answers of the plan that just validated."""
+        pending, self._pending = self._pending, {}
+        if self.cache is None:
+            return
+        for key, (request, content) in pending.items():
+            try:
+                self.cache.put(key, request, content)
+            except OSError:
+                return  # a cache that cannot be written costs a later request, never this plan
 
     # -- the steps -------------------------------------------------------------------------------
 
@@ -227,8 +333,9 @@ class OpenAIPlanner:
         Raises:
             PlanError: an LLM answer stayed invalid after one repair, or the endpoint failed.
         """
-        if not prompt.strip() or len(prompt) > 2000:
-            raise PlanError(f"prompt: must have 1-2000 characters (got {len(prompt)})")
+        if not prompt.strip() or len(prompt) > MAX_PROMPT_CHARS:
+            raise PlanError(f"prompt: must have 1-{MAX_PROMPT_CHARS} non-blank characters (got {len(prompt)})")
+        self._pending = {}
         last = num_frames - 1
         sketch = self.ask(
             "scenes",
@@ -280,9 +387,10 @@ class OpenAIPlanner:
         try:
             plan = parse_plan(data)
         except PlanValidationError as error:
-            raise PlanError(f"plan: {error}") from None
+            raise PlanError(one_line(f"plan: {error}")) from None
         if self.imagination:
             plan = self.imagine(plan)
+        self._commit_cache()
         return plan
 
     def imagine(self, plan: VideoPlan) -> VideoPlan:
@@ -326,9 +434,42 @@ class OpenAIPlanner:
             keep = {tuple(t) for t in polished.triplets if len(t) == 3}
             data["scenes"][s]["enrichment"] = [t.model_dump() for t in enrichment if (t.subject, t.predicate, t.object) in keep]
         try:
-            return parse_plan(data)
+            plan = parse_plan(data)
         except PlanValidationError as error:
-            raise PlanError(f"imagination: {error}") from None
+            raise PlanError(one_line(f"imagination: {error}")) from None
+        self._commit_cache()
+        return plan
+
+
+def answer_content(response: object, where: str) -> str:
+    """The text of the first choice of a chat completion, checked field by field.
+
+    The openai SDK builds its typed response without validating it, so a server that answers 200
+    with plain text, ``{}`` or ``{"choices": []}`` gives a string or a half-empty object; this
+    turns every such shape into one PlanError line.
+
+    Raises:
+        PlanError: not a chat completion, no choices, no text content, or content over
+            :data:`MAX_ANSWER_CHARS` characters.
+    """
+    from openai.types.chat import ChatCompletion
+
+    if not isinstance(response, ChatCompletion):
+        return _bad_answer(where, f"not a chat completion (got {short_repr(response, 60)})")
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        return _bad_answer(where, f"no choices (got {short_repr(choices, 60)})")
+    message = getattr(choices[0], "message", None)
+    content = getattr(message, "content", None)
+    if not isinstance(content, str):
+        return _bad_answer(where, f"choices[0].message.content: must be text (got {short_repr(content, 60)})")
+    if len(content) > MAX_ANSWER_CHARS:
+        return _bad_answer(where, f"choices[0].message.content: must have at most {MAX_ANSWER_CHARS} characters (got {len(content)})")
+    return content
+
+
+def _bad_answer(where: str, problem: str) -> str:
+    raise PlanError(one_line(f"llm: malformed answer from {where}: {problem}"))
 
 
 def _strip_fences(content: str) -> str:

@@ -82,7 +82,7 @@ def test_frame_count_limits(frames, message):
 def test_scene_count_limits():
     data = make_plan()
     data["scenes"] = []
-    assert error_of(data) == "scenes: must have at least 1 item(s) (got [])"
+    assert error_of(data) == "scenes: must have at least 1 item(s) (got 0)"
     data = make_plan()
     data["scenes"] = [dict(copy.deepcopy(data["scenes"][0]), id=f"s{i}") for i in range(9)]
     assert error_of(data).startswith("scenes: must have at most 8 items")
