@@ -5,6 +5,8 @@ Plain functions returning numpy images or plotly figures; no UI code.
 
 from __future__ import annotations
 
+import html
+
 import networkx as nx
 import numpy as np
 import plotly.graph_objects as go
@@ -81,7 +83,7 @@ def scene_graph_figure(plan: VideoPlan, scene_index: int, frame: int) -> go.Figu
                 x=[positions[n][0] for n in nodes],
                 y=[positions[n][1] for n in nodes],
                 mode="markers+text",
-                text=[graph.nodes[n]["label"] for n in nodes],
+                text=[html.escape(graph.nodes[n]["label"]) for n in nodes],  # plotly renders a subset of HTML in text
                 textposition="top center",
                 marker=dict(size=18 if node_type == "object" else 12, color=color),
                 name=node_type,
@@ -105,7 +107,7 @@ def events_timeline(plan: VideoPlan, scene_index: int, frame: int | None = None)
     labels, starts, lengths, colors = [], [], [], []
     for i, event in enumerate(scene.events):
         target = names.get(event.target, event.target) if event.target else ""
-        labels.append(f"{i}: {names.get(event.agent, event.agent)} {event.predicate} {target}".strip())
+        labels.append(html.escape(f"{i}: {names.get(event.agent, event.agent)} {event.predicate} {target}".strip()))
         starts.append(event.start)
         lengths.append(event.end - event.start + 1)
         colors.append("#%02x%02x%02x" % entity_rgb(plan, event.agent) if event.agent in names else "#999")

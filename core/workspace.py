@@ -15,10 +15,10 @@ from typing import Callable
 
 import numpy as np
 
+from core.outputs import write_together
 from core.plan import PlanValidationError, VideoPlan, atomic_write_bytes, parse_plan
+from core.planner.llm import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S
 from core.store import ProjectStore
-
-MAX_PLAN_BYTES = 1_000_000
 
 
 @dataclass
@@ -56,12 +56,25 @@ class Workspace:
 
     # Projects ----------------------------------------------------------------------------------
 
-    def plan_prompt(self, prompt: str, *, planner: str = "rules", llm_model: str = "", base_url: str = "", api_key: str = "", num_frames: int = 16) -> VideoPlan:
-        """Plan a prompt with the chosen planner. Raises PlanValidationError or PlanError."""
+    def plan_prompt(
+        self,
+        prompt: str,
+        *,
+        planner: str = "rules",
+        llm_model: str = "",
+        base_url: str = "",
+        api_key: str = "",
+        num_frames: int = 16,
+        llm_timeout: float = DEFAULT_TIMEOUT_S,
+        llm_retries: int = DEFAULT_RETRIES,
+    ) -> VideoPlan:
+        """Plan a prompt with the chosen planner (``llm_timeout`` seconds per request, 1-600, and
+        ``llm_retries`` retries, 0-5, for the openai planner). Raises PlanValidationError or PlanError."""
         if planner == "openai":
             from core.planner.llm import OpenAIPlanner
 
-            return OpenAIPlanner(llm_model or "gpt-4o-mini", base_url=base_url or None, api_key=api_key or None).plan(prompt, num_frames=num_frames)
+            llm = OpenAIPlanner(llm_model or "gpt-4o-mini", base_url=base_url or None, api_key=api_key or None, timeout=llm_timeout, retries=llm_retries)
+            return llm.plan(prompt, num_frames=num_frames)
         from core.planner.rules import plan_with_rules
 
         return plan_with_rules(prompt, num_frames=num_frames)
@@ -74,9 +87,8 @@ class Workspace:
         return projects[0].id if projects else None
 
     def import_plan(self, data: bytes, project_id: int | None = None) -> tuple[int, VideoPlan]:
-        """Validate an uploaded plan (at most 1 MB) and save it as a new version (or a new project)."""
-        if len(data) > MAX_PLAN_BYTES:
-            raise PlanValidationError([f"plan file: must be at most {MAX_PLAN_BYTES // 1000} kB (got {len(data) // 1000} kB)"])
+        """Validate an uploaded plan (at most 1 MB, core.plan.MAX_PLAN_BYTES) and save it as a new
+        version (or a new project). Raises PlanValidationError naming the field."""
         plan = parse_plan(data)
         if project_id is None:
             return self.create_project(plan), plan
@@ -137,7 +149,7 @@ class Workspace:
         Raises:
             RenderCancelled: :meth:`cancel` was called for this session.
         """
-        from core.export import write_mp4
+        from core.export import encode_mp4
         from core.render import render_plan
 
         version, plan = self.store.current(project_id)
@@ -147,9 +159,10 @@ class Workspace:
             frames = render_plan(self.pipeline(), plan, settings, on_progress=on_progress, should_cancel=event.is_set, cache=self._scene_cache)
         self._last_settings[project_id] = settings
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        video = write_mp4(frames, self.output_dir / f"project{project_id}-v{version}-{stamp}.mp4", fps=plan.fps)
+        video = self.output_dir / f"project{project_id}-v{version}-{stamp}.mp4"
         plan_path = video.with_suffix(".plan.json")
-        atomic_write_bytes(plan_path, (plan.model_dump_json(indent=2) + "\n").encode())
+        plan_bytes = (plan.model_dump_json(indent=2) + "\n").encode()
+        write_together({video: lambda tmp: encode_mp4(frames, tmp, fps=plan.fps), plan_path: lambda tmp: tmp.write_bytes(plan_bytes)})
         return video, plan_path
 
     def rendered_frame(self, project_id: int, plan: VideoPlan, scene_index: int, frame: int) -> np.ndarray | None:

@@ -55,7 +55,7 @@ def build_app(workspace: Workspace) -> gr.Blocks:
         # follow in a second event (drawing them is most of a cold page load).
         loaded = app.load(h.load, [session], outputs)
         loaded.then(h.graph_views, [session, l.scene, l.frame], [g.graph, g.timeline]).then(h.project_choices, None, p.projects)
-        p.generate.click(h.generate, [session, p.prompt, p.planner, p.llm_model, p.base_url, p.api_key, p.frames], outputs).then(
+        p.generate.click(h.generate, [session, p.prompt, p.planner, p.llm_model, p.base_url, p.api_key, p.frames, p.llm_timeout, p.llm_retries], outputs).then(
             h.project_choices, None, p.projects
         )
         p.undo.click(h.undo, [session, *where], outputs)

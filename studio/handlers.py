@@ -13,13 +13,15 @@ import gradio as gr
 from core import editing
 from core.plan import PlanValidationError, VideoPlan
 from core.planner import PlanError
+from core.planner.llm import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S
 from core.render import RenderCancelled, RenderSettings
 from core.workspace import Workspace
-from studio.views import GRAPH_VIEWS, SKETCH_SIZE, VIEW_COUNT, all_views, box_labels, clamp, graph_figures
+from studio.views import GRAPH_VIEWS, SKETCH_SIZE, VIEW_COUNT, all_views, box_labels, clamp, escape_markdown, graph_figures
 
 
 def message(text: str | None, ok: str = "") -> str:
-    return f"⚠️ {text}" if text else ok
+    """A status line: the core's error (plan text in it shown as typed, never as markup) or ``ok``."""
+    return f"⚠️ {escape_markdown(text)}" if text else ok
 
 
 class Handlers:
@@ -71,10 +73,14 @@ class Handlers:
             return [gr.update(), gr.update()]
         return graph_figures(plan, scene, frame)
 
-    def generate(self, session, prompt, planner, llm_model, base_url, api_key, frames):
+    def generate(self, session, prompt, planner, llm_model, base_url, api_key, frames, llm_timeout=DEFAULT_TIMEOUT_S, llm_retries=DEFAULT_RETRIES):
         session = dict(session or {})
         try:
-            plan = self.ws.plan_prompt(prompt or "", planner=planner, llm_model=llm_model, base_url=base_url, api_key=api_key, num_frames=int(frames))
+            plan = self.ws.plan_prompt(
+                prompt or "", planner=planner, llm_model=llm_model, base_url=base_url, api_key=api_key, num_frames=int(frames),
+                llm_timeout=float(DEFAULT_TIMEOUT_S if llm_timeout is None else llm_timeout),
+                llm_retries=int(DEFAULT_RETRIES if llm_retries is None else llm_retries),
+            )
         except (PlanValidationError, PlanError) as error:
             return self._views(session, self._current(session), 0, 0, message(str(error)))
         session["project"] = self.ws.create_project(plan)
@@ -197,7 +203,7 @@ class Handlers:
         try:
             video, plan_path = self.ws.render(project, settings, session=token, on_progress=on_progress)
         except RenderCancelled as error:
-            return gr.update(), gr.update(), f"⚠️ {error}."
+            return gr.update(), gr.update(), message(f"{error}.")
         return str(video), [str(video), str(plan_path)], f"Rendered {video.name}."
 
     def cancel(self, request: gr.Request | None = None):

@@ -5,6 +5,8 @@ No torch here: the studio reaches models only through ``core.workspace``.
 
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import dataclass
 
 import gradio as gr
@@ -22,6 +24,14 @@ VIEW_COUNT = 11  # values returned by all_views
 class Selection:
     scene: int = 0
     frame: int = 0
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` for a gr.Markdown output, shown exactly as typed: HTML special characters become
+    entities and the Markdown punctuation that makes emphasis, code, links and tables is
+    backslash-escaped, so plan text such as ``<img src=x>`` or ``[link](javascript:...)`` is never
+    rendered as markup. Meant for one-line messages (line-start syntax such as ``#`` does not arise)."""
+    return re.sub(r"([\\`*_\[\]|~])", r"\\\1", html.escape(text, quote=False))
 
 
 def scene_rows(plan: VideoPlan) -> list[list]:
@@ -67,7 +77,7 @@ def frame_status(plan: VideoPlan, scene: int, frame: int) -> str:
     kind = "keyframe" if is_keyframe(plan, scene, frame) else "interpolated"
     scene_obj = plan.scenes[scene]
     keyframes = ", ".join(str(k.frame) for k in scene_obj.keyframes)
-    return f"**Frame {frame} of scene {scene_obj.id}: {kind}.** Keyframes: {keyframes}"
+    return f"**Frame {frame} of scene {escape_markdown(scene_obj.id)}: {kind}.** Keyframes: {keyframes}"
 
 
 def scene_choices(plan: VideoPlan) -> list[tuple[str, int]]:

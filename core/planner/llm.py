@@ -273,7 +273,9 @@ class OpenAIPlanner:
         where = escape_control(self.base_url or "the OpenAI API")[:80]
         try:
             response = self.client.chat.completions.create(**request)
-        except Exception as error:  # the SDK's errors, and whatever a broken body raises while parsing
+        except ValueError as error:  # a 200 answer whose body is not JSON (cut short, say)
+            raise PlanError(f"llm: malformed answer from {where}: not JSON ({short_repr(str(error), 120)[1:-1]})") from None
+        except Exception as error:  # the SDK's errors (connection, timeout, status), and anything else a broken answer raises
             raise PlanError(f"llm: request to {where} failed: {type(error).__name__}: {short_repr(str(error), 120)[1:-1]}") from None
         self.calls += 1
         return answer_content(response, where), key, request

@@ -5,6 +5,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from core.planner.llm import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, MAX_RETRIES, TIMEOUT_RANGE_S
+
 
 def render() -> SimpleNamespace:
     with gr.Group():
@@ -17,6 +19,12 @@ def render() -> SimpleNamespace:
             llm_model = gr.Textbox(label="Model", value=os.environ.get("OPENAI_MODEL", "gpt-4o-mini"))
             # The key is only ever read from the environment or typed here; it is never sent back.
             api_key = gr.Textbox(label="API key (blank: $OPENAI_API_KEY)", type="password", value="")
+            with gr.Row():
+                llm_timeout = gr.Number(
+                    label=f"Timeout per request (s, {TIMEOUT_RANGE_S[0]:g}-{TIMEOUT_RANGE_S[1]:g})", value=DEFAULT_TIMEOUT_S,
+                    minimum=TIMEOUT_RANGE_S[0], maximum=TIMEOUT_RANGE_S[1], elem_id="llm-timeout",
+                )
+                llm_retries = gr.Number(label=f"Retries (0-{MAX_RETRIES})", value=DEFAULT_RETRIES, minimum=0, maximum=MAX_RETRIES, precision=0, elem_id="llm-retries")
         with gr.Row():
             generate = gr.Button("Generate plan", variant="primary", elem_id="generate")
             undo = gr.Button("Undo", elem_id="undo")

@@ -104,7 +104,7 @@ def one_line_plan_error(run) -> str:
         ("text", "llm: malformed answer from http://127.0.0.1:{port}/v1: not a chat completion (got 'hello, I am not an API')"),
         ("empty-object", "llm: malformed answer from http://127.0.0.1:{port}/v1: no choices (got None)"),
         ("no-choices", "llm: malformed answer from http://127.0.0.1:{port}/v1: no choices (got [])"),
-        ("truncated", "llm: request to http://127.0.0.1:{port}/v1 failed: "),
+        ("truncated", "llm: malformed answer from http://127.0.0.1:{port}/v1: not JSON (Unterminated string"),
         ("truncated-content", "scenes: invalid JSON: "),
         ("huge", "llm: malformed answer from http://127.0.0.1:{port}/v1: choices[0].message.content: must have at most 100000 characters (got 20000000)"),
     ],

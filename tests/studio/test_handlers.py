@@ -1,6 +1,8 @@
 """Studio event handlers without a browser: the plan, the store and the views they return."""
 
+import html
 import json
+import re
 
 import pytest
 
@@ -18,9 +20,13 @@ NO_CHANGE = {"__type__": "update"}  # gr.update() with nothing in it
 
 
 def named(out) -> dict:
-    """A view handler's outputs by name (fails if the handler returns a different number of them)."""
+    """A view handler's outputs by name (fails if the handler returns a different number of them);
+    ``shown`` is the message as the page shows it (Markdown escapes and HTML entities resolved)."""
     assert len(OUTPUTS) == 2 + VIEW_COUNT and [OUTPUTS[2 + i] for i in GRAPH_VIEWS] == ["graph", "timeline"]
-    return dict(zip(OUTPUTS, out, strict=True))
+    views = dict(zip(OUTPUTS, out, strict=True))
+    if isinstance(views["message"], str):
+        views["shown"] = html.unescape(re.sub(r"\\(.)", r"\1", views["message"]))
+    return views
 
 
 @pytest.fixture
@@ -84,7 +90,7 @@ def test_unchanged_boxes_change_nothing(handlers):
 def test_invalid_edit_shows_the_message_and_keeps_the_plan(handlers):
     before = generate(handlers)
     out = named(handlers.edit_scenes(before["session"], [["s1", PROMPT, "grass", 100]], 0, 0))
-    assert out["message"] == "⚠️ scenes[0].num_frames: must be <= 64 (got 100)"
+    assert out["shown"] == "⚠️ scenes[0].num_frames: must be <= 64 (got 100)"
     assert out["plan_json"] == before["plan_json"]
     assert handlers.ws.store.current(before["session"]["project"])[1].scenes[0].num_frames == 16
 
@@ -106,7 +112,7 @@ def test_a_scene_seed_typed_in_the_table_is_saved(handlers):
 def test_a_scene_seed_that_is_not_an_integer_is_refused(handlers):
     session = generate(handlers)["session"]
     out = named(handlers.edit_scenes(session, [["s1", PROMPT, "grass", 16, "x"]], 0, 0))
-    assert out["message"].startswith("⚠️ scenes[0].seed: must be blank or an integer")
+    assert out["shown"].startswith("⚠️ scenes[0].seed: must be blank or an integer")
 
 
 def test_undo_and_redo_walk_the_versions(handlers):
@@ -128,7 +134,7 @@ def test_restart_reopens_the_latest_project(tmp_path):
 @pytest.mark.parametrize(
     "content, expected",
     [
-        (b" " * 1_100_000, "⚠️ plan file: must be at most 1000 kB (got 1100 kB)"),
+        (b" " * 1_100_000, "⚠️ plan: must be at most 1000 kB (got 1100 kB)"),
         (b'{"prompt": "x"}', "⚠️ entities: Field required"),
         (b"not json", "⚠️ invalid JSON"),
     ],
@@ -138,7 +144,7 @@ def test_import_refuses_a_bad_file_with_a_message(handlers, tmp_path, content, e
     path = tmp_path / "plan.json"
     path.write_bytes(content)
     out = named(handlers.import_plan({}, str(path)))
-    assert out["message"].startswith(expected)
+    assert out["shown"].startswith(expected)
     assert handlers.ws.store.list_projects() == []
 
 
@@ -157,3 +163,30 @@ def test_page_load_shows_the_layout_first_and_the_graph_figures_next(handlers):
     graph, timeline = handlers.graph_views(out["session"], 0, 0)
     assert any(trace.type == "scatter" for trace in graph.data) and len(timeline.data) > 0
     assert handlers.graph_views({}, 0, 0) == [NO_CHANGE, NO_CHANGE]
+
+
+def test_plan_text_in_a_message_is_shown_as_typed_not_as_markup(handlers):
+    session = generate(handlers)["session"]
+    out = named(handlers.edit_events(session, [["<img src=x onerror=alert(1)>", "rolls", "", 0, 15]], 0, 0))
+    assert "<img" not in out["message"] and "&lt;img src=x onerror=alert(1)&gt;" in out["message"]
+    assert out["shown"].startswith("⚠️ scenes[0].events[0].agent: must match") and "'<img src=x onerror=alert(1)>'" in out["shown"]
+
+
+def test_a_broken_llm_endpoint_is_one_message_within_the_timeout(handlers, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from tests.core.test_planner_llm_faults import FakeEndpoint, FakeServer
+
+    monkeypatch.setenv("DIRECTOR_STUDIO_CACHE", str(tmp_path / "cache"))
+    server = FakeServer(("127.0.0.1", 0), FakeEndpoint)
+    server.mode = "silent"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        start = time.monotonic()
+        out = named(handlers.generate({}, PROMPT, "openai", "fake", f"http://127.0.0.1:{server.server_address[1]}/v1", "sk-test", 16, 1, 0))
+        assert time.monotonic() - start < 4
+    finally:
+        server.shutdown()
+    assert out["shown"].startswith("⚠️ llm: request to http://127.0.0.1:") and "Timeout" in out["shown"]
+    assert "\n" not in out["message"] and out["session"].get("project") is None
