@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+from core import settings as specs
 from core.messages import one_line
 from core.outputs import check_writable, write_together
 from core.plan import PlanValidationError, atomic_write_bytes, load_plan, save_plan
@@ -50,19 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--prompt")
     render.add_argument("--out", type=Path, required=True)
     add_model_options(render)
-    render.add_argument("--steps", type=int, default=25, help="denoising steps (1-200)")
-    render.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (0-30; default: the model's own, 2.5 for the toy model)")
+    add_setting_option(render, specs.STEPS)
+    add_setting_option(render, specs.GUIDANCE_SCALE)
     _guidance_interval_option(render)
-    render.add_argument(
-        "--layout-alpha", type=float, default=None, help="fraction of steps with the adapter's gated attention (0-1; default 1 for the toy model, 0.3 for backbones)"
-    )
+    add_setting_option(render, specs.LAYOUT_ALPHA)
     render.add_argument(
         "--layout-control", choices=["auto", "adapter", "guidance", "none"], default="auto",
         help="adapter, training-free box guidance, or none (auto: the adapter if the model has one, else guidance)",
     )
     render.add_argument("--frame-prompts", choices=["auto", "on", "off"], default="auto", help="a prompt per frame from its scene graph (auto: on for backbones)")
     _box_guidance_options(render)
-    render.add_argument("--seed", type=int, default=0)
+    add_setting_option(render, specs.SEED)
     _planner_options(render)
 
     evaluate = sub.add_parser("eval", help="render a prompt file and measure layout control (metrics.json, report.html)")
@@ -70,13 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, required=True, help="output folder")
     evaluate.add_argument("--variant", default="full", help="full, no-graph, no-layout or training-free")
     evaluate.add_argument("--limit", type=int, default=None, help="first N prompts only")
-    evaluate.add_argument("--steps", type=int, default=25, help="denoising steps (1-200)")
-    evaluate.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (0-30; default: the model's own)")
+    add_setting_option(evaluate, specs.STEPS)
+    add_setting_option(evaluate, specs.GUIDANCE_SCALE)
     _guidance_interval_option(evaluate)
-    evaluate.add_argument("--seed", type=int, default=0)
+    add_setting_option(evaluate, specs.SEED)
     _box_guidance_options(evaluate)
     add_model_options(evaluate)
     return parser
+
+
+def add_setting_option(parser: argparse.ArgumentParser, setting: specs.Setting) -> None:
+    """Add ``setting.flag`` with its default, and its range in the help (core.settings defines both;
+    RenderSettings checks the range and the error names the flag)."""
+    default = "the model's own" if setting.default is None else f"{setting.default:g}"
+    help_text = setting.help if setting.default is None else f"{setting.help} (default {default})"
+    parser.add_argument(
+        setting.flag, type=int if setting.integer else float, default=setting.default, help=f"{help_text}; {setting.range_text()}",
+    )
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -108,8 +117,8 @@ def _guidance_interval_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _box_guidance_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--box-guidance-alpha", type=float, default=0.2, help="fraction of steps with training-free box guidance (0-1)")
-    parser.add_argument("--box-guidance-scale", type=float, default=1.0, help="step size of the training-free box guidance (0-10; energy method)")
+    add_setting_option(parser, specs.BOX_GUIDANCE_ALPHA)
+    add_setting_option(parser, specs.BOX_GUIDANCE_SCALE)
     parser.add_argument("--box-guidance-method", choices=["energy", "mask"], default="energy", help="training-free box guidance: energy step or attention masking")
     parser.add_argument(
         "--unconditional-layout", choices=["null", "none"], default="null",
@@ -118,9 +127,10 @@ def _box_guidance_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _planner_options(parser: argparse.ArgumentParser) -> None:
+    from core.planner import PLANNERS
     from core.planner.llm import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, MAX_RETRIES, TIMEOUT_RANGE_S
 
-    parser.add_argument("--planner", choices=["rules", "openai"], default="rules")
+    parser.add_argument("--planner", choices=PLANNERS, default=PLANNERS[0], help="rules: offline (spaCy); openai: any OpenAI-compatible LLM endpoint")
     parser.add_argument("--llm-model", default=os.environ.get("OPENAI_MODEL", "gpt-4o-mini"))
     parser.add_argument(
         "--llm-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",

@@ -36,8 +36,8 @@ from core.models.frame_text import FrameText
 from core.models.graph_encoder import SceneGraphEncoder, graph_tensors
 from core.models.layout import LayoutAdapter
 from core.models.unet import PrunedUNet3DConditionModel  # noqa: F401  (imported so that from_pretrained can load it)
+from core.settings import GUIDANCE_SCALE, LAYOUT_ALPHA, STEPS, model_guidance_scale
 
-DEFAULT_GUIDANCE_SCALE = 4.0  # classifier-free guidance of a model whose config names none
 
 
 @dataclass
@@ -129,7 +129,7 @@ class Layout2VidPipeline(DiffusionPipeline):
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, layout_adapter=layout_adapter, graph_encoder=graph_encoder
         )
         # backgrounds: the closed set a toy-world model was trained on (None for open-domain models).
-        # default_guidance_scale: the guidance weight the model was selected with (None: DEFAULT_GUIDANCE_SCALE).
+        # default_guidance_scale: the guidance weight the model was selected with (None: core.settings.DEFAULT_GUIDANCE_SCALE).
         # default_guidance_interval: [start, end] fractions of the steps with guidance (None: every step).
         self.register_to_config(
             max_prompt_tokens=max_prompt_tokens, backgrounds=backgrounds, default_guidance_scale=default_guidance_scale,
@@ -195,12 +195,9 @@ class Layout2VidPipeline(DiffusionPipeline):
             raise ValueError(f"num_frames: must be in [1, 256] (got {num_frames})")
         if height % self.vae_scale_factor or width % self.vae_scale_factor:
             raise ValueError(f"height, width: must be multiples of {self.vae_scale_factor} (got {height}x{width})")
-        if not 1 <= num_inference_steps <= 1000:
-            raise ValueError(f"num_inference_steps: must be in [1, 1000] (got {num_inference_steps})")
-        if not 0.0 <= guidance_scale <= 50.0:
-            raise ValueError(f"guidance_scale: must be in [0, 50] (got {guidance_scale})")
-        if not 0.0 <= layout_alpha <= 1.0:
-            raise ValueError(f"layout_alpha: must be in [0, 1] (got {layout_alpha})")
+        STEPS.check(num_inference_steps)
+        GUIDANCE_SCALE.check(guidance_scale)
+        LAYOUT_ALPHA.check(layout_alpha)
         if layout is not None:
             if layout.boxes.shape != (num_frames, layout.num_entities, 4) or layout.masks.shape != (num_frames, layout.num_entities):
                 raise ValueError(
@@ -305,10 +302,10 @@ class Layout2VidPipeline(DiffusionPipeline):
             layout: per-frame grounding; None renders from the text alone.
             num_frames: frames F (1-256). height, width: pixels, multiples of ``vae_scale_factor``
                 (default: the UNet's sample size times it).
-            num_inference_steps: denoising steps (1-1000).
-            guidance_scale: classifier-free guidance weight w (0-50); w <= 1 disables guidance.
+            num_inference_steps: denoising steps (1-200, core.settings.STEPS).
+            guidance_scale: classifier-free guidance weight w (0-30, core.settings.GUIDANCE_SCALE); w <= 1 disables guidance.
                 The unconditional branch has the negative prompt (and see ``unconditional_layout``).
-                None: the model's ``config.default_guidance_scale``, or ``DEFAULT_GUIDANCE_SCALE``.
+                None: the model's own (:func:`core.settings.model_guidance_scale`).
             guidance_interval: (start, end), fractions of the steps (0 <= start <= end <= 1):
                 guidance runs on steps i with ``round(start * n) <= i < round(end * n)`` and the
                 other steps run the conditional branch alone, half the batch (guidance in a
@@ -337,7 +334,7 @@ class Layout2VidPipeline(DiffusionPipeline):
         """
         # 1. Check inputs.
         if guidance_scale is None:
-            guidance_scale = self.config.default_guidance_scale if self.config.default_guidance_scale is not None else DEFAULT_GUIDANCE_SCALE
+            guidance_scale = model_guidance_scale(self.config)
         if guidance_interval is None:
             guidance_interval = getattr(self.config, "default_guidance_interval", None) or (0.0, 1.0)
         if len(guidance_interval) != 2 or not 0.0 <= guidance_interval[0] <= guidance_interval[1] <= 1.0:

@@ -52,6 +52,22 @@ class PlanValidationError(ValueError):
         super().__init__(first)
 
 
+def check_prompt(prompt: str | None) -> str:
+    """Check a prompt before planning it: 1-:data:`MAX_PROMPT_CHARS` characters, not all blank.
+
+    Returns:
+        The prompt with surrounding whitespace removed.
+
+    Raises:
+        PlanValidationError: ``prompt: ...`` naming the allowed length.
+    """
+    if not prompt or len(prompt) > MAX_PROMPT_CHARS:
+        raise PlanValidationError([f"prompt: must have 1-{MAX_PROMPT_CHARS} characters (got {len(prompt or '')})"])
+    if not prompt.strip():
+        raise PlanValidationError(["prompt: must not be blank"])
+    return prompt.strip()
+
+
 def _not_blank(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be blank")

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.dsg import build_scene_graphs, entity_phrase, frame_prompt
 from core.plan import VideoPlan, interpolate_boxes
+from core.settings import BOX_GUIDANCE_ALPHA, BOX_GUIDANCE_SCALE, GUIDANCE_SCALE, LAYOUT_ALPHA, SEED, STEPS, model_guidance_scale, model_layout_alpha
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "layout2vid-toy"
 
@@ -64,18 +65,18 @@ class RenderSettings(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    num_inference_steps: int = Field(default=25, ge=1, le=200)
-    guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0)
+    num_inference_steps: int = Field(default=STEPS.default, ge=STEPS.low, le=STEPS.high)
+    guidance_scale: float | None = Field(default=GUIDANCE_SCALE.default, ge=GUIDANCE_SCALE.low, le=GUIDANCE_SCALE.high)
     guidance_interval: tuple[float, float] | None = None
-    layout_alpha: float | None = Field(default=None, ge=0.0, le=1.0)
+    layout_alpha: float | None = Field(default=LAYOUT_ALPHA.default, ge=LAYOUT_ALPHA.low, le=LAYOUT_ALPHA.high)
     layout_control: Literal["auto", "adapter", "guidance", "none"] = "auto"
     unconditional_layout: Literal["null", "none"] = "null"
-    box_guidance_alpha: float = Field(default=0.2, ge=0.0, le=1.0)
-    box_guidance_scale: float = Field(default=1.0, ge=0.0, le=10.0)
+    box_guidance_alpha: float = Field(default=BOX_GUIDANCE_ALPHA.default, ge=BOX_GUIDANCE_ALPHA.low, le=BOX_GUIDANCE_ALPHA.high)
+    box_guidance_scale: float = Field(default=BOX_GUIDANCE_SCALE.default, ge=BOX_GUIDANCE_SCALE.low, le=BOX_GUIDANCE_SCALE.high)
     box_guidance_method: Literal["energy", "mask"] = "energy"
     frame_prompts: bool | None = None
     use_scene_graph: bool = True
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: int = Field(default=SEED.default, ge=SEED.low, le=SEED.high)
 
     @field_validator("guidance_interval")
     @classmethod
@@ -95,24 +96,31 @@ class Progress:
     steps: int
 
 
-def recommended_guidance_scale(model: str | Path | None = None) -> float:
-    """The classifier-free guidance weight a model folder asks for, without loading the model.
+def _model_index(model: str | Path | None) -> dict:
+    try:
+        return json.loads((Path(model or DEFAULT_MODEL) / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
-    Reads ``default_guidance_scale`` from ``model_index.json`` (the toy model's is the value it
-    was selected with, see its model card); a folder or hub id without one gets
-    ``core.pipeline.DEFAULT_GUIDANCE_SCALE``.
+
+def recommended_guidance_scale(model: str | Path | None = None) -> float:
+    """The classifier-free guidance weight a model folder asks for, without loading the model
+    (:func:`core.settings.model_guidance_scale` of its ``model_index.json``).
 
     Args:
         model: as for :func:`load_pipeline` (None: the shipped toy model).
     """
-    from core.pipeline import DEFAULT_GUIDANCE_SCALE
+    return model_guidance_scale(_model_index(model))
 
-    index = Path(model or DEFAULT_MODEL) / "model_index.json"
-    try:
-        value = json.loads(index.read_text()).get("default_guidance_scale")
-    except (OSError, ValueError):
-        value = None
-    return float(value) if value is not None else DEFAULT_GUIDANCE_SCALE
+
+def recommended_layout_alpha(model: str | Path | None = None) -> float:
+    """The layout alpha a model folder asks for, without loading the model
+    (:func:`core.settings.model_layout_alpha` of its ``model_index.json``: 1.0 for the toy model).
+
+    Args:
+        model: as for :func:`load_pipeline` (None: the shipped toy model).
+    """
+    return model_layout_alpha(_model_index(model))
 
 
 def load_pipeline(
@@ -296,15 +304,14 @@ def resolve_controls(pipe, settings: RenderSettings) -> dict:
 
     Returns:
         ``{"layout_alpha": float, "box_guidance": BoxGuidance | None, "guidance_scale": float}``
-        plus whether frame prompts are on (``"frame_prompts": bool``). ``guidance_scale`` is the
-        settings' or, when that is None, the pipeline's ``config.default_guidance_scale`` (else
-        ``core.pipeline.DEFAULT_GUIDANCE_SCALE``).
+        plus whether frame prompts are on (``"frame_prompts": bool``). ``guidance_scale`` and
+        ``layout_alpha`` are the settings' or, when None, the model's own
+        (:func:`core.settings.model_guidance_scale`, :func:`core.settings.model_layout_alpha`).
 
     Raises:
         ValueError: ``layout_control="adapter"`` on a pipeline without an adapter.
     """
     from core.guidance import BoxGuidance
-    from core.pipeline import DEFAULT_GUIDANCE_SCALE
 
     closed_world = bool(getattr(pipe.config, "backgrounds", None))
     has_adapter = getattr(pipe, "layout_adapter", None) is not None
@@ -313,13 +320,13 @@ def resolve_controls(pipe, settings: RenderSettings) -> dict:
         control = "adapter" if has_adapter else "guidance"
     if control == "adapter" and not has_adapter:
         raise ValueError("layout_control: 'adapter' needs a model with a layout adapter (pass --adapter), or use 'guidance'")
-    alpha = settings.layout_alpha if settings.layout_alpha is not None else (1.0 if closed_world else 0.3)
+    alpha = settings.layout_alpha if settings.layout_alpha is not None else model_layout_alpha(pipe.config)
     guidance = BoxGuidance(alpha=settings.box_guidance_alpha, scale=settings.box_guidance_scale, method=settings.box_guidance_method) if control == "guidance" else None
     return {
         "layout_alpha": alpha if control == "adapter" else 0.0,
         "box_guidance": guidance,
         "frame_prompts": settings.frame_prompts if settings.frame_prompts is not None else not closed_world,
-        "guidance_scale": next(g for g in (settings.guidance_scale, getattr(pipe.config, "default_guidance_scale", None), DEFAULT_GUIDANCE_SCALE) if g is not None),
+        "guidance_scale": settings.guidance_scale if settings.guidance_scale is not None else model_guidance_scale(pipe.config),
     }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.cli import add_model_options, model_options
-from core.render import check_model_options, recommended_guidance_scale
+from core.render import check_model_options, recommended_guidance_scale, recommended_layout_alpha
 from core.store import default_data_dir
 from core.workspace import Workspace
 from studio.handlers import Handlers
@@ -45,7 +45,7 @@ def build_app(workspace: Workspace) -> gr.Blocks:
                 gr.Markdown("## 4. Scene graph")
                 g = graph_panel.render()
         gr.Markdown("## 5. Render")
-        r = render_panel.render(guidance_scale=recommended_guidance_scale(workspace.model))
+        r = render_panel.render(guidance_scale=recommended_guidance_scale(workspace.model), layout_alpha=recommended_layout_alpha(workspace.model))
 
         views = [p.plan_json, s.scenes, s.entities, l.scene, l.frame, l.boxes, l.status, l.entity, g.graph, g.events, g.timeline]
         outputs = [session, note, *views]

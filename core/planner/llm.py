@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.dsg import build_scene_graphs, triplets
 from core.messages import escape_control, one_line, short_repr
-from core.plan import MAX_PROMPT_CHARS, Box, Entity, Event, PlanValidationError, Triplet, VideoPlan, atomic_write_bytes, format_validation_error, parse_plan
+from core.plan import Box, Entity, Event, PlanValidationError, Triplet, VideoPlan, atomic_write_bytes, check_prompt, format_validation_error, parse_plan
 from core.planner import PlanError
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -333,10 +333,10 @@ class OpenAIPlanner:
         """Plan ``prompt`` into a validated VideoPlan with ``num_frames`` frames per scene.
 
         Raises:
+            PlanValidationError: the prompt is empty, blank or over 2000 characters.
             PlanError: an LLM answer stayed invalid after one repair, or the endpoint failed.
         """
-        if not prompt.strip() or len(prompt) > MAX_PROMPT_CHARS:
-            raise PlanError(f"prompt: must have 1-{MAX_PROMPT_CHARS} non-blank characters (got {len(prompt)})")
+        prompt = check_prompt(prompt)
         self._pending = {}
         last = num_frames - 1
         sketch = self.ask(

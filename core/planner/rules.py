@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from core.plan import MAX_ENTITIES_PER_SCENE, MAX_SCENES, Entity, Event, Keyframe, Scene, VideoPlan, parse_plan
+from core.plan import MAX_ENTITIES_PER_SCENE, MAX_SCENES, Entity, check_prompt, Event, Keyframe, Scene, VideoPlan, parse_plan
 from core.planner import lexicon as lx
 
 DEFAULT_FRAMES = 16
@@ -760,7 +760,7 @@ def plan_with_rules(prompt: str, *, num_frames: int = DEFAULT_FRAMES, fps: int =
     """Plan a prompt offline.
 
     Args:
-        prompt: 1-2000 characters of English.
+        prompt: 1-2000 characters of English (core.plan.MAX_PROMPT_CHARS).
         num_frames: frames per scene (8-64).
         fps: frames per second of the video.
 
@@ -770,8 +770,7 @@ def plan_with_rules(prompt: str, *, num_frames: int = DEFAULT_FRAMES, fps: int =
     Raises:
         PlanValidationError: the prompt is empty or too long, or no entity could be found.
     """
-    if not prompt or not prompt.strip() or len(prompt) > 2000:
-        raise parse_plan_error("prompt", f"must have 1-2000 characters (got {len(prompt or '')})")
+    check_prompt(prompt)
     nlp = load_parser()
     builder = _Builder(prompt.strip(), num_frames)
     scenes = []

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from core.planner import PLANNERS
 from core.planner.llm import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, MAX_RETRIES, TIMEOUT_RANGE_S
 
 
@@ -12,7 +13,7 @@ def render() -> SimpleNamespace:
     with gr.Group():
         prompt = gr.Textbox(label="Prompt", lines=2, placeholder="A red ball rolls across the grass, then a blue star falls from the sky.", elem_id="prompt")
         with gr.Row():
-            planner = gr.Radio(["rules", "openai"], value="rules", label="Planner", elem_id="planner")
+            planner = gr.Radio(list(PLANNERS), value=PLANNERS[0], label="Planner", elem_id="planner")
             frames = gr.Slider(8, 64, value=16, step=1, label="Frames per scene")
         with gr.Accordion("LLM endpoint (openai planner)", open=False):
             base_url = gr.Textbox(label="Base URL", value=os.environ.get("OPENAI_BASE_URL", ""), placeholder="http://127.0.0.1:11434/v1")

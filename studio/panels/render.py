@@ -4,14 +4,17 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from core.settings import GUIDANCE_SCALE, LAYOUT_ALPHA, SEED, STEPS
 
-def render(guidance_scale: float) -> SimpleNamespace:
-    """The panel; the guidance slider starts at ``guidance_scale`` (the loaded model's default)."""
+
+def render(guidance_scale: float, layout_alpha: float) -> SimpleNamespace:
+    """The panel; the guidance and layout-alpha sliders start at the loaded model's own defaults,
+    and every range comes from core.settings (the same as the command line's)."""
     with gr.Row():
-        steps = gr.Slider(1, 100, value=25, step=1, label="Steps", elem_id="steps")
-        guidance = gr.Slider(0, 15, value=guidance_scale, step=0.5, label="Guidance scale", elem_id="guidance")
-        alpha = gr.Slider(0, 1, value=1.0, step=0.05, label="Layout alpha")
-        seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
+        steps = gr.Slider(STEPS.low, STEPS.high, value=STEPS.default, step=1, label="Steps", elem_id="steps")
+        guidance = gr.Slider(GUIDANCE_SCALE.low, GUIDANCE_SCALE.high, value=guidance_scale, step=0.5, label="Guidance scale", elem_id="guidance")
+        alpha = gr.Slider(LAYOUT_ALPHA.low, LAYOUT_ALPHA.high, value=layout_alpha, step=0.05, label="Layout alpha", elem_id="layout-alpha")
+        seed = gr.Number(value=SEED.default, precision=0, label="Seed", minimum=SEED.low, maximum=SEED.high)
     with gr.Row():
         run = gr.Button("Render", variant="primary", elem_id="render")
         cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
