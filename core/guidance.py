@@ -271,7 +271,77 @@ def layer_energy(maps: list[torch.Tensor], token_weights: torch.Tensor, boxes: t
     return torch.stack(energies).mean() if energies else boxes.new_zeros(())
 
 
+class BoxGuidanceHooks:
+    """Training-free box guidance over one render, as the hooks a denoising loop calls.
+
+    On ``__enter__`` it installs its cross-attention processors on the UNet (a
+    :class:`BoxMaskedAttention` for ``mask``, a :class:`CrossAttentionRecorder` for ``energy``) and
+    on ``__exit__`` restores the previous ones, also when the loop raises or is interrupted. Before
+    each of the first ``guided_steps`` steps, :meth:`before_step` sets the masking bias or takes the
+    energy step on the latents (see the module docstring); after them it does nothing.
+
+    Args:
+        unet: the UNet3D whose spatial cross-attention is hooked.
+        guidance: the settings (method, scale).
+        guided_steps: how many of the first steps are guided (``round(alpha * steps)``).
+        token_weights: (frames, entities, tokens) from :func:`phrase_token_weights`.
+        boxes: (frames, entities, 4) xyxy in [0, 1]. masks: (frames, entities), 1 on screen.
+        aspect: latent height / width. num_frames: F. dtype: the UNet's dtype.
+        conditional_pass: ``f(x, t)`` that runs the UNet's conditional branch on latents ``x``
+            (1, C, F, h, w) at timestep ``t`` (the energy method reads its recorded attention).
+    """
+
+    def __init__(self, unet, guidance: BoxGuidance, *, guided_steps: int, token_weights, boxes, masks, aspect: float, num_frames: int, dtype, conditional_pass):
+        self.unet, self.guidance, self.guided_steps = unet, guidance, guided_steps
+        self.token_weights, self.boxes, self.masks = token_weights, boxes, masks
+        self.aspect, self.num_frames, self.dtype = aspect, num_frames, dtype
+        self.conditional_pass = conditional_pass
+        self._biases: dict[tuple[int, int], torch.Tensor] = {}
+        self._processor = BoxMaskedAttention() if guidance.method == "mask" else CrossAttentionRecorder()
+        self._previous: dict | None = None
+
+    def __enter__(self) -> "BoxGuidanceHooks":
+        self._previous = install_cross_attention(self.unet, self._processor)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            self.unet.set_attn_processor(self._previous)
+            self._previous = None
+
+    def attention_bias(self, batch: int, queries: int) -> torch.Tensor:
+        """(batch, queries, tokens) masking bias: :func:`box_attention_bias` on the conditional
+        frames (the last ``num_frames`` of the batch), 0 on the unconditional ones; cached per shape."""
+        if (batch, queries) not in self._biases:
+            grid = box_masks_on_grid(self.boxes, self.masks, *grid_of(queries, self.aspect))
+            bias = box_attention_bias(self.token_weights, grid)
+            self._biases[batch, queries] = torch.cat([torch.zeros_like(bias)] * (batch // self.num_frames - 1) + [bias]).to(self.dtype)
+        return self._biases[batch, queries]
+
+    def energy(self, x: torch.Tensor, t) -> torch.Tensor:
+        """The box energy (scalar) of latents ``x`` at timestep ``t``: one conditional UNet pass, recorded."""
+        recorder = self._processor
+        recorder.maps.clear()
+        recorder.recording = True
+        try:
+            self.conditional_pass(x, t)
+        finally:
+            recorder.recording = False
+        return layer_energy(recorder.maps, self.token_weights, self.boxes, self.masks, aspect=self.aspect)
+
+    def before_step(self, step: int, t, latents: torch.Tensor) -> torch.Tensor:
+        """Hook run before denoising step ``step``: returns the (possibly guided) latents."""
+        guided = step < self.guided_steps
+        if isinstance(self._processor, BoxMaskedAttention):
+            self._processor.bias_fn = self.attention_bias if guided else None
+            return latents
+        if guided:
+            latents, _ = guided_latents(latents, lambda x: self.energy(x, t), scale=self.guidance.scale)
+        return latents
+
+
 __all__ = [
+    "BoxGuidanceHooks",
     "METHODS",
     "BoxGuidance",
     "BoxMaskedAttention",

@@ -8,7 +8,7 @@ Grounding (GLIGEN gated self-attention, see :mod:`core.models.layout`) is active
 
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,19 +19,7 @@ from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import BaseOutput
 from einops import rearrange
 
-from core.guidance import (
-    METHODS,
-    BoxGuidance,
-    BoxMaskedAttention,
-    box_attention_bias,
-    box_masks_on_grid,
-    grid_of,
-    guided_latents,
-    install_cross_attention,
-    install_recorder,
-    layer_energy,
-    phrase_token_weights,
-)
+from core.guidance import METHODS, BoxGuidance, BoxGuidanceHooks, phrase_token_weights
 from core.models.frame_text import FrameText
 from core.models.graph_encoder import SceneGraphEncoder, graph_tensors
 from core.models.layout import LayoutAdapter
@@ -81,6 +69,29 @@ def conditional_half(rows, num_frames: int):
     if isinstance(rows, tuple):
         return tuple(part[-num_frames:] for part in rows)
     return rows[-num_frames:]
+
+
+@dataclass
+class StepInputs:
+    """What every UNet call of one scene is conditioned on; where classifier-free guidance runs, each
+    batched tensor holds the unconditional rows first, then the conditional ones.
+
+    Attributes:
+        prompt_embeds: (2 or 1, T, D) text tokens (negative prompt, prompt).
+        frame_embeds: (2F or F, T, D) per-frame text tokens, or None. cond_frame_embeds: (F, T, D) or None.
+        objs: grounding tokens for the adapter, or None. region: their (boxes, masks), or None.
+        graph_tokens: scene-graph tokens (tuple of tensors), or None.
+        aspect: latent height / width. num_frames: F.
+    """
+
+    prompt_embeds: torch.Tensor
+    frame_embeds: torch.Tensor | None
+    cond_frame_embeds: torch.Tensor | None
+    objs: torch.Tensor | None
+    region: tuple | None
+    graph_tokens: tuple | None
+    aspect: float
+    num_frames: int
 
 
 @dataclass
@@ -188,7 +199,11 @@ class Layout2VidPipeline(DiffusionPipeline):
     # Inputs, latents, grounding
     # ---------------------------------------------------------------------------------------
 
-    def check_inputs(self, prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, layout_alpha, callback_on_step_end_tensor_inputs):
+    def check_inputs(
+        self, prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, guidance_interval, layout_alpha,
+        unconditional_layout, box_guidance, callback_on_step_end_tensor_inputs,
+    ):
+        """Raise ValueError naming the first argument outside its range (ranges: :mod:`core.settings`)."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"prompt: must be a non-empty string (got {prompt!r})")
         if not 1 <= num_frames <= 256:
@@ -198,6 +213,14 @@ class Layout2VidPipeline(DiffusionPipeline):
         STEPS.check(num_inference_steps)
         GUIDANCE_SCALE.check(guidance_scale)
         LAYOUT_ALPHA.check(layout_alpha)
+        if len(guidance_interval) != 2 or not 0.0 <= guidance_interval[0] <= guidance_interval[1] <= 1.0:
+            raise ValueError(f"guidance_interval: must be (start, end) with 0 <= start <= end <= 1 (got {tuple(guidance_interval)})")
+        if unconditional_layout not in ("null", "none"):
+            raise ValueError(f"unconditional_layout: must be 'null' or 'none' (got {unconditional_layout!r})")
+        if box_guidance is not None and not (0.0 <= box_guidance.alpha <= 1.0 and box_guidance.scale >= 0.0):
+            raise ValueError(f"box_guidance: alpha must be in [0, 1] and scale >= 0 (got {box_guidance.alpha}, {box_guidance.scale})")
+        if box_guidance is not None and box_guidance.method not in METHODS:
+            raise ValueError(f"box_guidance.method: must be one of {', '.join(METHODS)} (got {box_guidance.method!r})")
         if layout is not None:
             if layout.boxes.shape != (num_frames, layout.num_entities, 4) or layout.masks.shape != (num_frames, layout.num_entities):
                 raise ValueError(
@@ -332,22 +355,17 @@ class Layout2VidPipeline(DiffusionPipeline):
         Raises:
             ValueError: an argument outside its range (the message names it).
         """
-        # 1. Check inputs.
+        # 1. Check inputs, with the model's own defaults filled in.
         if guidance_scale is None:
             guidance_scale = model_guidance_scale(self.config)
         if guidance_interval is None:
             guidance_interval = getattr(self.config, "default_guidance_interval", None) or (0.0, 1.0)
-        if len(guidance_interval) != 2 or not 0.0 <= guidance_interval[0] <= guidance_interval[1] <= 1.0:
-            raise ValueError(f"guidance_interval: must be (start, end) with 0 <= start <= end <= 1 (got {tuple(guidance_interval)})")
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
-        self.check_inputs(prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, layout_alpha, callback_on_step_end_tensor_inputs)
-        if unconditional_layout not in ("null", "none"):
-            raise ValueError(f"unconditional_layout: must be 'null' or 'none' (got {unconditional_layout!r})")
-        if box_guidance is not None and not (0.0 <= box_guidance.alpha <= 1.0 and box_guidance.scale >= 0.0):
-            raise ValueError(f"box_guidance: alpha must be in [0, 1] and scale >= 0 (got {box_guidance.alpha}, {box_guidance.scale})")
-        if box_guidance is not None and box_guidance.method not in METHODS:
-            raise ValueError(f"box_guidance.method: must be one of {', '.join(METHODS)} (got {box_guidance.method!r})")
+        self.check_inputs(
+            prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, guidance_interval, layout_alpha,
+            unconditional_layout, box_guidance, callback_on_step_end_tensor_inputs,
+        )
         self._interrupt = False
         device, dtype = self._execution_device, self.unet.dtype
         do_cfg = guidance_scale > 1.0
@@ -360,105 +378,43 @@ class Layout2VidPipeline(DiffusionPipeline):
             cond_frame_embeds = self.encode_prompt(frame_prompts).to(dtype)
             frame_embeds = torch.cat([prompt_embeds[:1].expand(num_frames, -1, -1), cond_frame_embeds]) if do_cfg else cond_frame_embeds
 
-        # 3. Grounding tokens.
-        objs = region = None
+        # 3. Grounding tokens (GLIGEN) and scene-graph tokens (Dysen-VDM's encoder).
+        objs = region = graph_tokens = None
         if layout is not None and layout.num_entities > 0 and self.layout_adapter is not None:
             # With ``unconditional_layout="none"`` the tokens cover the conditional half only; the
             # gated attention leaves the other rows alone (GroundedSelfAttention.forward).
             with_null = do_cfg and unconditional_layout == "null"
             objs = self.prepare_grounding(layout, with_unconditional=with_null, device=device, dtype=dtype)
             region = self.grounding_region(layout, with_unconditional=with_null, device=device, dtype=dtype)
-
-        # 3b. Scene-graph tokens (Dysen-VDM's encoder), for every step.
-        graph_tokens = None
         if layout is not None and layout.scene_graphs is not None and self.graph_encoder is not None:
             graph_tokens = self.prepare_graph_tokens(layout.scene_graphs, with_unconditional=do_cfg, device=device, dtype=dtype)
+        inputs = StepInputs(prompt_embeds, frame_embeds, cond_frame_embeds, objs, region, graph_tokens, aspect=height / width, num_frames=num_frames)
 
-        # 4. Timesteps.
+        # 4. Timesteps, and the steps on which each control is on.
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
         layout_steps = round(layout_alpha * len(timesteps))
         cfg_start, cfg_end = (round(fraction * len(timesteps)) for fraction in guidance_interval)
-        guided_steps = 0
-        if box_guidance is not None and layout is not None and layout.num_entities > 0:
-            guided_steps = round(box_guidance.alpha * len(timesteps))
 
         # 5. Latents.
         latents = self.prepare_latents(num_frames, height, width, dtype, device, generator, layout)
-        aspect = height / width
 
-        # 6. Denoising loop.
-        masking = guided_steps > 0 and box_guidance.method == "mask"
-        recorder = masker = previous_processors = None
-        if guided_steps and masking:
-            masker = BoxMaskedAttention()
-            previous_processors = install_cross_attention(self.unet, masker)
-        elif guided_steps:
-            recorder, previous_processors = install_recorder(self.unet)
-        try:
-            if guided_steps:
-                token_weights = phrase_token_weights(
-                    self.tokenizer, frame_prompts or [prompt] * num_frames, layout.phrases, max_length=self.config.max_prompt_tokens
-                ).to(device)
-                boxes, masks = layout.boxes.to(device), layout.masks.to(device)
-            if masking:
-                biases: dict[tuple[int, int], torch.Tensor] = {}
-
-                def attention_bias(batch: int, queries: int) -> torch.Tensor:
-                    """(batch, queries, tokens): the masking bias on the conditional frames, 0 on the unconditional."""
-                    if (batch, queries) not in biases:
-                        grid = box_masks_on_grid(boxes, masks, *grid_of(queries, aspect))
-                        bias = box_attention_bias(token_weights, grid)
-                        biases[batch, queries] = torch.cat([torch.zeros_like(bias)] * (batch // num_frames - 1) + [bias]).to(dtype)
-                    return biases[batch, queries]
-            elif guided_steps:
-                cond_embeds = prompt_embeds[-1:]  # the guided pass runs the conditional branch only
-                cond_graph = None if graph_tokens is None else tuple(part[-num_frames:] for part in graph_tokens)
-
-                def energy(x, t):
-                    recorder.maps.clear()
-                    recorder.recording = True
-                    try:
-                        with self._conditioning(None, cond_frame_embeds, aspect, cond_graph):
-                            self.unet(self.scheduler.scale_model_input(x, t), t, encoder_hidden_states=cond_embeds)
-                    finally:
-                        recorder.recording = False
-                    return layer_energy(recorder.maps, token_weights, boxes, masks, aspect=aspect)
-
-            with self.progress_bar(total=len(timesteps)) as progress_bar:
-                for i, t in enumerate(timesteps):
-                    if masker is not None:
-                        masker.bias_fn = attention_bias if i < guided_steps else None
-                    elif i < guided_steps:
-                        latents, _ = guided_latents(latents, lambda x: energy(x, t), scale=box_guidance.scale)
-                    step_cfg = do_cfg and cfg_start <= i < cfg_end
-                    latent_input = torch.cat([latents] * 2) if step_cfg else latents
-                    latent_input = self.scheduler.scale_model_input(latent_input, t)
-                    step_objs = objs if i < layout_steps else None
-                    if step_cfg or not do_cfg:
-                        with self._conditioning(step_objs, frame_embeds, aspect, graph_tokens, region):
-                            model_output = self.unet(latent_input, t, encoder_hidden_states=prompt_embeds).sample
-                    else:  # outside the guidance interval: the conditional half of every input
-                        with self._conditioning(
-                            conditional_half(step_objs, num_frames), cond_frame_embeds, aspect,
-                            conditional_half(graph_tokens, num_frames), conditional_half(region, num_frames),
-                        ):
-                            model_output = self.unet(latent_input, t, encoder_hidden_states=prompt_embeds[-1:]).sample
-                    if step_cfg:
-                        uncond, cond = model_output.chunk(2)
-                        model_output = uncond + guidance_scale * (cond - uncond)
-                    latents = self.scheduler.step(model_output, t, latents).prev_sample
-                    if callback_on_step_end is not None:
-                        available = {"latents": latents}
-                        tensors = {name: available[name] for name in callback_on_step_end_tensor_inputs}
-                        latents = callback_on_step_end(self, i, t, tensors).get("latents", latents)
-                    progress_bar.update()
-                    if self.interrupt:
-                        return Layout2VidPipelineOutput(frames=None, interrupted=True)
-        finally:
-            if previous_processors is not None:
-                self.unet.set_attn_processor(previous_processors)
-
+        # 6. Denoising loop (training-free box guidance, if any, hooks in before each step).
+        hooks = self.box_guidance_hooks(box_guidance, layout, inputs, frame_prompts or [prompt] * num_frames, len(timesteps))
+        with hooks or nullcontext(), self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if hooks is not None:
+                    latents = hooks.before_step(i, t, latents)
+                step_scale = guidance_scale if do_cfg and cfg_start <= i < cfg_end else None
+                noise_pred = self.predict_noise(latents, t, inputs, grounded=i < layout_steps, guidance_scale=step_scale, do_cfg=do_cfg)
+                latents = self.scheduler.step(noise_pred, t, latents).prev_sample
+                if callback_on_step_end is not None:
+                    available = {"latents": latents}
+                    tensors = {name: available[name] for name in callback_on_step_end_tensor_inputs}
+                    latents = callback_on_step_end(self, i, t, tensors).get("latents", latents)
+                progress_bar.update()
+                if self.interrupt:
+                    return Layout2VidPipelineOutput(frames=None, interrupted=True)
         if output_type == "latent":
             return Layout2VidPipelineOutput(frames=latents)
 
@@ -466,6 +422,58 @@ class Layout2VidPipeline(DiffusionPipeline):
         frames = self.decode_latents(latents)
         self.maybe_free_model_hooks()
         return Layout2VidPipelineOutput(frames=frames)
+
+    def predict_noise(self, latents: torch.Tensor, t, inputs: StepInputs, *, grounded: bool, guidance_scale: float | None, do_cfg: bool) -> torch.Tensor:
+        """One UNet prediction, with classifier-free guidance when ``guidance_scale`` is given.
+
+        Args:
+            latents: (1, C, F, h, w). t: the timestep. inputs: the scene's conditioning.
+            grounded: whether the adapter's gated attention reads the grounding tokens this step.
+            guidance_scale: w of ``uncond + w * (cond - uncond)`` (both halves of the batch run);
+                None: the conditional branch alone (when ``do_cfg``, the conditional half of every
+                input, as outside a guidance interval).
+            do_cfg: whether ``inputs`` hold an unconditional half.
+
+        Returns:
+            The model output, same shape as ``latents``.
+        """
+        objs = inputs.objs if grounded else None
+        if guidance_scale is not None or not do_cfg:
+            latent_input = torch.cat([latents] * 2) if guidance_scale is not None else latents
+            with self._conditioning(objs, inputs.frame_embeds, inputs.aspect, inputs.graph_tokens, inputs.region):
+                output = self.unet(self.scheduler.scale_model_input(latent_input, t), t, encoder_hidden_states=inputs.prompt_embeds).sample
+            if guidance_scale is None:
+                return output
+            uncond, cond = output.chunk(2)
+            return uncond + guidance_scale * (cond - uncond)
+        frames = inputs.num_frames
+        with self._conditioning(
+            conditional_half(objs, frames), inputs.cond_frame_embeds, inputs.aspect,
+            conditional_half(inputs.graph_tokens, frames), conditional_half(inputs.region, frames),
+        ):
+            return self.unet(self.scheduler.scale_model_input(latents, t), t, encoder_hidden_states=inputs.prompt_embeds[-1:]).sample
+
+    def box_guidance_hooks(self, box_guidance, layout, inputs: StepInputs, prompts: list[str], num_steps: int) -> BoxGuidanceHooks | None:
+        """The training-free guidance hooks of one render (:class:`core.guidance.BoxGuidanceHooks`),
+        or None when no step is guided (no guidance, no layout or no entity on screen)."""
+        if box_guidance is None or layout is None or layout.num_entities == 0:
+            return None
+        guided_steps = round(box_guidance.alpha * num_steps)
+        if guided_steps == 0:
+            return None
+        device = inputs.prompt_embeds.device
+        token_weights = phrase_token_weights(self.tokenizer, prompts, layout.phrases, max_length=self.config.max_prompt_tokens).to(device)
+        cond_embeds = inputs.prompt_embeds[-1:]  # the energy's pass runs the conditional branch only
+        cond_graph = conditional_half(inputs.graph_tokens, inputs.num_frames)
+
+        def conditional_pass(x, t):
+            with self._conditioning(None, inputs.cond_frame_embeds, inputs.aspect, cond_graph):
+                self.unet(self.scheduler.scale_model_input(x, t), t, encoder_hidden_states=cond_embeds)
+
+        return BoxGuidanceHooks(
+            self.unet, box_guidance, guided_steps=guided_steps, token_weights=token_weights, boxes=layout.boxes.to(device), masks=layout.masks.to(device),
+            aspect=inputs.aspect, num_frames=inputs.num_frames, dtype=inputs.prompt_embeds.dtype, conditional_pass=conditional_pass,
+        )
 
     @contextmanager
     def _conditioning(self, objs: torch.Tensor | None, frame_embeds: torch.Tensor | None, aspect: float, graph_tokens=None, region=None):
