@@ -11,7 +11,7 @@ outside the loop). Then, on the same device, the same latents and scheduler (DPM
 1. the stock diffusers ``TextToVideoSDPipeline``;
 2. our ``Layout2VidPipeline`` with a layout adapter and three boxed entities, gated attention on for
    every step (``layout_alpha=1``, the worst case): GLIGEN's adapter (gated self-attention plus a
-   gated feed-forward, ``ff_mult=4``) and the light one that ``core.train adapter`` trains by
+   gated feed-forward, ``ff_mult=4``) and the light one that ``python -m core.training adapter`` trains by
    default (``ff_mult=0``, no feed-forward);
 3. ours without an adapter, with training-free box guidance on its default first 20 % of steps.
 

@@ -5,7 +5,7 @@
 For every background of :data:`core.toyworld.BACKGROUNDS`, one 64x64 frame per palette colour is
 drawn with a 24x24 square of that colour in the middle (pixels 20-43, so the 2x2 latent cells 3-4
 lie wholly inside it), encoded to the posterior mean times ``scaling_factor``, and the mean of
-those cells is taken (:func:`core.graph_training.palette_latents`): the L2 distance between two
+those cells is taken (:func:`core.training.palette.palette_latents`): the L2 distance between two
 colours' latents, averaged over the backgrounds. The denoiser is trained with a mean squared error on these latents,
 so the closest pairs are the colours it is least pushed to tell apart. Prints the distance table
 and the pairs from nearest to farthest, next to their RGB distance.
@@ -27,8 +27,8 @@ def main() -> None:
     import torch
     from diffusers import AutoencoderKL
 
-    from core.graph_training import palette_latents
     from core.toyworld import BACKGROUNDS, COLORS
+    from core.training.palette import palette_latents
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vae", type=Path, default=ROOT / "assets" / "layout2vid-toy" / "vae")

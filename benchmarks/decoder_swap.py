@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/decoder_swap.py --vae runs/toy26/vae_decoder [--model DIR] [--seeds 0 1 2] [PROMPTS.jsonl ...]
 
-The decoder stages (``python -m core.train decoder`` / ``refine``) keep the encoder, so the
+The decoder stages (``python -m core.training decoder`` / ``refine``) keep the encoder, so the
 latents the UNet samples do not change with the decoder. This script renders every prompt once
 per seed (``launch.py eval``'s ``full`` variant: rules planner, 25 steps, the model's default
 guidance), keeps each scene's final latents, and decodes them with the model's own autoencoder and
@@ -10,7 +10,7 @@ with every ``--vae``. Each row is exactly what ``launch.py eval --seed S`` would
 autoencoder in the pipeline, for one render per prompt and seed instead of one per candidate.
 
 Every candidate decodes with the model's ``scaling_factor`` (a decoder-stage output folder keeps the
-library default until ``core.train export`` writes the data's). Prints a markdown table.
+library default until ``python -m core.training export`` writes the data's). Prints a markdown table.
 """
 
 from __future__ import annotations

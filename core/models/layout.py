@@ -266,7 +266,7 @@ class LayoutAdapter(ModelMixin, ConfigMixin):
         largest ``importance[i]`` (see :func:`feed_forward_importance`), their rows of the GEGLU
         projection (value and gate halves) and their columns of the output projection. Every other
         weight, gates included, is copied unchanged; fine-tune the result to recover what the
-        dropped units did (``python -m core.train graph`` does, for a run whose
+        dropped units did (``python -m core.training graph`` does, for a run whose
         ``adapter_ff_mult`` is below its ``init_from`` model's).
 
         Args:

@@ -95,7 +95,7 @@ class PrunedUNet3DConditionModel(UNet3DConditionModel):
         ``ff_inner_dim`` hidden units with the largest ``importance["ff"]`` (value and gate rows
         of its projection, columns of its output). Every other weight is copied unchanged; the
         result is exact when nothing is dropped. Fine-tune it to recover what was dropped
-        (``python -m core.train graph`` does for a run with ``transformer_in_heads`` /
+        (``python -m core.training graph`` does for a run with ``transformer_in_heads`` /
         ``transformer_in_ff_inner_dim`` set).
 
         Args:

@@ -1,4 +1,6 @@
-"""Train a layout adapter on a frozen text-to-video backbone from image-level box annotations.
+"""The ``adapter`` stage: a layout adapter trained on a frozen text-to-video backbone from image boxes.
+
+    python -m core.training adapter --model PATH --images DIR --annotations COCO.json --out layout2vid.safetensors
 
 VideoDirectorGPT's Layout2Vid recipe (arXiv 2309.15091, section 3.2): only the GLIGEN-style gated
 self-attention and the grounding position net are trained, on images with boxes treated as
@@ -9,15 +11,11 @@ Annotations are COCO "instances" JSON: ``images`` (id, file_name, width, height)
 (image_id, category_id, bbox = [x, y, w, h] in pixels) and ``categories`` (id, name). The phrase of
 a box is its category name; the prompt of an image is its ``caption`` if it has one, else
 ``"a photo of <names>"``.
-
-    python -m core.train adapter --model PATH --images DIR --annotations COCO.json --out layout2vid.safetensors
 """
 
 from __future__ import annotations
 
-import csv
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +23,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from tqdm import tqdm
+
+from core.training.config import AdapterTrainConfig
+from core.training.loop import CosineSchedule, StepRecord, TrainingLoop, TrainingState
 
 
 class CocoImage(BaseModel):
+    """One entry of a COCO file's ``images``."""
+
     model_config = ConfigDict(extra="ignore")
     id: int
     file_name: str
@@ -38,6 +40,8 @@ class CocoImage(BaseModel):
 
 
 class CocoAnnotation(BaseModel):
+    """One entry of ``annotations``: a box ``[x, y, w, h]`` in pixels."""
+
     model_config = ConfigDict(extra="ignore")
     image_id: int
     category_id: int
@@ -45,6 +49,8 @@ class CocoAnnotation(BaseModel):
 
 
 class CocoCategory(BaseModel):
+    """One entry of ``categories``: its name is the phrase of its boxes."""
+
     model_config = ConfigDict(extra="ignore")
     id: int
     name: str = Field(min_length=1)
@@ -59,27 +65,12 @@ class CocoInstances(BaseModel):
     categories: list[CocoCategory] = Field(min_length=1)
 
 
-@dataclass(frozen=True)
-class AdapterTrainConfig:
-    """Settings of :func:`train_adapter` (defaults follow GLIGEN's fine-tuning: AdamW, lr 5e-5)."""
-
-    steps: int = 1000
-    batch: int = 4
-    lr: float = 5e-5
-    max_boxes: int = 8
-    drop_grounding: float = 0.1  # fraction of samples with null grounding tokens (for guidance)
-    seed: int = 0
-    # The adapter's gated feed-forward width. 0 (none) keeps the per-step cost of a ModelScope UNet3D
-    # with the adapter active at 1.07x in FLOPs; GLIGEN's full block (4) costs 1.19x
-    # (benchmarks/bench_backbone.py).
-    ff_mult: int = 0
-
-
 def load_coco(path: Path) -> CocoInstances:
     """Parse and validate a COCO instances file.
 
     Raises:
         ValueError: not JSON, a missing or malformed field (named), or references to unknown ids.
+        FileNotFoundError: no such file.
     """
     try:
         coco = CocoInstances.model_validate_json(Path(path).read_text())
@@ -102,12 +93,17 @@ def load_coco(path: Path) -> CocoInstances:
 def grounding_examples(coco: CocoInstances, images_dir: Path, *, size: tuple[int, int], max_boxes: int) -> list[dict]:
     """One example per annotated image: pixels, prompt, phrases, xyxy boxes in [0, 1].
 
+    Args:
+        size: (height, width) the images are resized to (bicubic).
+        max_boxes: keep the largest this many boxes of an image.
+
     Returns:
         dicts with ``pixels`` torch.Tensor (3, H, W) float32 in [-1, 1], ``prompt`` str,
         ``phrases`` list[str] and ``boxes`` torch.Tensor (n, 4), the ``max_boxes`` largest boxes.
 
     Raises:
         FileNotFoundError: an image file is missing.
+        ValueError: no image has a box.
     """
     names = {c.id: c.name for c in coco.categories}
     by_image: dict[int, list[CocoAnnotation]] = {}
@@ -166,7 +162,7 @@ def encode_examples(pipe, examples: list[dict], *, max_boxes: int) -> dict:
 
 
 def diffusion_loss(pipe, adapter, batch: dict, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-    """The backbone's diffusion MSE on ``batch`` with the adapter's grounding (a scalar tensor).
+    """The backbone's diffusion MSE on ``batch`` with the adapter's grounding (a scalar float32 tensor).
 
     Args:
         batch: a slice of :func:`encode_examples`' output. noise: like ``batch["latents"]``.
@@ -189,15 +185,24 @@ def diffusion_loss(pipe, adapter, batch: dict, noise: torch.Tensor, timesteps: t
     return F.mse_loss(pred.float(), target.float())
 
 
+def _adapter_row(record: StepRecord) -> list:
+    return [record.step, f"{record.loss:.5f}", f"{record.lr:.2e}"]
+
+
 def train_adapter(pipe, data: dict, cfg: AdapterTrainConfig, *, log_path: Path | None = None):
     """Train a new :class:`LayoutAdapter` (gates at 0) on ``data`` with the backbone frozen.
+
+    AdamW at ``cfg.lr`` after a linear warm-up over the first 5 % of the steps, gradients clipped at
+    norm 1; ``cfg.drop_grounding`` of the samples get null grounding tokens (for guidance). Not
+    resumable: the run is short and writes no checkpoint.
 
     Args:
         pipe: a Layout2VidPipeline (its UNet, VAE and text encoder are frozen here).
         data: :func:`encode_examples`' output.
+        log_path: a CSV log (step, loss, lr), rewritten, or None.
 
     Returns:
-        (adapter, losses): the trained adapter (fp32) and the loss of every step.
+        (adapter, losses): the trained adapter (fp32, attached to ``pipe.unet``) and the loss of every step.
     """
     from core.backbones import adapter_for
 
@@ -213,32 +218,22 @@ def train_adapter(pipe, data: dict, cfg: AdapterTrainConfig, *, log_path: Path |
     generator = torch.Generator().manual_seed(cfg.seed)
     n = data["latents"].shape[0]
     num_train = pipe.scheduler.config.num_train_timesteps
-    losses = []
-    writer = None
-    if log_path is not None:
-        log = open(log_path, "w", newline="")
-        writer = csv.writer(log)
-        writer.writerow(["step", "loss", "lr"])
-    for step in tqdm(range(cfg.steps), desc="adapter", disable=None):
+    loop = TrainingLoop(
+        "adapter", TrainingState({"adapter": adapter}, optimizer, generator=generator), list(adapter.parameters()),
+        CosineSchedule(cfg.steps, warmup=max(1, cfg.steps // 20), floor=1.0),
+        log=log_path, log_header=["step", "loss", "lr"], progress={"disable": None},
+    )
+
+    def batch_loss(step: int) -> torch.Tensor:
         idx = torch.randint(0, n, (min(cfg.batch, n),), generator=generator)
         batch = {k: v[idx] for k, v in data.items()}
         drop = torch.rand(len(idx), generator=generator) < cfg.drop_grounding
         batch["masks"] = batch["masks"] * (~drop).float()[:, None]
         noise = torch.randn(batch["latents"].shape, generator=generator)
         timesteps = torch.randint(0, num_train, (len(idx),), generator=generator)
-        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.steps // 20))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = diffusion_loss(pipe, adapter, batch, noise, timesteps)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(adapter.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-        if writer is not None:
-            writer.writerow([step + 1, f"{losses[-1]:.5f}", f"{lr:.2e}"])
-    if writer is not None:
-        log.close()
+        return diffusion_loss(pipe, adapter, batch, noise, timesteps)
+
+    losses = loop.run(batch_loss, row=_adapter_row)
     adapter.eval()
     return adapter, losses
 
@@ -249,30 +244,44 @@ def trainable_fraction(pipe, adapter) -> tuple[int, int]:
     return trainable, trainable + sum(p.numel() for p in pipe.unet.parameters())
 
 
-def run(args) -> int:
-    """``python -m core.train adapter``: load, encode, train, save; prints the loss and the fraction."""
+def train_adapter_file(
+    model: str, images: Path, annotations: Path, out: Path, cfg: AdapterTrainConfig, *, device: str = "cpu", dtype: str | None = None,
+) -> str:
+    """The whole stage: load the backbone, encode the annotated images, train, save the adapter file.
+
+    Args:
+        model: diffusers text-to-video folder or hub id.
+        images: the folder of the images named in ``annotations`` (a COCO instances JSON).
+        out: the adapter file (``.safetensors``); the loss log goes beside it (``.loss.csv``).
+        device, dtype: where the backbone runs (dtype None: fp32 on the CPU, else bf16).
+
+    Returns:
+        A one-line summary (images, steps, first and last loss, trained fraction).
+
+    Raises:
+        ValueError: bad annotations, ``images`` not a folder, ``out`` not ``.safetensors``, or
+            settings out of range (checked in that order, before the backbone is loaded).
+        FileNotFoundError: a missing annotations or image file.
+    """
     from core.backbones import save_adapter
     from core.render import load_pipeline
 
-    coco = load_coco(args.annotations)
-    if not args.images.is_dir():
-        raise ValueError(f"--images: {args.images} is not a folder")
-    if args.out.suffix != ".safetensors":
-        raise ValueError(f"--out: must end in .safetensors (got {args.out.name})")
-    cfg = AdapterTrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, ff_mult=args.ff_mult)
-    if cfg.steps < 1 or cfg.batch < 1 or not 0 < cfg.lr < 1:
-        raise ValueError("--steps and --batch must be >= 1 and --lr in (0, 1)")
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype or ("fp32" if args.device == "cpu" else "bf16"))
+    coco = load_coco(annotations)
+    if not images.is_dir():
+        raise ValueError(f"--images: {images} is not a folder")
+    if out.suffix != ".safetensors":
+        raise ValueError(f"--out: must end in .safetensors (got {out.name})")
+    cfg.check()
+    pipe = load_pipeline(model, device=device, dtype=dtype or ("fp32" if device == "cpu" else "bf16"))
     pipe.set_progress_bar_config(disable=True)
     side = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    examples = grounding_examples(coco, args.images, size=(side, side), max_boxes=cfg.max_boxes)
+    examples = grounding_examples(coco, images, size=(side, side), max_boxes=cfg.max_boxes)
     data = encode_examples(pipe, examples, max_boxes=cfg.max_boxes)
-    adapter, losses = train_adapter(pipe, data, cfg, log_path=args.out.with_suffix(".loss.csv"))
-    save_adapter(adapter, args.out)
+    adapter, losses = train_adapter(pipe, data, cfg, log_path=out.with_suffix(".loss.csv"))
+    save_adapter(adapter, out)
     trained, total = trainable_fraction(pipe, adapter)
     window = max(1, math.ceil(len(losses) / 10))
-    print(
-        f"wrote {args.out}: {len(examples)} images, {cfg.steps} steps, loss {np.mean(losses[:window]):.4f} -> {np.mean(losses[-window:]):.4f}; "
+    return (
+        f"wrote {out}: {len(examples)} images, {cfg.steps} steps, loss {np.mean(losses[:window]):.4f} -> {np.mean(losses[-window:]):.4f}; "
         f"trained {trained:,} of {total:,} parameters ({100 * trained / total:.1f} %)"
     )
-    return 0

@@ -1,0 +1,248 @@
+"""The settings of every training stage, one frozen dataclass per stage.
+
+Each field is defined once, with its default and its help text; :mod:`core.training.cli` builds the
+command-line options from these fields (``--graph-lr`` is ``GraphTrainConfig.graph_lr``), so a
+setting never has a second home. Fields marked :data:`HIDDEN` are library-only settings with no
+option. A config that can be invalid checks itself when it is made and raises ``ValueError``
+naming the field (``"ema_decay: must be in [0, 1) (got 1.0)"``); the command line prints it with
+the option's name (``"error: --ema-decay: must be in [0, 1) (got 1.0)"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from core.settings import GUIDANCE_SCALE, Setting
+
+HIDDEN = {"cli": False}  # field metadata: a library-only setting, no command-line option
+
+
+def option(help: str = "", **argparse_keywords) -> dict:
+    """Field metadata that exposes a setting as ``--name``: its help text and extra argparse keywords
+    (``type``, ``choices``, ``nargs``, ``metavar``, ``action``). Without ``type`` the option takes
+    the type of the field's default."""
+    return {"cli": True, "help": help, **argparse_keywords}
+
+
+def oversample_terms(text: str) -> tuple[str, ...]:
+    """``"orange@ocean, red+orange"`` -> ``("orange@ocean", "red+orange")`` (empty items dropped)."""
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _out_of_range(setting: Setting, value: float | None) -> str:
+    """``setting``'s range error for ``value`` (None: the model's own, always allowed), or ""."""
+    if value is None:
+        return ""
+    try:
+        setting.check(value)
+    except ValueError as error:
+        return str(error)
+    return ""
+
+
+def _first_problem(problems: list[str]) -> None:
+    """Raise ``ValueError`` with the first non-empty message of ``problems``, if any."""
+    for problem in problems:
+        if problem:
+            raise ValueError(problem)
+
+
+@dataclass(frozen=True)
+class ToyTrainConfig:
+    """Settings of the ``toy`` stage: autoencoder, encoded clips, UNet + layout adapter.
+
+    Written to ``config.json`` in the run folder; the later stages read it back.
+    """
+
+    seed: int = 0
+    vae_steps: int = 3600
+    vae_batch: int = 16
+    vae_lr: float = 1e-3
+    vae_foreground_weight: float = field(default=8.0, metadata=option("autoencoder loss weight of shape pixels (background pixels 1)"))
+    clips: int = field(default=3000, metadata=option("training clips generated and encoded"))
+    clip_frames: int = 8
+    unet_steps: int = 2800
+    unet_batch: int = 10
+    unet_lr: float = 3e-4
+    warmup: int = field(default=100, metadata=option("UNet learning-rate warm-up steps"))
+    drop_both: float = field(default=0.1, metadata=option("share of batches without prompt and layout (classifier-free guidance)"))
+    drop_prompt: float = field(default=0.05, metadata=option("share of batches without the prompt"))
+    drop_layout: float = field(default=0.05, metadata=option("share of batches without the layout"))
+    drop_adapter: float = field(default=0.1, metadata=option("share of batches without gated attention, so layout alpha < 1 works"))
+    box_loss_weight: float = field(default=1.0, metadata=option("loss weight of latent cells inside an entity's box (1: plain MSE)"))
+    checkpoint_every: int = 200
+    threads: int = 2
+    latent_channels: int = field(default=16, metadata=option("channels of the 8x8 latent (the shipped model's: 16)"))
+    init_from: str = field(
+        default="", metadata=option("a Layout2VidPipeline folder whose same-shaped weights start the autoencoder and the graph stage")
+    )
+    adapter_ff_mult: int = field(
+        default=4, metadata=option("width of the adapter's gated feed-forward (GLIGEN: 4); below init_from's it is pruned, then fine-tuned")
+    )
+    box_masked_grounding: bool = field(
+        default=False, metadata=option("visual tokens read only the grounding tokens whose box covers them")
+    )
+    colour_direction_weight: float = field(
+        default=0.0, metadata=option("extra loss on the error along the nearest palette-colour latent directions (0: none)")
+    )
+    transformer_in_heads: int = field(
+        default=0, metadata=option("graph stage: heads of the UNet's input temporal transformer; 0: init_from's (else 8); below it: pruned")
+    )
+    transformer_in_ff_inner_dim: int = field(
+        default=0, metadata=option("graph stage: its feed-forward units; 0: init_from's (else 4x the block width); below it: pruned")
+    )
+
+
+@dataclass(frozen=True)
+class GraphTrainConfig:
+    """Settings of the ``graph`` stage: the scene-graph encoder trained jointly with the UNet.
+
+    Raises:
+        ValueError: ``ema_decay`` outside [0, 1).
+    """
+
+    steps: int = 3600
+    lr: float = field(default=1.2e-4, metadata=option("UNet and adapter learning rate"))
+    graph_lr: float = field(default=3e-4, metadata=option("graph encoder learning rate"))
+    threads: int = 2
+    box_loss_weight: float | None = field(
+        default=None, metadata=option("loss weight inside entity boxes (default: the run's config, 1)", type=float)
+    )
+    ema_decay: float = field(default=0.0, metadata=option("keep an EMA of the weights with this decay, in [0, 1); 0 keeps none"))
+    oversample: tuple[str, ...] = field(
+        default=(), metadata=option("comma-separated colour@background and colour+colour terms whose clips are drawn more often", type=oversample_terms)
+    )
+    oversample_weight: float = field(default=3.0, metadata=option("draw weight of a matching clip, >= 1 (others 1)"))
+    gate_init: float = field(default=0.1, metadata=HIDDEN)  # fusion gates of a fresh encoder: slightly open, the UNet trains too
+
+    def __post_init__(self) -> None:
+        _first_problem([f"ema_decay: must be in [0, 1) (got {self.ema_decay})" if not 0.0 <= self.ema_decay < 1.0 else ""])
+
+
+@dataclass(frozen=True)
+class DecoderTrainConfig:
+    """Settings of the ``decoder`` stage: the autoencoder's decoder fine-tuned, its encoder frozen.
+
+    The ``refine`` stage runs the same training with ``stage="refine"`` and sampled pairs (see
+    :class:`RefineConfig`).
+
+    Raises:
+        ValueError: a share or ``latent_noise`` outside [0, 1], or ``colour_mix_max`` outside
+            [0, 0.5) (the message names the field).
+    """
+
+    steps: int = 3000
+    lr: float = 3e-4
+    batch: int = 16
+    foreground_weight: float = field(default=4.0, metadata=option("loss weight of shape pixels (background pixels 1), >= 1"))
+    latent_noise: float = field(default=0.1, metadata=option("largest latent perturbation, times the latents' std"))
+    empty_share: float = field(default=0.1, metadata=option("probability that a plain frame is replaced by its empty background, in [0, 1]"))
+    colour_mix_share: float = field(
+        default=0.0, metadata=option("fraction of each batch mixed part way to a neighbouring palette colour, in [0, 1]")
+    )
+    colour_mix_max: float = field(default=0.45, metadata=option("largest share of the neighbouring colour's latents, in [0, 0.5)"))
+    threads: int = 2
+    seed: int = field(default=0, metadata=HIDDEN)
+    checkpoint_every: int = field(default=200, metadata=HIDDEN)
+    stage: str = field(default="decoder", metadata=HIDDEN)  # names run/<stage>_ckpt.pt, run/<stage>_loss.csv, run/vae_<stage>
+    source: str = field(default="vae", metadata=HIDDEN)  # the autoencoder folder under the run to start from
+    sample_share: float = field(default=0.5, metadata=HIDDEN)  # fraction of each batch from sampled pairs, when given
+
+    def __post_init__(self) -> None:
+        _first_problem([
+            f"empty_share: must be in [0, 1] (got {self.empty_share})" if not 0.0 <= self.empty_share <= 1.0 else "",
+            f"latent_noise: must be in [0, 1] (got {self.latent_noise})" if not 0.0 <= self.latent_noise <= 1.0 else "",
+            f"sample_share: must be in [0, 1] (got {self.sample_share})" if not 0.0 <= self.sample_share <= 1.0 else "",
+            f"colour_mix_share: must be in [0, 1] (got {self.colour_mix_share})" if not 0.0 <= self.colour_mix_share <= 1.0 else "",
+            f"colour_mix_max: must be in [0, 0.5) (got {self.colour_mix_max})" if not 0.0 <= self.colour_mix_max < 0.5 else "",
+        ])
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """Settings of the ``refine`` stage: sample the pipeline on random training clips, then train the
+    decoder to decode those samples into the clips' drawn frames.
+
+    Raises:
+        ValueError: ``sample_share`` outside [0, 1), ``clips`` or ``steps`` below 1, or
+            ``guidance_scale`` outside ``core.settings.GUIDANCE_SCALE``'s range (0-30).
+    """
+
+    clips: int = field(default=240, metadata=option("random training clips to sample (16 frames each)"))
+    steps: int = 1500
+    lr: float = 1e-4
+    batch: int = 16
+    sample_share: float = field(default=0.5, metadata=option("fraction of each batch from the sampled pairs, in [0, 1)"))
+    guidance_scale: float | None = field(
+        default=None, metadata=option("guidance of the samples, 0-30 (default: the model's own, as a render)", type=float)
+    )
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        _first_problem([
+            f"sample_share: must be in [0, 1) (got {self.sample_share})" if not 0.0 <= self.sample_share < 1.0 else "",
+            f"clips: must be >= 1 (got {self.clips})" if self.clips < 1 else "",
+            f"steps: must be >= 1 (got {self.steps})" if self.steps < 1 else "",
+            _out_of_range(GUIDANCE_SCALE, self.guidance_scale),
+        ])
+
+    def decoder_config(self, source: str) -> DecoderTrainConfig:
+        """The decoder training this stage runs, starting from the autoencoder folder ``source``."""
+        return DecoderTrainConfig(steps=self.steps, lr=self.lr, batch=self.batch, stage="refine", source=source, sample_share=self.sample_share)
+
+
+@dataclass(frozen=True)
+class AdapterTrainConfig:
+    """Settings of the ``adapter`` stage (defaults follow GLIGEN's fine-tuning: AdamW, lr 5e-5).
+
+    :meth:`check` validates (the command checks its paths first, so it is not run on creation).
+    """
+
+    steps: int = 1000
+    batch: int = 4
+    lr: float = 5e-5
+    seed: int = 0
+    # The adapter's gated feed-forward width. 0 (none) keeps the per-step cost of a ModelScope UNet3D
+    # with the adapter active at 1.07x in FLOPs; GLIGEN's full block (4) costs 1.19x
+    # (benchmarks/bench_backbone.py).
+    ff_mult: int = field(
+        default=0, metadata=option("gated feed-forward width: 0 none (1.07x step FLOPs), 4 GLIGEN's full block (1.19x)", choices=[0, 1, 2, 4])
+    )
+    max_boxes: int = field(default=8, metadata=HIDDEN)
+    drop_grounding: float = field(default=0.1, metadata=HIDDEN)  # fraction of samples with null grounding tokens (for guidance)
+
+    def check(self) -> None:
+        """Raises ``ValueError`` unless ``steps`` and ``batch`` >= 1 and ``lr`` in (0, 1)."""
+        if self.steps < 1 or self.batch < 1 or not 0 < self.lr < 1:
+            raise ValueError("--steps and --batch must be >= 1 and --lr in (0, 1)")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Settings of the ``export`` stage: which weights to write and the model's render defaults.
+
+    Raises:
+        ValueError: ``guidance_scale`` outside ``core.settings.GUIDANCE_SCALE``'s range (0-30);
+            ``guidance_interval`` out of order or outside [0, 1].
+    """
+
+    stage: str | None = field(default=None, metadata=option("which checkpoint (default: graph if it exists)", type=str, choices=["unet", "graph"]))
+    ema: bool = field(default=False, metadata=option("write the graph stage's moving average of the weights", action="store_true"))
+    guidance_scale: float | None = field(
+        default=None, metadata=option("default classifier-free guidance of the exported model (0-30)", type=float)
+    )
+    guidance_interval: tuple[float, float] | None = field(
+        default=None,
+        metadata=option(
+            "default fractions of the steps with guidance (0 <= START <= END <= 1; default every step)",
+            type=float, nargs=2, metavar=("START", "END"),
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        interval = self.guidance_interval
+        _first_problem([
+            _out_of_range(GUIDANCE_SCALE, self.guidance_scale),
+            f"guidance_interval: must be START END with 0 <= START <= END <= 1 (got {tuple(interval)})"
+            if interval is not None and not 0.0 <= interval[0] <= interval[1] <= 1.0 else "",
+        ])

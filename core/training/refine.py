@@ -1,0 +1,152 @@
+"""The ``refine`` stage: teach the decoder the denoiser's own samples.
+
+    python -m core.training refine --run runs/toy --model assets/layout2vid-toy --clips 240 --steps 1500
+
+The denoiser's samples are never exactly an encoding: after 25 sampling steps an object's latent can
+sit between two palette colours (decoded as a two-tone blob that the detector splits in two) and
+the corner cells carry faint residue (decoded as a speck). But in the toy world the correct frame of
+any layout is known exactly, since the renderer is deterministic. :func:`sample_pairs` samples a
+pipeline on fresh random training clips (their captions, boxes, phrases and scene graphs; never the
+evaluation prompts) and keeps each sample's latents beside the clip's drawn frames;
+:func:`train_refine` then goes on from ``run/vae_decoder`` (the ``decoder`` stage's output, else
+``run/vae``) giving ``sample_share`` of every batch to decoding those latents into the drawn
+frames, the rest to the ``decoder`` stage's objective so that encodings still decode.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from core.toyworld import sample_clip
+from core.training.config import RefineConfig
+from core.training.decoder import train_decoder
+from core.training.graph_data import clip_graphs
+from core.training.loop import atomic_save
+
+
+def clip_conditioning(clip, rng: np.random.Generator):
+    """A training clip as the pipeline's inputs.
+
+    The prompt is the clip's caption; phrases are ``"<colour> <kind>"`` per frame, boxes and masks
+    the clip's tracks, scene graphs :func:`core.training.graph_data.clip_graphs` (what the graph
+    stage trained the encoder on) and every entity gets a random noise seed drawn from ``rng``.
+
+    Returns:
+        ``(prompt, LayoutConditioning)`` with boxes (F, N, 4) and masks (F, N) float32.
+    """
+    from core.pipeline import LayoutConditioning
+
+    frames, entities = len(clip.frames), len(clip.tracks)
+    phrases = [[f"{track.colors[f]} {track.kind}" for track in clip.tracks] for f in range(frames)]
+    boxes = np.zeros((frames, entities, 4), dtype=np.float32)
+    masks = np.zeros((frames, entities), dtype=np.float32)
+    for n, track in enumerate(clip.tracks):
+        for f, box in enumerate(track.boxes):
+            if box is not None:
+                boxes[f, n], masks[f, n] = box, 1.0
+    layout = LayoutConditioning(
+        phrases=phrases,
+        boxes=torch.from_numpy(boxes),
+        masks=torch.from_numpy(masks),
+        entity_seeds=[int(s) for s in rng.integers(0, 2**31 - 1, size=entities)],
+        scene_graphs=clip_graphs(phrases, masks, boxes, clip.background),
+    )
+    return clip.caption, layout
+
+
+def _stacked_pairs(pairs: dict, guidance_scale: float) -> dict:
+    """The cache's lists stacked into tensors (backgrounds stay a list), with the guidance scale."""
+    stacked = {k: (torch.stack(v) if k != "backgrounds" else v) for k, v in pairs.items()}
+    return {**stacked, "guidance_scale": float(guidance_scale)}
+
+
+def sample_pairs(
+    pipe,
+    path: Path,
+    *,
+    clips: int,
+    num_frames: int = 16,
+    num_inference_steps: int = 25,
+    guidance_scale: float | None = None,
+    seed: int = 0,
+    save_every: int = 10,
+) -> dict:
+    """Sample ``pipe`` on random toy clips and cache (sampled latents, drawn frames) at ``path``.
+
+    Resumable: an existing file's clips are kept and sampling goes on until ``clips``.
+
+    Args:
+        pipe: a toy-world Layout2VidPipeline (the UNet whose samples the decoder will learn).
+        path: the ``.pt`` cache, written atomically every ``save_every`` clips.
+        clips: total clips. num_frames: frames per clip (16, a scene's length).
+        num_inference_steps, guidance_scale: the sampler settings of a render (25 steps; guidance
+            None: the model's own, as a render uses: :func:`core.settings.model_guidance_scale`).
+
+    Returns:
+        dict with ``latents`` (clips, C, F, h, w) float16 unscaled (what ``vae.decode`` takes),
+        ``frames`` (clips, F, 64, 64, 3) uint8 drawn exactly, ``backgrounds`` (clips names) and
+        ``guidance_scale`` (float).
+
+    Raises:
+        ValueError: ``path`` holds clips sampled at another guidance scale.
+    """
+    from core.settings import model_guidance_scale
+
+    if guidance_scale is None:
+        guidance_scale = model_guidance_scale(pipe.config)
+    pairs = torch.load(path, weights_only=False) if path.exists() else {"latents": [], "frames": [], "backgrounds": []}
+    cached_scale = pairs.pop("guidance_scale", guidance_scale)
+    if len(pairs["latents"]) and cached_scale != guidance_scale:
+        raise ValueError(f"{path}: its clips were sampled at guidance_scale {cached_scale}, not {guidance_scale}; use another file")
+    pairs = {k: list(v) for k, v in pairs.items()}
+    rng = np.random.default_rng([seed, 6])
+    for _ in range(len(pairs["latents"])):  # skip the clips already sampled, so resuming draws new ones
+        sample_clip(rng, num_frames=num_frames), rng.integers(0, 2**31 - 1, size=3)
+    scaling = pipe.vae.config.scaling_factor
+    bar = tqdm(total=clips, initial=len(pairs["latents"]), desc="sample pairs", file=sys.stdout, mininterval=10)
+    while len(pairs["latents"]) < clips:
+        clip = sample_clip(rng, num_frames=num_frames)
+        prompt, layout = clip_conditioning(clip, np.random.default_rng(rng.integers(0, 2**31 - 1, size=3)))
+        generator = torch.Generator().manual_seed(len(pairs["latents"]) + seed * 100_003)
+        latents = pipe(
+            prompt, layout, num_frames=num_frames, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            generator=generator, output_type="latent",
+        ).frames
+        pairs["latents"].append((latents[0].float() / scaling).half().cpu())
+        pairs["frames"].append(torch.from_numpy(clip.frames))
+        pairs["backgrounds"].append(clip.background)
+        bar.update(1)
+        if len(pairs["latents"]) % save_every == 0 or len(pairs["latents"]) == clips:
+            atomic_save(_stacked_pairs(pairs, guidance_scale), path)
+    bar.close()
+    return _stacked_pairs(pairs, guidance_scale)
+
+
+def train_refine(run: Path, model: str | Path, cfg: RefineConfig) -> Path:
+    """Sample ``model`` into ``run/sample_pairs.pt`` (resumable) and train the decoder on the pairs.
+
+    Starts from ``run/vae_decoder`` when the ``decoder`` stage has run, else ``run/vae``; writes
+    ``run/vae_refine`` (checkpoints ``run/refine_ckpt.pt``, loss ``run/refine_loss.csv``).
+
+    Args:
+        model: the pipeline folder (or hub id) whose samples the decoder learns.
+
+    Returns:
+        The saved autoencoder folder.
+
+    Raises:
+        ValueError: the cache holds clips sampled at another guidance scale.
+        FileNotFoundError: the run has no autoencoder.
+    """
+    from core.render import load_pipeline
+
+    pipe = load_pipeline(model)
+    pipe.set_progress_bar_config(disable=True)
+    pairs = sample_pairs(pipe, run / "sample_pairs.pt", clips=cfg.clips, guidance_scale=cfg.guidance_scale)
+    source = "vae_decoder" if (run / "vae_decoder" / "config.json").exists() else "vae"  # the decoder stage is optional
+    return train_decoder(run, cfg.decoder_config(source), pairs=pairs)
