@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,29 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("DIRECTOR_STUDIO_DATA") or Path.home() / ".local" / "share" / "director-studio")
 
 
+class StaleVersionError(Exception):
+    """An edit was made on a version that is no longer the project's current one (another tab or
+    client changed it first); nothing was written.
+
+    Attributes:
+        project_id, base_version: what the edit was made on. current_version: the project's now.
+    """
+
+    def __init__(self, project_id: int, base_version: int, current_version: int):
+        self.project_id, self.base_version, self.current_version = project_id, base_version, current_version
+        super().__init__(f"project {project_id} changed since version {base_version} (now version {current_version}), for example in another tab")
+
+
+@dataclass(frozen=True)
+class VersionMove:
+    """The result of an undo or redo: the new current ``version`` and its ``plan``, and ``note``,
+    what the undone (or redone) edit was."""
+
+    version: int
+    plan: VideoPlan
+    note: str
+
+
 @dataclass(frozen=True)
 class ProjectInfo:
     id: int
@@ -63,6 +87,23 @@ class ProjectStore:
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
+    @contextmanager
+    def _write(self):
+        """A connection in a transaction that holds SQLite's write lock from its first read
+        (``BEGIN IMMEDIATE``), so that a read-check-write cannot interleave with another writer's."""
+        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        try:
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
     def create_project(self, name: str, plan: VideoPlan) -> int:
         """A new project whose first version is ``plan``; returns its id."""
         now = time.time()
@@ -75,19 +116,37 @@ class ProjectStore:
             conn.execute("UPDATE projects SET current_version = ? WHERE id = ?", (version, project_id))
         return project_id
 
-    def commit(self, project_id: int, plan: VideoPlan, note: str = "") -> int:
-        """Save ``plan`` as the project's new current version (no-op if unchanged); returns its id."""
-        with self._connect() as conn:
-            current = self._current_row(conn, project_id)
-            if current[1] == plan.model_dump_json():
-                return current[0]
+    def commit(self, project_id: int, plan: VideoPlan, note: str = "", *, base_version: int | None = None) -> int:
+        """Save ``plan`` as the project's new current version; returns its id.
+
+        Saving the plan that is already current is a no-op (an edit sent twice makes one version).
+
+        Args:
+            base_version: the version the edit was made on; None skips the check.
+
+        Raises:
+            StaleVersionError: ``base_version`` is not the current version (nothing is written).
+            KeyError: unknown project.
+        """
+        plan_json = plan.model_dump_json()
+        with self._write() as conn:
+            current, current_json = self._current_row(conn, project_id)
+            if current_json == plan_json:
+                return current
+            if base_version is not None and base_version != current:
+                raise StaleVersionError(project_id, base_version, current)
             now = time.time()
             version = conn.execute(
                 "INSERT INTO versions (project_id, parent, plan_json, note, created) VALUES (?, ?, ?, ?, ?)",
-                (project_id, current[0], plan.model_dump_json(), note[:200], now),
+                (project_id, current, plan_json, note[:200], now),
             ).lastrowid
             conn.execute("UPDATE projects SET current_version = ?, updated = ? WHERE id = ?", (version, now, project_id))
             return version
+
+    def exists(self, project_id: int) -> bool:
+        """Whether a project with this id exists."""
+        with self._connect() as conn:
+            return conn.execute("SELECT 1 FROM projects WHERE id = ?", (project_id,)).fetchone() is not None
 
     def current(self, project_id: int) -> tuple[int, VideoPlan]:
         """(version id, plan) of the project's current version. Raises KeyError for an unknown project."""
@@ -103,23 +162,35 @@ class ProjectStore:
             raise KeyError(f"project {project_id} does not exist")
         return row
 
-    def _move(self, project_id: int, target_sql: str) -> VideoPlan | None:
-        with self._connect() as conn:
+    def _move(self, project_id: int, target_sql: str, base_version: int | None, undo: bool) -> VersionMove | None:
+        with self._write() as conn:
             current, _ = self._current_row(conn, project_id)
+            if base_version is not None and base_version != current:
+                raise StaleVersionError(project_id, base_version, current)
             row = conn.execute(target_sql, (project_id, current)).fetchone()
             if row is None or row[0] is None:
                 return None
-            conn.execute("UPDATE projects SET current_version = ?, updated = ? WHERE id = ?", (row[0], time.time(), project_id))
-            plan_json = conn.execute("SELECT plan_json FROM versions WHERE id = ?", (row[0],)).fetchone()[0]
-        return parse_plan(plan_json)
+            target = row[0]
+            conn.execute("UPDATE projects SET current_version = ?, updated = ? WHERE id = ?", (target, time.time(), project_id))
+            plan_json, target_note = conn.execute("SELECT plan_json, note FROM versions WHERE id = ?", (target,)).fetchone()
+            note = conn.execute("SELECT note FROM versions WHERE id = ?", (current,)).fetchone()[0] if undo else target_note
+        return VersionMove(target, parse_plan(plan_json), note)
 
-    def undo(self, project_id: int) -> VideoPlan | None:
-        """Step back to the parent version; None when there is none."""
-        return self._move(project_id, "SELECT parent FROM versions WHERE project_id = ? AND id = ?")
+    def undo(self, project_id: int, *, base_version: int | None = None) -> VersionMove | None:
+        """Step back to the parent version; None when there is none. ``note`` says what was undone.
 
-    def redo(self, project_id: int) -> VideoPlan | None:
-        """Step forward to the newest child version; None when there is none."""
-        return self._move(project_id, "SELECT MAX(id) FROM versions WHERE project_id = ? AND parent = ?")
+        Raises:
+            StaleVersionError: ``base_version`` is given and is not the current version.
+        """
+        return self._move(project_id, "SELECT parent FROM versions WHERE project_id = ? AND id = ?", base_version, undo=True)
+
+    def redo(self, project_id: int, *, base_version: int | None = None) -> VersionMove | None:
+        """Step forward to the newest child version; None when there is none. ``note`` says what was redone.
+
+        Raises:
+            StaleVersionError: ``base_version`` is given and is not the current version.
+        """
+        return self._move(project_id, "SELECT MAX(id) FROM versions WHERE project_id = ? AND parent = ?", base_version, undo=False)
 
     def history(self, project_id: int) -> tuple[bool, bool]:
         """(can undo, can redo)."""

@@ -18,15 +18,29 @@ import numpy as np
 from core.outputs import write_together
 from core.plan import PlanValidationError, VideoPlan, atomic_write_bytes, parse_plan
 from core.planner.llm import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S
-from core.store import ProjectStore
+from core.store import ProjectStore, StaleVersionError
+
+
+STALE_MESSAGE = "This project changed in another tab; showing its latest version. Nothing was overwritten: make the edit again if you still want it."
 
 
 @dataclass
 class EditResult:
-    """The plan after an edit (the previous plan if the edit was refused) and the error, if any."""
+    """What the user sees after an edit, undo or redo.
+
+    Attributes:
+        plan: the plan now current (the unchanged one if the edit was refused or stale).
+        version: its version id (what the next edit should be made on).
+        error: why the edit was refused (one line), or None.
+        stale: the edit was made on an old version (another tab changed the project); nothing was written.
+        message: what happened, for an undo or redo (``"Undid: keyframe saved at frame 5."``).
+    """
 
     plan: VideoPlan
+    version: int
     error: str | None = None
+    stale: bool = False
+    message: str = ""
 
 
 class Workspace:
@@ -104,26 +118,61 @@ class Workspace:
 
     # Edits --------------------------------------------------------------------------------------
 
-    def edit(self, project_id: int, change: Callable[..., VideoPlan], *args, note: str = "") -> EditResult:
+    def edit(self, project_id: int, change: Callable[..., VideoPlan], *args, base_version: int | None = None, note: str = "") -> EditResult:
         """Apply ``change(plan, *args)`` to the current plan and save it as a new version.
 
-        An invalid edit saves nothing and returns the current plan with the error message.
+        The change is applied only on ``base_version`` (the version the user was looking at; None:
+        the current one when read) and committed only if no other edit landed in between, so no
+        acknowledged edit is ever overwritten. An invalid or stale edit saves nothing.
+
+        Args:
+            change: a pure edit from :mod:`core.editing` (plan in, validated plan out).
+            base_version: the version the edit was made on.
+            note: what the edit was, kept with the version (undo says it).
+
+        Returns:
+            EditResult; ``error`` is the validation line or :data:`STALE_MESSAGE`.
         """
-        _, plan = self.store.current(project_id)
+        version, plan = self.store.current(project_id)
+        if base_version is not None and base_version != version:
+            return EditResult(plan, version, STALE_MESSAGE, stale=True)
         try:
             new_plan = change(plan, *args)
         except PlanValidationError as error:
-            return EditResult(plan, str(error))
-        self.store.commit(project_id, new_plan, note or getattr(change, "__name__", "edit"))
-        return EditResult(new_plan)
+            return EditResult(plan, version, str(error))
+        try:
+            new_version = self.store.commit(project_id, new_plan, note or getattr(change, "__name__", "edit"), base_version=version)
+        except StaleVersionError:
+            version, plan = self.store.current(project_id)
+            return EditResult(plan, version, STALE_MESSAGE, stale=True)
+        return EditResult(new_plan, new_version)
 
-    def undo(self, project_id: int) -> VideoPlan:
-        plan = self.store.undo(project_id)
-        return plan if plan is not None else self.store.current(project_id)[1]
+    def undo(self, project_id: int, *, base_version: int | None = None) -> EditResult:
+        """Step the project back one version, if ``base_version`` is still current.
 
-    def redo(self, project_id: int) -> VideoPlan:
-        plan = self.store.redo(project_id)
-        return plan if plan is not None else self.store.current(project_id)[1]
+        Returns:
+            EditResult with ``message`` ``"Undid: <note>."`` or ``"Nothing to undo."``, or ``stale``.
+        """
+        return self._history(project_id, self.store.undo, base_version, "Undid", "Nothing to undo.")
+
+    def redo(self, project_id: int, *, base_version: int | None = None) -> EditResult:
+        """Step the project forward one version (the newest branch), if ``base_version`` is still current.
+
+        Returns:
+            EditResult with ``message`` ``"Redid: <note>."`` or ``"Nothing to redo."``, or ``stale``.
+        """
+        return self._history(project_id, self.store.redo, base_version, "Redid", "Nothing to redo.")
+
+    def _history(self, project_id: int, move, base_version: int | None, verb: str, nothing: str) -> EditResult:
+        try:
+            moved = move(project_id, base_version=base_version)
+        except StaleVersionError:
+            version, plan = self.store.current(project_id)
+            return EditResult(plan, version, STALE_MESSAGE, stale=True)
+        if moved is None:
+            version, plan = self.store.current(project_id)
+            return EditResult(plan, version, message=nothing)
+        return EditResult(moved.plan, moved.version, message=f"{verb}: {moved.note.rstrip('.')}.")
 
     # Rendering ------------------------------------------------------------------------------------
 

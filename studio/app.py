@@ -24,6 +24,11 @@ from studio.panels import render as render_panel
 from studio.panels import scenes as scenes_panel
 
 CSS = "#frame-status p {margin: 0}"
+SET_PROJECT_IN_URL = """(project) => {
+  const url = new URL(window.location.href);
+  if (project) { url.searchParams.set("project", project); } else { url.searchParams.delete("project"); }
+  window.history.replaceState(window.history.state, "", url);
+}"""
 
 
 def build_app(workspace: Workspace) -> gr.Blocks:
@@ -53,16 +58,21 @@ def build_app(workspace: Workspace) -> gr.Blocks:
 
         # The page is usable as soon as the plan, scenes and layout are shown; the two plotly figures
         # follow in a second event (drawing them is most of a cold page load).
+        # The open project is part of the page's address (?project=N): a reload keeps it, and a new
+        # tab starts on the project list instead of another tab's project.
+        url_project = gr.Textbox(visible="hidden", elem_id="url-project")
         loaded = app.load(h.load, [session], outputs)
-        loaded.then(h.graph_views, [session, l.scene, l.frame], [g.graph, g.timeline]).then(h.project_choices, None, p.projects)
-        p.generate.click(h.generate, [session, p.prompt, p.planner, p.llm_model, p.base_url, p.api_key, p.frames, p.llm_timeout, p.llm_retries], outputs).then(
-            h.project_choices, None, p.projects
-        )
+        loaded.then(h.graph_views, [session, l.scene, l.frame], [g.graph, g.timeline]).then(h.project_choices, None, p.projects).then(
+            h.project_url, [session], url_project
+        ).then(None, [url_project], None, js=SET_PROJECT_IN_URL)
+        generated = p.generate.click(h.generate, [session, p.prompt, p.planner, p.llm_model, p.base_url, p.api_key, p.frames, p.llm_timeout, p.llm_retries], outputs)
+        generated.then(h.project_choices, None, p.projects).then(h.project_url, [session], url_project).then(None, [url_project], None, js=SET_PROJECT_IN_URL)
         p.undo.click(h.undo, [session, *where], outputs)
         p.redo.click(h.redo, [session, *where], outputs)
-        p.open_project.click(h.open_project, [session, p.projects], outputs)
+        p.open_project.click(h.open_project, [session, p.projects], outputs).then(h.project_url, [session], url_project).then(None, [url_project], None, js=SET_PROJECT_IN_URL)
         p.projects.focus(h.project_choices, None, p.projects)
-        p.import_file.upload(h.import_plan, [session, p.import_file], outputs).then(h.project_choices, None, p.projects)
+        imported = p.import_file.upload(h.import_plan, [session, p.import_file], outputs)
+        imported.then(h.project_choices, None, p.projects).then(h.project_url, [session], url_project).then(None, [url_project], None, js=SET_PROJECT_IN_URL)
         p.export.click(h.export_plan, [session], p.export_file)
 
         # Edits report next to the panel they came from.
@@ -86,7 +96,7 @@ def build_app(workspace: Workspace) -> gr.Blocks:
 
         g.events.input(h.edit_events, [session, g.events, *where], event_outputs)
 
-        render_event = r.run.click(
+        r.run.click(
             h.render, [session, r.steps, r.guidance, r.alpha, r.seed], [r.video, r.downloads, r.render_status], concurrency_limit=1, concurrency_id="render"
         )
         r.cancel.click(h.cancel, None, r.render_status, queue=False)

@@ -25,7 +25,13 @@ def message(text: str | None, ok: str = "") -> str:
 
 
 class Handlers:
-    """The studio's event functions over one Workspace. ``session`` is a dict {"project": id}."""
+    """The studio's event functions over one Workspace.
+
+    ``session`` (a gr.State, one per browser tab) is ``{"project": id, "version": id, "canvas":
+    [scene, frame]}``: the open project, the version of the plan the tab shows (every edit, undo and
+    redo is made on it, so a stale tab never overwrites another's work) and the frame the box
+    editor was last given.
+    """
 
     def __init__(self, workspace: Workspace):
         self.ws = workspace
@@ -37,34 +43,53 @@ class Handlers:
             return session["project"]
         return None
 
-    def _views(self, session, plan: VideoPlan | None, scene, frame, note: str = ""):
+    def _views(self, session, plan: VideoPlan | None, scene, frame, note: str = "", version: int | None = None):
+        """[session, message, *views] for ``plan`` (at ``version``) at the selected scene and frame."""
+        session = dict(session or {})
         if plan is None:
             return [session, note, *[gr.update()] * VIEW_COUNT]
+        if version is not None:
+            session["version"] = version
         project = self._project(session)
-        base = self.ws.rendered_frame(project, plan, *_sel(plan, scene, frame)) if project is not None else None
+        sel = _sel(plan, scene, frame)
+        session["canvas"] = list(sel)
+        base = self.ws.rendered_frame(project, plan, *sel) if project is not None else None
         return [session, note, *all_views(plan, scene, frame, base)]
+
+    def _show(self, session, project: int, scene, frame, note: str = ""):
+        """The views of ``project``'s current version, which the session now has open."""
+        session = dict(session or {}, project=project)
+        version, plan = self.ws.store.current(project)
+        return self._views(session, plan, scene, frame, note, version)
 
     def _edit(self, session, scene, frame, change, *args, ok=""):
         project = self._project(session)
         if project is None:
             return self._views(session, None, scene, frame, message("Generate or open a plan first."))
-        result = self.ws.edit(project, change, *args)
-        return self._views(session, result.plan, scene, frame, message(result.error, ok))
+        result = self.ws.edit(project, change, *args, base_version=(session or {}).get("version"), note=ok.rstrip("."))
+        return self._views(session, result.plan, scene, frame, message(result.error, ok), result.version)
 
     # project ---------------------------------------------------------------------------------
 
     def load(self, session, request: gr.Request | None = None):
-        """Page load: reopen the session's project, else the most recently edited one."""
+        """Page load: open the project named in the page's address (``?project=N``, so a reload keeps
+        it), else the tab's own; a new tab starts on the project list, not on another tab's project."""
         session = dict(session or {})
-        project = self._project(session) or self.ws.latest_project()
-        if project is None:
-            return self._views(session, None, 0, 0, "Type a prompt and press **Generate plan**.")
-        session["project"] = project
-        _, plan = self.ws.store.current(project)
-        views = self._views(session, plan, 0, 0, f"Opened project {project}.")
+        project = _project_in_url(request) or self._project(session)
+        if project is None or not self.ws.store.exists(project):
+            session.pop("project", None)
+            note = "Type a prompt and press **Generate plan**, or pick one of the **Projects**."
+            return self._views(session, None, 0, 0, note if project is None else f"Project {project} does not exist. {note}")
+        views = self._show(session, project, 0, 0, f"Opened project {project}.")
         for index in GRAPH_VIEWS:  # drawn by graph_views right after: plotly is the slow part of a first load
             views[2 + index] = gr.update()
         return views
+
+    @staticmethod
+    def project_url(session) -> str:
+        """The open project's id as text, for the page's address (``?project=N``); empty for none."""
+        project = (session or {}).get("project")
+        return "" if project is None else str(project)
 
     def graph_views(self, session, scene, frame):
         """The scene-graph and timeline figures of the current plan (after :meth:`load`)."""
@@ -82,9 +107,9 @@ class Handlers:
                 llm_retries=int(DEFAULT_RETRIES if llm_retries is None else llm_retries),
             )
         except (PlanValidationError, PlanError) as error:
-            return self._views(session, self._current(session), 0, 0, message(str(error)))
-        session["project"] = self.ws.create_project(plan)
-        return self._views(session, plan, 0, 0, f"New project {session['project']}: {len(plan.scenes)} scene(s), {len(plan.entities)} entities.")
+            return self._views(session, None, 0, 0, message(str(error)))
+        project = self.ws.create_project(plan)
+        return self._show(session, project, 0, 0, f"New project {project}: {len(plan.scenes)} scene(s), {len(plan.entities)} entities.")
 
     def _current(self, session) -> VideoPlan | None:
         project = self._project(session)
@@ -94,34 +119,31 @@ class Handlers:
         return gr.update(choices=[(f"{p.id}: {p.name} ({p.versions} versions)", p.id) for p in self.ws.store.list_projects()])
 
     def open_project(self, session, project_id):
-        session = dict(session or {})
         if project_id is None:
-            return self._views(session, self._current(session), 0, 0, message("Pick a project to open."))
-        session["project"] = int(project_id)
-        _, plan = self.ws.store.current(int(project_id))
-        return self._views(session, plan, 0, 0, f"Opened project {project_id}.")
+            return self._views(session, None, 0, 0, message("Pick a project to open."))
+        return self._show(session, int(project_id), 0, 0, f"Opened project {project_id}.")
 
     def undo(self, session, scene, frame):
-        project = self._project(session)
-        plan = self.ws.undo(project) if project is not None else None
-        return self._views(session, plan, scene, frame, "Undone." if plan else "")
+        return self._history(session, scene, frame, self.ws.undo)
 
     def redo(self, session, scene, frame):
+        return self._history(session, scene, frame, self.ws.redo)
+
+    def _history(self, session, scene, frame, move):
         project = self._project(session)
-        plan = self.ws.redo(project) if project is not None else None
-        return self._views(session, plan, scene, frame, "Redone." if plan else "")
+        if project is None:
+            return self._views(session, None, scene, frame, message("Generate or open a plan first."))
+        result = move(project, base_version=(session or {}).get("version"))
+        return self._views(session, result.plan, scene, frame, message(result.error, result.message), result.version)
 
     def import_plan(self, session, file_path):
-        session = dict(session or {})
         if not file_path:
-            return self._views(session, self._current(session), 0, 0, "")
+            return self._views(session, None, 0, 0, "")
         try:
-            data = Path(file_path).read_bytes()
-            project, plan = self.ws.import_plan(data, self._project(session))
+            project, _ = self.ws.import_plan(Path(file_path).read_bytes(), self._project(session))
         except PlanValidationError as error:
-            return self._views(session, self._current(session), 0, 0, message(str(error)))
-        session["project"] = project
-        return self._views(session, plan, 0, 0, "Imported the plan.")
+            return self._views(session, None, 0, 0, message(str(error)))
+        return self._show(session, project, 0, 0, "Imported the plan.")
 
     def export_plan(self, session):
         project = self._project(session)
@@ -160,6 +182,10 @@ class Handlers:
         if plan is None or not value:
             return [gr.update()] * (2 + VIEW_COUNT)
         scene, frame = _sel(plan, scene, frame)
+        if list((session or {}).get("canvas") or [scene, frame]) != [scene, frame]:
+            # The editor still holds another frame's boxes (the views were just set for a new
+            # project, scene or frame and the slider's value raced ahead): not a drag.
+            return [gr.update()] * (2 + VIEW_COUNT)
         by_label = {label: eid for eid, label in box_labels(plan).items()}
         boxes = {}
         for box in value.get("boxes") or []:
@@ -209,6 +235,12 @@ class Handlers:
     def cancel(self, request: gr.Request | None = None):
         self.ws.cancel(request.session_hash if request is not None else "default")
         return "Cancelling after the current step..."
+
+
+def _project_in_url(request: gr.Request | None) -> int | None:
+    """The project id in the page's address (``?project=N``), or None."""
+    text = (request.query_params.get("project") if request is not None else None) or ""
+    return int(text) if text.isdigit() else None
 
 
 def _rows(rows) -> list[list]:

@@ -16,7 +16,6 @@ import textwrap
 from pathlib import Path
 
 import networkx as nx
-import pytest
 
 from tests.conftest import ROOT
 
@@ -123,21 +122,5 @@ def import_cycles(graph: nx.DiGraph) -> list[list[str]]:
     return sorted(sorted(cycle) for cycle in nx.simple_cycles(graph))
 
 
-# The training stages import each other (train <-> graph_training <-> decoder_training); they are
-# being merged into one training package. Every other core module is held to "no cycles" now.
-TRAINING_MODULES = {"core.train", "core.graph_training", "core.decoder_training", "core.adapter_training"}
-
-
-def is_training_module(name: str) -> bool:
-    return name in TRAINING_MODULES or name == "core.training" or name.startswith("core.training.")
-
-
-def test_core_modules_outside_training_have_no_import_cycles():
-    graph = core_import_graph()
-    graph.remove_nodes_from([n for n in list(graph) if is_training_module(n)])
-    assert import_cycles(graph) == []
-
-
-@pytest.mark.xfail(strict=False, reason="core.train, core.graph_training and core.decoder_training import each other until the training loops are merged")
 def test_core_modules_have_no_import_cycles():
     assert import_cycles(core_import_graph()) == []

@@ -227,13 +227,36 @@ def test_invalid_edit_shows_message_and_keeps_plan(page, server, shot):
 
 def test_reload_keeps_the_last_edit_and_restart_reopens_it(page, server, browser):
     generate(page, server, "A red ball rolls from left to right across the grass.")
+    project = server.workspace.latest_project()
+    wait_for(lambda: f"?project={project}" in page.evaluate("() => window.location.href"), what="the project in the address")
     edit_cell(page, "#scenes-table", "cell-0-2", "snow")
     wait_for(lambda: current_plan(server)["scenes"][0]["background"] == "snow", what="the edit")
     page.reload()
     wait_text(page, "#scenes-table", "snow")
+    address = page.evaluate("() => window.location.href")
     server.restart()
-    page.goto(server.url)
+    page.goto(address.replace(address.split("/?")[0], server.url.rstrip("/")))
     wait_text(page, "#scenes-table", "snow")
+
+
+def test_a_new_tab_starts_on_the_project_list_and_a_stale_tab_is_told(page, server, browser):
+    generate(page, server, "A red ball rolls from left to right across the grass.")
+    project = server.workspace.latest_project()
+    other = browser.new_context(viewport={"width": 1400, "height": 1600}).new_page()
+    other.goto(server.url)
+    wait_text(other, "#message", "pick one of the")
+    assert "snow" not in other.inner_text("#scenes-table") and "grass" not in other.inner_text("#scenes-table")
+    other.goto(f"{server.url.rstrip('/')}/?project={project}")
+    wait_text(other, "#scenes-table", "grass")
+    # The first tab changes the background; the second, still showing grass, edits the description.
+    edit_cell(page, "#scenes-table", "cell-0-2", "snow")
+    wait_for(lambda: current_plan(server)["scenes"][0]["background"] == "snow", what="the first tab's edit")
+    edit_cell(other, "#scenes-table", "cell-0-1", "A stale edit.")
+    wait_text(other, "#scenes-message", "changed in another tab")
+    wait_text(other, "#scenes-table", "snow")
+    plan = current_plan(server)
+    assert plan["scenes"][0]["background"] == "snow" and plan["scenes"][0]["description"] != "A stale edit."
+    other.context.close()
 
 
 @pytest.mark.skipif(not (DEFAULT_MODEL / "model_index.json").exists(), reason="shipped model missing")

@@ -34,8 +34,31 @@ def handlers(tmp_path):
     return Handlers(Workspace(tmp_path / "data"))
 
 
+class Tab:
+    """One browser tab: calls a handler with the tab's session and keeps the session it returns,
+    as Gradio does with a gr.State."""
+
+    def __init__(self, handlers: Handlers, session: dict | None = None):
+        self.handlers, self.session = handlers, dict(session or {})
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            out = named(getattr(self.handlers, name)(self.session, *args, **kwargs))
+            if isinstance(out["session"], dict) and "__type__" not in out["session"]:  # gr.update(): unchanged
+                self.session = out["session"]
+            return out
+
+        return call
+
+
 def generate(h) -> dict:
     return named(h.generate({}, PROMPT, "rules", "", "", "", 16))
+
+
+def new_tab(h) -> Tab:
+    tab = Tab(h)
+    tab.generate(PROMPT, "rules", "", "", "", 16)
+    return tab
 
 
 def test_generate_opens_a_new_project_and_says_so(handlers):
@@ -44,90 +67,172 @@ def test_generate_opens_a_new_project_and_says_so(handlers):
     assert "New project 1" in out["message"]
 
 
-def test_generate_shows_the_plan_in_the_panels(handlers):
+def test_generate_shows_the_plan_in_every_panel(handlers):
     out = generate(handlers)
-    assert json.loads(out["plan_json"])["entities"][0]["attributes"]["color"] == "red"
+    assert json.loads(out["plan_json"])["prompt"] == PROMPT
     assert out["scenes"] == [["s1", PROMPT, "grass", 16, ""]]
     assert [b["label"] for b in out["boxes"]["boxes"]] == ["ball"]
     assert out["boxes"]["image"].shape == (SKETCH_SIZE, SKETCH_SIZE, 3)
     assert "keyframe" in out["status"]
 
 
-def drag_first_box(handlers, session, frame):
-    """Move the first box of ``frame`` to pixels (10, 20)-(74, 84) of the box editor."""
-    value = named(handlers.select(session, 0, frame))["boxes"]
+def drag_first_box(tab: Tab, frame: int) -> dict:
+    """Show ``frame``, then move its first box to pixels (10, 20)-(74, 84) of the box editor."""
+    value = tab.select(0, frame)["boxes"]
     value["boxes"][0].update(xmin=10, ymin=20, xmax=74, ymax=84)
-    return named(handlers.boxes_changed(session, value, 0, frame))
+    return tab.boxes_changed(value, 0, frame)
 
 
 def test_dragging_a_box_on_an_interpolated_frame_saves_a_keyframe_there(handlers):
-    session = generate(handlers)["session"]
-    assert "interpolated" in named(handlers.select(session, 0, 5))["status"]
-    out = drag_first_box(handlers, session, 5)
+    tab = new_tab(handlers)
+    assert "interpolated" in tab.select(0, 5)["status"]
+    out = drag_first_box(tab, 5)
     assert "Keyframe saved at frame 5" in out["message"]
     keyframe = next(k for k in json.loads(out["plan_json"])["scenes"][0]["keyframes"] if k["frame"] == 5)
     assert keyframe["boxes"]["e1"] == [round(10 / 256, 4), round(20 / 256, 4), round(74 / 256, 4), round(84 / 256, 4)]
     assert "keyframe" in out["status"] and "interpolated" not in out["status"]
 
 
-def test_a_dragged_box_can_be_undone(handlers):
-    session = generate(handlers)["session"]
-    drag_first_box(handlers, session, 5)
-    out = named(handlers.undo(session, 0, 5))
-    assert out["message"] == "Undone."
+def test_a_dragged_box_can_be_undone_and_undo_says_what_it_undid(handlers):
+    tab = new_tab(handlers)
+    drag_first_box(tab, 5)
+    out = tab.undo(0, 5)
+    assert out["message"] == "Undid: Keyframe saved at frame 5."
     assert "interpolated" in out["status"]
     assert all(k["frame"] != 5 for k in json.loads(out["plan_json"])["scenes"][0]["keyframes"])
 
 
+def test_redo_with_nothing_to_redo_says_so(handlers):
+    assert new_tab(handlers).redo(0, 0)["message"] == "Nothing to redo."
+
+
 def test_unchanged_boxes_change_nothing(handlers):
-    session = generate(handlers)["session"]
-    value = named(handlers.select(session, 0, 3))["boxes"]
-    out = named(handlers.boxes_changed(session, value, 0, 3))
-    assert all(view == NO_CHANGE for view in out.values())
-    assert handlers.ws.store.history(session["project"]) == (False, False)  # no new version to undo
+    tab = new_tab(handlers)
+    value = tab.select(0, 3)["boxes"]
+    out = tab.boxes_changed(value, 0, 3)
+    assert all(view == NO_CHANGE for name, view in out.items() if name != "session")
+    assert handlers.ws.store.history(tab.session["project"]) == (False, False)  # no new version to undo
+
+
+def test_editor_value_of_another_frame_is_not_saved_as_a_keyframe(handlers):
+    # The slider says 16 while the editor was just given frame 0 (a project opened, a scene changed):
+    # the editor's change event must not write frame 0's boxes at frame 16.
+    tab = new_tab(handlers)
+    value = tab.select(0, 0)["boxes"]
+    out = tab.boxes_changed(value, 0, 12)
+    assert all(view == NO_CHANGE for name, view in out.items() if name != "session")
+    assert handlers.ws.store.history(tab.session["project"]) == (False, False)
 
 
 def test_invalid_edit_shows_the_message_and_keeps_the_plan(handlers):
-    before = generate(handlers)
-    out = named(handlers.edit_scenes(before["session"], [["s1", PROMPT, "grass", 100]], 0, 0))
+    tab = new_tab(handlers)
+    before = tab.select(0, 0)["plan_json"]
+    out = tab.edit_scenes([["s1", PROMPT, "grass", 100]], 0, 0)
     assert out["shown"] == "⚠️ scenes[0].num_frames: must be <= 64 (got 100)"
-    assert out["plan_json"] == before["plan_json"]
-    assert handlers.ws.store.current(before["session"]["project"])[1].scenes[0].num_frames == 16
+    assert out["plan_json"] == before
+    assert handlers.ws.store.current(tab.session["project"])[1].scenes[0].num_frames == 16
 
 
 def test_editing_an_event_updates_table_timeline_and_graph(handlers):
-    session = generate(handlers)["session"]
-    out = named(handlers.edit_events(session, [["e1", "rolls", "grass", 0, 15], ["e1", "turns", "blue", 8, 8]], 0, 10))
+    out = new_tab(handlers).edit_events([["e1", "rolls", "grass", 0, 15], ["e1", "turns", "blue", 8, 8]], 0, 10)
     assert out["events"][-1] == ["e1", "turns", "blue", 8, 8]
     assert any("turns blue" in label for label in out["timeline"].data[0].y)
     assert "blue" in [text for trace in out["graph"].data for text in (trace.text or [])]
 
 
 def test_a_scene_seed_typed_in_the_table_is_saved(handlers):
-    session = generate(handlers)["session"]
-    out = named(handlers.edit_scenes(session, [["s1", PROMPT, "grass", 16, "42"]], 0, 0))
+    out = new_tab(handlers).edit_scenes([["s1", PROMPT, "grass", 16, "42"]], 0, 0)
     assert json.loads(out["plan_json"])["scenes"][0]["seed"] == 42
 
 
 def test_a_scene_seed_that_is_not_an_integer_is_refused(handlers):
-    session = generate(handlers)["session"]
-    out = named(handlers.edit_scenes(session, [["s1", PROMPT, "grass", 16, "x"]], 0, 0))
+    out = new_tab(handlers).edit_scenes([["s1", PROMPT, "grass", 16, "x"]], 0, 0)
     assert out["shown"].startswith("⚠️ scenes[0].seed: must be blank or an integer")
 
 
 def test_undo_and_redo_walk_the_versions(handlers):
-    session = generate(handlers)["session"]
-    handlers.edit_scenes(session, [["s1", "Changed.", "snow", 16]], 0, 0)
-    assert named(handlers.undo(session, 0, 0))["scenes"][0][2] == "grass"
-    assert named(handlers.redo(session, 0, 0))["scenes"][0][2] == "snow"
+    tab = new_tab(handlers)
+    tab.edit_scenes([["s1", "Changed.", "snow", 16]], 0, 0)
+    assert tab.undo(0, 0)["scenes"][0][2] == "grass"
+    assert tab.redo(0, 0)["scenes"][0][2] == "snow"
 
 
-def test_restart_reopens_the_latest_project(tmp_path):
-    first = Handlers(Workspace(tmp_path / "data"))
-    session = generate(first)["session"]
-    first.edit_scenes(session, [["s1", "Edited before restart.", "desert", 16]], 0, 0)
-    out = named(Handlers(Workspace(tmp_path / "data")).load({}))
-    assert out["session"]["project"] == session["project"]
+def test_an_edit_sent_twice_makes_one_version(handlers):
+    tab = new_tab(handlers)
+    rows = [["s1", "Changed once.", "snow", 16]]
+    first = tab.session
+    tab.edit_scenes(rows, 0, 0)
+    Tab(handlers, first).edit_scenes(rows, 0, 0)  # the same edit again, from the state before the first
+    assert [p.versions for p in handlers.ws.store.list_projects()] == [2]
+
+
+def test_a_stale_tab_cannot_overwrite_another_tabs_edit(handlers):
+    one = new_tab(handlers)
+    two = Tab(handlers)
+    two.open_project(one.session["project"])
+    one.edit_scenes([["s1", "Renamed in tab one.", "snow", 16]], 0, 0)
+    out = two.edit_scenes([["s1", PROMPT, "desert", 16]], 0, 0)  # tab two still shows the old table
+    assert out["shown"].startswith("⚠️ This project changed in another tab")
+    assert out["scenes"][0][1:3] == ["Renamed in tab one.", "snow"]  # tab two now shows the fresh state
+    assert handlers.ws.store.current(one.session["project"])[1].scenes[0].background == "snow"
+    # Made again on the fresh state, tab two's edit lands.
+    assert two.edit_scenes([["s1", "Renamed in tab one.", "desert", 16]], 0, 0)["scenes"][0][2] == "desert"
+
+
+def test_undo_in_a_stale_tab_does_not_undo_another_tabs_edit(handlers):
+    one = new_tab(handlers)
+    two = Tab(handlers)
+    two.open_project(one.session["project"])
+    one.edit_scenes([["s1", "Edited in tab one.", "snow", 16]], 0, 0)
+    out = two.undo(0, 0)
+    assert out["shown"].startswith("⚠️ This project changed in another tab")
+    assert handlers.ws.store.current(one.session["project"])[1].scenes[0].background == "snow"
+
+
+def test_concurrent_edits_lose_nothing(handlers):
+    import threading
+
+    project = new_tab(handlers).session["project"]
+    tabs = [Tab(handlers) for _ in range(4)]
+    for tab in tabs:
+        tab.open_project(project)
+    acknowledged: list[str] = []
+
+    def typist(tab: Tab, name: str):
+        for i in range(8):
+            for _ in range(200):  # a stale tab sees the fresh state and types its edit again
+                scenes = tab.select(0, 0)["scenes"]
+                description = f"{scenes[0][1]} {name}{i}"
+                out = tab.edit_scenes([[scenes[0][0], description, "grass", 16]], 0, 0)
+                if out["message"] == "Scenes saved.":
+                    acknowledged.append(f"{name}{i}")
+                    break
+
+    threads = [threading.Thread(target=typist, args=(tab, f"t{n}-")) for n, tab in enumerate(tabs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    final = handlers.ws.store.current(project)[1].scenes[0].description.split()
+    assert len(acknowledged) == 32
+    assert all(word in final for word in acknowledged)  # every acknowledged edit is in the plan
+
+
+def test_a_new_tab_starts_on_the_project_list_and_the_address_reopens_a_project(handlers):
+    project = new_tab(handlers).session["project"]
+    fresh = named(handlers.load({}))
+    assert fresh["session"].get("project") is None and "Projects" in fresh["message"]
+    request = type("Request", (), {"query_params": {"project": str(project)}})()
+    again = named(handlers.load({}, request))
+    assert again["session"]["project"] == project and "Frame 0" in again["status"]
+    assert handlers.project_url(again["session"]) == str(project)
+
+
+def test_restart_keeps_the_project_named_in_the_address(tmp_path):
+    tab = new_tab(Handlers(Workspace(tmp_path / "data")))
+    tab.edit_scenes([["s1", "Edited before restart.", "desert", 16]], 0, 0)
+    request = type("Request", (), {"query_params": {"project": str(tab.session["project"])}})()
+    out = named(Handlers(Workspace(tmp_path / "data")).load({}, request))
     assert out["scenes"][0][1:3] == ["Edited before restart.", "desert"]
 
 
@@ -156,8 +261,8 @@ def test_remote_binding_requires_auth():
 
 
 def test_page_load_shows_the_layout_first_and_the_graph_figures_next(handlers):
-    generate(handlers)
-    out = named(handlers.load({}))
+    project = new_tab(handlers).session["project"]
+    out = named(handlers.load({"project": project}))
     assert out["session"]["project"] == 1 and "Frame 0" in out["status"]
     assert out["graph"] == NO_CHANGE and out["timeline"] == NO_CHANGE  # figures not drawn yet
     graph, timeline = handlers.graph_views(out["session"], 0, 0)
@@ -166,8 +271,7 @@ def test_page_load_shows_the_layout_first_and_the_graph_figures_next(handlers):
 
 
 def test_plan_text_in_a_message_is_shown_as_typed_not_as_markup(handlers):
-    session = generate(handlers)["session"]
-    out = named(handlers.edit_events(session, [["<img src=x onerror=alert(1)>", "rolls", "", 0, 15]], 0, 0))
+    out = new_tab(handlers).edit_events([["<img src=x onerror=alert(1)>", "rolls", "", 0, 15]], 0, 0)
     assert "<img" not in out["message"] and "&lt;img src=x onerror=alert(1)&gt;" in out["message"]
     assert out["shown"].startswith("⚠️ scenes[0].events[0].agent: must match") and "'<img src=x onerror=alert(1)>'" in out["shown"]
 
