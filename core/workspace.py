@@ -7,6 +7,7 @@ from), the lazily loaded pipeline and the per-scene render cache. Every edit goe
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from core.planner.llm import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S
 from core.store import ProjectStore, StaleVersionError
 
 
+NO_KEY = "no-key"  # what a visitor's own endpoint gets when they typed no key (never the server's)
 STALE_MESSAGE = "This project changed in another tab; showing its latest version. Nothing was overwritten: make the edit again if you still want it."
 
 
@@ -83,11 +85,21 @@ class Workspace:
         llm_retries: int = DEFAULT_RETRIES,
     ) -> VideoPlan:
         """Plan a prompt with the chosen planner (``llm_timeout`` seconds per request, 1-600, and
-        ``llm_retries`` retries, 0-5, for the openai planner). Raises PlanValidationError or PlanError."""
+        ``llm_retries`` retries, 0-5, for the openai planner).
+
+        The server's own key (``$OPENAI_API_KEY``) is only ever sent to the server's own endpoint
+        (``$OPENAI_BASE_URL``, else OpenAI's): a ``base_url`` typed by a visitor gets the key they
+        typed, or none.
+
+        Raises:
+            PlanValidationError: a bad prompt. PlanError: the planner failed (one line).
+        """
         if planner == "openai":
             from core.planner.llm import OpenAIPlanner
 
-            llm = OpenAIPlanner(llm_model or "gpt-4o-mini", base_url=base_url or None, api_key=api_key or None, timeout=llm_timeout, retries=llm_retries)
+            own_endpoint = not base_url or base_url.rstrip("/") == os.environ.get("OPENAI_BASE_URL", "").rstrip("/")
+            key = api_key or (None if own_endpoint else NO_KEY)
+            llm = OpenAIPlanner(llm_model or "gpt-4o-mini", base_url=base_url or None, api_key=key, timeout=llm_timeout, retries=llm_retries)
             return llm.plan(prompt, num_frames=num_frames)
         from core.planner.rules import plan_with_rules
 

@@ -6,8 +6,12 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
+import hmac
 import os
+import threading
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -31,17 +35,22 @@ SET_PROJECT_IN_URL = """(project) => {
 }"""
 
 
-def build_app(workspace: Workspace) -> gr.Blocks:
-    """The studio page for ``workspace`` (nothing is launched here)."""
+def build_app(workspace: Workspace, *, remote: bool = False) -> gr.Blocks:
+    """The studio page for ``workspace`` (nothing is launched here).
+
+    Args:
+        remote: a server that others log in to: the LLM endpoint and key are the server's
+            (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``), not fields a visitor can set.
+    """
     h = Handlers(workspace)
-    with gr.Blocks(title="Director Studio") as app:
+    with gr.Blocks(title="Director Studio", delete_cache=(3600, 86400)) as app:
         session = gr.State({})
         gr.Markdown("# Director Studio\nPrompt → video plan → dynamic scene graph → layout-guided video.")
         note = gr.Markdown(elem_id="message")
         with gr.Row():
             with gr.Column(scale=1):
                 gr.Markdown("## 1. Prompt and plan")
-                p = prompt_panel.render()
+                p = prompt_panel.render(llm_fields=not remote)
                 gr.Markdown("## 2. Scenes")
                 s = scenes_panel.render()
             with gr.Column(scale=1):
@@ -126,14 +135,57 @@ def warm_up() -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The studio's options. ``--host`` and ``--port`` default to Gradio's ``GRADIO_SERVER_NAME`` and
+    ``GRADIO_SERVER_PORT`` (then 127.0.0.1 and 7860); the flags override them.
+
+    Raises:
+        ValueError: ``GRADIO_SERVER_PORT`` is not a port number.
+    """
+    port = os.environ.get("GRADIO_SERVER_PORT", "7860")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"GRADIO_SERVER_PORT: must be a port number in [1, 65535] (got {port!r})")
     parser = argparse.ArgumentParser(prog="launch.py", description="Start the Director Studio web app.")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to bind (default $GRADIO_SERVER_NAME, else 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(port), help="port (default $GRADIO_SERVER_PORT, else 7860)")
     parser.add_argument("--auth", default=os.environ.get("DIRECTOR_STUDIO_AUTH"), help="user:password (required for a non-local host)")
     parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="projects database and outputs")
     add_model_options(parser)
     parser.add_argument("--max-queue", type=int, default=8, help="renders waiting at most")
     return parser.parse_args(argv)
+
+
+class RateLimitedLogin:
+    """Gradio's ``auth`` callable for one user:password pair, with failed logins rate-limited: after
+    ``max_failures`` failures within ``window_s`` seconds, every login is refused until the oldest
+    failure leaves the window (a correct password included), which stops password guessing.
+
+    Args:
+        user, password: the account. max_failures: >= 1. window_s: seconds.
+        clock: time source (tests pass their own).
+    """
+
+    def __init__(self, user: str, password: str, *, max_failures: int = 5, window_s: float = 60.0, clock=time.monotonic):
+        self.user, self.password = user, password
+        self.max_failures, self.window_s, self.clock = max_failures, window_s, clock
+        self.failures: collections.deque[float] = collections.deque()
+        self.lock = threading.Lock()
+
+    def locked(self) -> bool:
+        """Whether logins are refused now."""
+        now = self.clock()
+        with self.lock:
+            while self.failures and now - self.failures[0] > self.window_s:
+                self.failures.popleft()
+            return len(self.failures) >= self.max_failures
+
+    def __call__(self, user: str, password: str) -> bool:
+        if self.locked():
+            return False
+        ok = hmac.compare_digest(user.encode(), self.user.encode()) & hmac.compare_digest(password.encode(), self.password.encode())
+        if not ok:
+            with self.lock:
+                self.failures.append(self.clock())
+        return ok
 
 
 def auth_pair(args: argparse.Namespace) -> tuple[str, str] | None:
@@ -155,12 +207,18 @@ def serve(workspace: Workspace, *, host: str = "127.0.0.1", port: int = 7860, au
     first visitor does not pay for first calls (plotly, networkx, PIL, Gradio's page config).
     """
     warm_up()
-    app = build_app(workspace)
+    # Gradio's copies of served files (videos, exports, sketches) go under the data folder, private
+    # to the user, and are deleted after a day (and at every start).
+    temp = workspace.data_dir / "gradio-tmp"
+    temp.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(temp))
+    app = build_app(workspace, remote=auth is not None)
     app.queue(max_size=max_queue, default_concurrency_limit=8)
     app.launch(
         server_name=host,
         server_port=port,
-        auth=auth,
+        auth=RateLimitedLogin(*auth) if isinstance(auth, tuple) else auth,
+        run_history=False,  # Gradio would otherwise keep every event's inputs in the browser's localStorage
         allowed_paths=[str(workspace.output_dir)],
         show_error=True,
         max_file_size="1mb",

@@ -281,3 +281,29 @@ def test_render_progress_download_and_cancel(page, server, shot):
     time.sleep(1.5)
     page.click("#cancel")
     page.wait_for_selector("#render-status:has-text('cancelled')", timeout=60_000)
+
+
+def test_a_typed_api_key_is_kept_nowhere(page, server, tmp_path):
+    from tests.studio.test_handlers import recording_endpoint
+
+    endpoint, url, seen = recording_endpoint()
+    try:
+        page.fill("#prompt textarea", "A red ball rolls.")
+        page.locator("#planner label:has-text('openai')").click()
+        page.locator("#llm-endpoint button").first.click()
+        page.fill("#base-url textarea, #base-url input", url)
+        page.fill("#api-key input", "sk-test-SECRET123")
+        page.fill("#llm-timeout input", "5")
+        page.fill("#llm-retries input", "0")
+        page.click("#generate")
+        wait_text(page, "#message", "llm: request to")
+    finally:
+        endpoint.shutdown()
+    assert seen == ["Bearer sk-test-SECRET123"]  # it reached the endpoint the user typed, and only that
+    storage = page.evaluate("() => JSON.stringify({...window.localStorage}) + JSON.stringify({...window.sessionStorage})")
+    assert "SECRET123" not in storage
+    assert "SECRET123" not in page.inner_text("body")
+    assert "SECRET123" not in page.request.get(server.url + "config").text()
+    for path in server.data_dir.rglob("*"):
+        if path.is_file():
+            assert b"SECRET123" not in path.read_bytes(), path

@@ -294,3 +294,64 @@ def test_a_broken_llm_endpoint_is_one_message_within_the_timeout(handlers, tmp_p
         server.shutdown()
     assert out["shown"].startswith("⚠️ llm: request to http://127.0.0.1:") and "Timeout" in out["shown"]
     assert "\n" not in out["message"] and out["session"].get("project") is None
+
+
+def recording_endpoint():
+    """A local OpenAI-compatible endpoint that records the Authorization header of every request."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/v1", seen
+
+
+def test_a_typed_base_url_never_receives_the_servers_key(handlers, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-server-SECRET")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("DIRECTOR_STUDIO_CACHE", str(tmp_path / "cache"))
+    server, url, seen = recording_endpoint()
+    try:
+        out = named(handlers.generate({}, PROMPT, "openai", "m", url, "", 16, 5, 0))
+        assert out["shown"].startswith("⚠️ llm: request to") and "SECRET" not in out["message"]
+        named(handlers.generate({}, PROMPT, "openai", "m", url, "sk-typed-by-user", 16, 5, 0))
+    finally:
+        server.shutdown()
+    assert seen == ["Bearer no-key", "Bearer sk-typed-by-user"]
+
+
+def test_gradio_server_port_and_name_are_honoured_and_flags_override(monkeypatch):
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    args = parse_args([])
+    assert (args.host, args.port) == ("0.0.0.0", 7999)
+    args = parse_args(["--port", "8001", "--host", "127.0.0.1"])
+    assert (args.host, args.port) == ("127.0.0.1", 8001)
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "http")
+    with pytest.raises(ValueError, match=r"^GRADIO_SERVER_PORT: must be a port number in \[1, 65535\] \(got 'http'\)$"):
+        parse_args([])
+
+
+def test_failed_logins_are_rate_limited():
+    from studio.app import RateLimitedLogin
+
+    now = [0.0]
+    login = RateLimitedLogin("ana", "secret", max_failures=3, window_s=60, clock=lambda: now[0])
+    assert login("ana", "secret")
+    assert not any(login("ana", guess) for guess in ("a", "b", "c"))
+    assert not login("ana", "secret")  # locked: even the right password waits
+    now[0] = 61.0
+    assert login("ana", "secret")
