@@ -21,7 +21,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.dsg import build_scene_graphs, entity_phrase, frame_prompt
 from core.plan import VideoPlan, interpolate_boxes
-from core.settings import BOX_GUIDANCE_ALPHA, BOX_GUIDANCE_SCALE, GUIDANCE_SCALE, LAYOUT_ALPHA, SEED, STEPS, model_guidance_scale, model_layout_alpha
+from core.settings import (
+    BOX_GUIDANCE_ALPHA,
+    BOX_GUIDANCE_SCALE,
+    GUIDANCE_SCALE,
+    LAYOUT_ALPHA,
+    SEED,
+    STEPS,
+    model_guidance_scale,
+    model_layout_alpha,
+)
+from core.vocabulary import agree_with_background
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "layout2vid-toy"
 
@@ -96,7 +106,8 @@ class Progress:
     steps: int
 
 
-def _model_index(model: str | Path | None) -> dict:
+def read_model_index(model: str | Path | None = None) -> dict:
+    """The ``model_index.json`` of a model folder as a dict ({} for a hub id or an unreadable file)."""
     try:
         return json.loads((Path(model or DEFAULT_MODEL) / "model_index.json").read_text())
     except (OSError, ValueError):
@@ -110,7 +121,7 @@ def recommended_guidance_scale(model: str | Path | None = None) -> float:
     Args:
         model: as for :func:`load_pipeline` (None: the shipped toy model).
     """
-    return model_guidance_scale(_model_index(model))
+    return model_guidance_scale(read_model_index(model))
 
 
 def recommended_layout_alpha(model: str | Path | None = None) -> float:
@@ -120,7 +131,7 @@ def recommended_layout_alpha(model: str | Path | None = None) -> float:
     Args:
         model: as for :func:`load_pipeline` (None: the shipped toy model).
     """
-    return model_layout_alpha(_model_index(model))
+    return model_layout_alpha(read_model_index(model))
 
 
 def load_pipeline(
@@ -236,13 +247,16 @@ def scene_prompt(plan: VideoPlan, scene_index: int, backgrounds: list[str] | Non
     """The text for a scene: its description, prefixed by its background.
 
     A model trained on a closed set of ``backgrounds`` (the toy world) gets the closest one by word
-    match, then by MiniLM similarity, so "meadow" renders as grass.
+    match, then by MiniLM similarity, so "meadow" renders as grass; and a description that places
+    the scene on another of them ("on the desert" with background ocean) is made to agree with the
+    field (:func:`core.vocabulary.agree_with_background`): the plan's field is what renders.
     """
     scene = plan.scenes[scene_index]
-    background = scene.background
+    background, description = scene.background, scene.description
     if backgrounds:
         background = nearest_background(background, backgrounds)
-    return f"the {background}: {scene.description}"
+        description = agree_with_background(description, background, tuple(backgrounds))
+    return f"the {background}: {description}"
 
 
 def nearest_background(background: str, backgrounds: list[str]) -> str:

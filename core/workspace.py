@@ -20,6 +20,7 @@ from core.outputs import write_together
 from core.plan import PlanValidationError, VideoPlan, atomic_write_bytes, parse_plan
 from core.planner.llm import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S
 from core.store import ProjectStore, StaleVersionError
+from core.vocabulary import plan_warnings
 
 
 NO_KEY = "no-key"  # what a visitor's own endpoint gets when they typed no key (never the server's)
@@ -69,6 +70,16 @@ class Workspace:
         self._scene_cache: dict[str, np.ndarray] = {}
         self._cancel: dict[str, threading.Event] = {}
         self._last_settings: dict[int, object] = {}  # project id -> RenderSettings of its last render
+        self._vocabulary = None  # what the model can draw, read from its model_index.json on first use
+
+    def warnings(self, plan: VideoPlan) -> list[str]:
+        """What the loaded model cannot draw as the plan says (:func:`core.vocabulary.plan_warnings`)."""
+        if self._vocabulary is None:
+            from core.render import read_model_index
+            from core.vocabulary import model_vocabulary
+
+            self._vocabulary = model_vocabulary(read_model_index(self.model))
+        return plan_warnings(plan, self._vocabulary)
 
     # Projects ----------------------------------------------------------------------------------
 

@@ -53,6 +53,10 @@ class Handlers:
         project = self._project(session)
         sel = _sel(plan, scene, frame)
         session["canvas"] = list(sel)
+        warnings = self.ws.warnings(plan)
+        if warnings:  # what the model cannot draw as written, at its field
+            more = f" (and {len(warnings) - 2} more)" if len(warnings) > 2 else ""
+            note = f"{note}  \n⚠️ {escape_markdown('; '.join(warnings[:2]) + more)}".strip()
         base = self.ws.rendered_frame(project, plan, *sel) if project is not None else None
         return [session, note, *all_views(plan, scene, frame, base)]
 

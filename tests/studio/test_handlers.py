@@ -355,3 +355,9 @@ def test_failed_logins_are_rate_limited():
     assert not login("ana", "secret")  # locked: even the right password waits
     now[0] = 61.0
     assert login("ana", "secret")
+
+
+def test_a_colour_the_model_cannot_draw_is_flagged_after_the_edit(handlers):
+    out = new_tab(handlers).edit_entities([["e1", "ball", "ball", "teal", "s1"]], 0, 0)
+    assert out["shown"].startswith("Entities saved.")
+    assert "⚠️ entities[0].attributes.color: 'teal' is not a colour this model knows (red, orange" in out["shown"]
