@@ -91,8 +91,9 @@ def scene_graph_figure(plan: VideoPlan, scene_index: int, frame: int) -> go.Figu
         )
     fig.update_layout(
         title=f"Scene graph, scene {plan.scenes[scene_index].id}, frame {frame}",
-        xaxis=dict(visible=False),
-        yaxis=dict(visible=False),
+        # spring_layout puts nodes in [-1, 1]; the margins keep the labels above the top nodes in view
+        xaxis=dict(visible=False, range=[-1.3, 1.3]),
+        yaxis=dict(visible=False, range=[-1.2, 1.35]),
         height=360,
         margin=dict(l=10, r=10, t=40, b=10),
         legend=dict(orientation="h"),

@@ -90,6 +90,7 @@ def build_app(workspace: Workspace, *, remote: bool = False) -> gr.Blocks:
         event_outputs = [session, g.message, *views]
         s.scenes.input(h.edit_scenes, [session, s.scenes, *where], scene_outputs)
         s.entities.input(h.edit_entities, [session, s.entities, *where], scene_outputs)
+        s.scenes.select(h.pick_scene, [session], layout_outputs, show_progress="hidden")
         s.add_scene.click(h.add_scene, [session, *where], scene_outputs)
         s.delete_scene.click(h.delete_scene, [session, *where], scene_outputs)
         s.move_up.click(functools.partial(h.move_scene, offset=-1), [session, *where], scene_outputs)

@@ -6,6 +6,7 @@ A refused edit returns the last good plan's views and the core's validation mess
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -19,9 +20,15 @@ from core.workspace import Workspace
 from studio.views import GRAPH_VIEWS, SKETCH_SIZE, VIEW_COUNT, all_views, box_labels, clamp, escape_markdown, graph_figures
 
 
-def message(text: str | None, ok: str = "") -> str:
-    """A status line: the core's error (plan text in it shown as typed, never as markup) or ``ok``."""
-    return f"⚠️ {escape_markdown(text)}" if text else ok
+def message(text: str | None, ok: str = "", plan: VideoPlan | None = None) -> str:
+    """A status line: the core's error (plan text in it shown as typed, never as markup; a field
+    path ``scenes[1]`` followed by the scene's id as the page shows it) or ``ok``."""
+    if not text:
+        return ok
+    if plan is not None:
+        ids = [scene.id for scene in plan.scenes]
+        text = re.sub(r"scenes\[(\d+)\]", lambda m: f"{m.group(0)} ({ids[int(m.group(1))]})" if int(m.group(1)) < len(ids) else m.group(0), text)
+    return f"⚠️ {escape_markdown(text)}"
 
 
 class Handlers:
@@ -71,7 +78,7 @@ class Handlers:
         if project is None:
             return self._views(session, None, scene, frame, message("Generate or open a plan first."))
         result = self.ws.edit(project, change, *args, base_version=(session or {}).get("version"), note=ok.rstrip("."))
-        return self._views(session, result.plan, scene, frame, message(result.error, ok), result.version)
+        return self._views(session, result.plan, scene, frame, message(result.error, ok, result.plan), result.version)
 
     # project ---------------------------------------------------------------------------------
 
@@ -176,6 +183,19 @@ class Handlers:
         return views if plan is None or 0 <= target < len(plan.scenes) else self._edit(session, scene, frame, editing.move_scene, int(scene or 0), offset)
 
     # layout ----------------------------------------------------------------------------------
+
+    def pick_scene(self, session, evt: gr.SelectData):
+        """A click in the scene list selects that scene for the layout, the scene graph and
+        **Delete selected scene**. The tables are left alone: the click may start a cell edit."""
+        plan = self._current(session)
+        index = getattr(evt, "index", None)
+        if plan is None or index is None:
+            return [gr.update()] * (2 + VIEW_COUNT)
+        row = index[0] if isinstance(index, (list, tuple)) else index
+        out = self._views(session, plan, int(row), 0)
+        for position in (0, 1, 2):  # plan JSON, scenes table, entities table
+            out[2 + position] = gr.update()
+        return out
 
     def select(self, session, scene, frame):
         return self._views(session, self._current(session), scene, frame, "")

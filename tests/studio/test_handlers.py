@@ -128,7 +128,7 @@ def test_invalid_edit_shows_the_message_and_keeps_the_plan(handlers):
     tab = new_tab(handlers)
     before = tab.select(0, 0)["plan_json"]
     out = tab.edit_scenes([["s1", PROMPT, "grass", 100]], 0, 0)
-    assert out["shown"] == "⚠️ scenes[0].num_frames: must be <= 64 (got 100)"
+    assert out["shown"] == "⚠️ scenes[0] (s1).num_frames: must be <= 64 (got 100)"
     assert out["plan_json"] == before
     assert handlers.ws.store.current(tab.session["project"])[1].scenes[0].num_frames == 16
 
@@ -147,7 +147,7 @@ def test_a_scene_seed_typed_in_the_table_is_saved(handlers):
 
 def test_a_scene_seed_that_is_not_an_integer_is_refused(handlers):
     out = new_tab(handlers).edit_scenes([["s1", PROMPT, "grass", 16, "x"]], 0, 0)
-    assert out["shown"].startswith("⚠️ scenes[0].seed: must be blank or an integer")
+    assert out["shown"].startswith("⚠️ scenes[0] (s1).seed: must be blank or an integer")
 
 
 def test_undo_and_redo_walk_the_versions(handlers):
@@ -273,7 +273,7 @@ def test_page_load_shows_the_layout_first_and_the_graph_figures_next(handlers):
 def test_plan_text_in_a_message_is_shown_as_typed_not_as_markup(handlers):
     out = new_tab(handlers).edit_events([["<img src=x onerror=alert(1)>", "rolls", "", 0, 15]], 0, 0)
     assert "<img" not in out["message"] and "&lt;img src=x onerror=alert(1)&gt;" in out["message"]
-    assert out["shown"].startswith("⚠️ scenes[0].events[0].agent: must match") and "'<img src=x onerror=alert(1)>'" in out["shown"]
+    assert out["shown"].startswith("⚠️ scenes[0] (s1).events[0].agent: must match") and "'<img src=x onerror=alert(1)>'" in out["shown"]
 
 
 def test_a_broken_llm_endpoint_is_one_message_within_the_timeout(handlers, tmp_path, monkeypatch):
@@ -361,3 +361,14 @@ def test_a_colour_the_model_cannot_draw_is_flagged_after_the_edit(handlers):
     out = new_tab(handlers).edit_entities([["e1", "ball", "ball", "teal", "s1"]], 0, 0)
     assert out["shown"].startswith("Entities saved.")
     assert "⚠️ entities[0].attributes.color: 'teal' is not a colour this model knows (red, orange" in out["shown"]
+
+
+def test_clicking_a_scene_row_selects_it_and_delete_removes_that_scene(handlers):
+    tab = new_tab(handlers)
+    tab.add_scene(0, 0)
+    tab.edit_scenes([["s1", PROMPT, "grass", 16], ["s2", "The second scene.", "snow", 16]], 0, 0)
+    out = tab.pick_scene(type("SelectData", (), {"index": [1, 1]})())
+    assert out["scenes"] == NO_CHANGE  # the table is left alone: the click may start a cell edit
+    assert out["scene"]["value"] == 1 and "scene s2" in out["status"]
+    out = tab.delete_scene(1, 0)
+    assert [row[0] for row in out["scenes"]] == ["s1"]
