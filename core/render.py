@@ -409,13 +409,14 @@ def render_plan(
     *,
     on_progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
-    cache: dict[str, np.ndarray] | None = None,
+    cache=None,
 ) -> np.ndarray:
     """Render every scene and concatenate them.
 
     Args:
-        cache: optional dict from :func:`scene_cache_key` to frames; scenes found there are not
-            re-rendered and new ones are added.
+        cache: optional mapping (a dict, or :class:`core.renders.SceneCache` on disk) from
+            :func:`scene_cache_key` to frames, with ``get`` and ``[key] =``; scenes found there are
+            not re-rendered and new ones are added.
 
     Returns:
         np.ndarray (sum of num_frames, H, W, 3) uint8.
@@ -423,8 +424,9 @@ def render_plan(
     clips = []
     for index in range(len(plan.scenes)):
         key = scene_cache_key(plan, index, settings, model_id(pipe))
-        if cache is not None and key in cache:
-            clips.append(cache[key])
+        cached = cache.get(key) if cache is not None else None
+        if cached is not None:
+            clips.append(cached)
             if on_progress:
                 on_progress(Progress(index, len(plan.scenes), settings.num_inference_steps, settings.num_inference_steps))
             continue

@@ -19,6 +19,7 @@ import numpy as np
 from core.outputs import write_together
 from core.plan import PlanValidationError, VideoPlan, atomic_write_bytes, parse_plan
 from core.planner.llm import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S
+from core.renders import RenderRecord, SceneCache, list_renders, record_bytes, record_path
 from core.store import ProjectStore, StaleVersionError
 from core.vocabulary import plan_warnings
 
@@ -67,9 +68,8 @@ class Workspace:
         self._pipe = None
         self._pipe_lock = threading.Lock()
         self._render_lock = threading.Lock()
-        self._scene_cache: dict[str, np.ndarray] = {}
+        self.scene_cache = SceneCache(self.data_dir / "scene-cache")
         self._cancel: dict[str, threading.Event] = {}
-        self._last_settings: dict[int, object] = {}  # project id -> RenderSettings of its last render
         self._vocabulary = None  # what the model can draw, read from its model_index.json on first use
 
     def warnings(self, plan: VideoPlan) -> list[str]:
@@ -213,37 +213,59 @@ class Workspace:
         """Ask the render of ``session`` to stop after its current denoising step."""
         self._cancel.setdefault(session, threading.Event()).set()
 
-    def render(self, project_id: int, settings, *, session: str = "default", on_progress=None) -> tuple[Path, Path]:
-        """Render the current plan to ``outputs/`` ; returns (mp4 path, plan json path).
+    def render(self, project_id: int, settings, *, session: str = "default", on_progress=None) -> RenderRecord:
+        """Render the current plan to ``outputs/``: the MP4, its plan and its record, written together.
 
-        Scenes whose content and settings did not change since an earlier render come from the cache.
+        Scenes whose content, settings and model did not change since any earlier render come from
+        the scene cache on disk (kept across restarts).
+
+        Returns:
+            The render's :class:`core.renders.RenderRecord` (also listed by :meth:`renders`).
 
         Raises:
             RenderCancelled: :meth:`cancel` was called for this session.
         """
         from core.export import encode_mp4
-        from core.render import render_plan
+        from core.render import model_id, render_plan
 
         version, plan = self.store.current(project_id)
         event = self._cancel.setdefault(session, threading.Event())
         event.clear()
         with self._render_lock:
-            frames = render_plan(self.pipeline(), plan, settings, on_progress=on_progress, should_cancel=event.is_set, cache=self._scene_cache)
-        self._last_settings[project_id] = settings
+            start = time.perf_counter()
+            pipe = self.pipeline()
+            frames = render_plan(pipe, plan, settings, on_progress=on_progress, should_cancel=event.is_set, cache=self.scene_cache)
+            seconds = time.perf_counter() - start
         stamp = time.strftime("%Y%m%d-%H%M%S")
         video = self.output_dir / f"project{project_id}-v{version}-{stamp}.mp4"
         plan_path = video.with_suffix(".plan.json")
+        record = RenderRecord(
+            video=str(video), plan=str(plan_path), project=project_id, version=version, settings=settings.model_dump(mode="json"),
+            model=model_id(pipe), seconds=round(seconds, 2), created=time.time(),
+        )
         plan_bytes = (plan.model_dump_json(indent=2) + "\n").encode()
-        write_together({video: lambda tmp: encode_mp4(frames, tmp, fps=plan.fps), plan_path: lambda tmp: tmp.write_bytes(plan_bytes)})
-        return video, plan_path
+        write_together(
+            {
+                video: lambda tmp: encode_mp4(frames, tmp, fps=plan.fps),
+                plan_path: lambda tmp: tmp.write_bytes(plan_bytes),
+                record_path(video): lambda tmp: tmp.write_bytes(record_bytes(record)),
+            }
+        )
+        return record
+
+    def renders(self, project_id: int) -> list[RenderRecord]:
+        """The project's finished renders, newest first (they survive reloads and restarts)."""
+        return list_renders(self.output_dir, project_id)
 
     def rendered_frame(self, project_id: int, plan: VideoPlan, scene_index: int, frame: int) -> np.ndarray | None:
-        """The frame from the project's last render of this exact scene, if one is cached."""
-        from core.render import model_id, scene_cache_key
+        """The frame of this exact scene as the project's last render drew it, if that scene (same
+        content, settings and model) is in the scene cache; None otherwise."""
+        from core.render import RenderSettings, scene_cache_key
 
-        settings = self._last_settings.get(project_id)
-        if self._pipe is None or settings is None:
+        records = self.renders(project_id)
+        if not records:
             return None
-        key = scene_cache_key(plan, scene_index, settings, model_id(self._pipe))
-        frames = self._scene_cache.get(key)
-        return None if frames is None else frames[frame]
+        last = records[0]
+        key = scene_cache_key(plan, scene_index, RenderSettings(**last.settings), last.model)
+        frames = self.scene_cache.get(key)
+        return None if frames is None or frame >= len(frames) else frames[frame]

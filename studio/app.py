@@ -65,23 +65,31 @@ def build_app(workspace: Workspace, *, remote: bool = False) -> gr.Blocks:
         outputs = [session, note, *views]
         where = [l.scene, l.frame]
 
-        # The page is usable as soon as the plan, scenes and layout are shown; the two plotly figures
-        # follow in a second event (drawing them is most of a cold page load).
         # The open project is part of the page's address (?project=N): a reload keeps it, and a new
         # tab starts on the project list instead of another tab's project.
         url_project = gr.Textbox(visible="hidden", elem_id="url-project")
+
+        def follow_project(event):
+            """After an event that may have opened another project: the project list, the address and
+            the project's renders."""
+            return (
+                event.then(h.project_choices, None, p.projects)
+                .then(h.project_url, [session], url_project)
+                .then(None, [url_project], None, js=SET_PROJECT_IN_URL)
+                .then(h.gallery, [session], r.gallery)
+            )
+
+        # The page is usable as soon as the plan, scenes and layout are shown; the two plotly figures
+        # follow in a second event (drawing them is most of a cold page load).
         loaded = app.load(h.load, [session], outputs)
-        loaded.then(h.graph_views, [session, l.scene, l.frame], [g.graph, g.timeline]).then(h.project_choices, None, p.projects).then(
-            h.project_url, [session], url_project
-        ).then(None, [url_project], None, js=SET_PROJECT_IN_URL)
-        generated = p.generate.click(h.generate, [session, p.prompt, p.planner, p.llm_model, p.base_url, p.api_key, p.frames, p.llm_timeout, p.llm_retries], outputs)
-        generated.then(h.project_choices, None, p.projects).then(h.project_url, [session], url_project).then(None, [url_project], None, js=SET_PROJECT_IN_URL)
+        follow_project(loaded.then(h.graph_views, [session, l.scene, l.frame], [g.graph, g.timeline]))
+        planner_inputs = [session, p.prompt, p.planner, p.llm_model, p.base_url, p.api_key, p.frames, p.llm_timeout, p.llm_retries]
+        follow_project(p.generate.click(h.generate, planner_inputs, outputs))
         p.undo.click(h.undo, [session, *where], outputs)
         p.redo.click(h.redo, [session, *where], outputs)
-        p.open_project.click(h.open_project, [session, p.projects], outputs).then(h.project_url, [session], url_project).then(None, [url_project], None, js=SET_PROJECT_IN_URL)
+        follow_project(p.open_project.click(h.open_project, [session, p.projects], outputs))
         p.projects.focus(h.project_choices, None, p.projects)
-        imported = p.import_file.upload(h.import_plan, [session, p.import_file], outputs)
-        imported.then(h.project_choices, None, p.projects).then(h.project_url, [session], url_project).then(None, [url_project], None, js=SET_PROJECT_IN_URL)
+        follow_project(p.import_file.upload(h.import_plan, [session, p.import_file], outputs))
         p.export.click(h.export_plan, [session], p.export_file)
 
         # Edits report next to the panel they came from.
@@ -107,8 +115,10 @@ def build_app(workspace: Workspace, *, remote: bool = False) -> gr.Blocks:
         g.events.input(h.edit_events, [session, g.events, *where], event_outputs)
 
         r.run.click(
-            h.render, [session, r.steps, r.guidance, r.alpha, r.seed], [r.video, r.downloads, r.render_status], concurrency_limit=1, concurrency_id="render"
+            h.render, [session, r.steps, r.guidance, r.alpha, r.seed], [r.video, r.downloads, r.render_status, r.gallery],
+            concurrency_limit=1, concurrency_id="render",
         )
+        r.gallery.select(h.play_render, [session], [r.video, r.downloads])
         r.cancel.click(h.cancel, None, r.render_status, queue=False)
     return app
 

@@ -7,6 +7,7 @@ A refused edit returns the last good plan's views and the core's validation mess
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -238,6 +239,7 @@ class Handlers:
     # render ----------------------------------------------------------------------------------
 
     def render(self, session, steps, guidance, alpha, seed, request: gr.Request | None = None, progress=gr.Progress()):
+        """Render the open project; returns (video, downloads, status, gallery)."""
         project = self._project(session)
         if project is None:
             raise gr.Error("Generate or open a plan first.")
@@ -245,16 +247,35 @@ class Handlers:
             settings = RenderSettings(num_inference_steps=int(steps), guidance_scale=float(guidance), layout_alpha=float(alpha), seed=int(seed))
         except ValueError as error:
             raise gr.Error(str(error).splitlines()[0]) from None
+        start = time.perf_counter()
 
         def on_progress(p):
-            progress((p.scene * p.steps + p.step) / (p.scenes * p.steps), desc=f"scene {p.scene + 1}/{p.scenes}, step {p.step}/{p.steps}")
+            done = (p.scene * p.steps + p.step) / (p.scenes * p.steps)
+            elapsed = time.perf_counter() - start
+            eta = f", about {elapsed * (1 - done) / done:.0f} s left" if done > 0.05 else ""
+            progress(done, desc=f"scene {p.scene + 1}/{p.scenes}, step {p.step}/{p.steps}{eta}")
 
         token = request.session_hash if request is not None else "default"
         try:
-            video, plan_path = self.ws.render(project, settings, session=token, on_progress=on_progress)
+            record = self.ws.render(project, settings, session=token, on_progress=on_progress)
         except RenderCancelled as error:
-            return gr.update(), gr.update(), message(f"{error}.")
-        return str(video), [str(video), str(plan_path)], f"Rendered {video.name}."
+            return gr.update(), gr.update(), message(f"{error}."), gr.update()
+        return record.video, [record.video, record.plan], f"Rendered {Path(record.video).name} in {record.seconds:.1f} s.", self.gallery(session)
+
+    def gallery(self, session):
+        """The open project's renders, newest first, as (video, caption) pairs for a gr.Gallery."""
+        project = self._project(session)
+        return [] if project is None else [(r.video, r.label) for r in self.ws.renders(project)]
+
+    def play_render(self, session, evt: gr.SelectData):
+        """A render picked in the gallery: play it and offer its files."""
+        project = self._project(session)
+        records = self.ws.renders(project) if project is not None else []
+        index = getattr(evt, "index", None)
+        if index is None or not 0 <= int(index) < len(records):
+            return gr.update(), gr.update()
+        record = records[int(index)]
+        return record.video, [record.video, record.plan]
 
     def cancel(self, request: gr.Request | None = None):
         self.ws.cancel(request.session_hash if request is not None else "default")

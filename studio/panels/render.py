@@ -21,4 +21,5 @@ def render(guidance_scale: float, layout_alpha: float) -> SimpleNamespace:
     render_status = gr.Markdown(elem_id="render-status")
     video = gr.Video(label="Video", elem_id="video", autoplay=True, loop=True)
     downloads = gr.File(label="Downloads (MP4 and plan JSON)", file_count="multiple", elem_id="downloads")
+    gallery = gr.Gallery(label="Renders of this project (kept across reloads and restarts)", columns=4, height=220, elem_id="renders", allow_preview=False)
     return SimpleNamespace(**locals())

@@ -4,6 +4,8 @@ the stock TextToVideoSDPipeline, loaded through ``--model``, with an adapter fil
 import json
 
 import numpy as np
+from pathlib import Path
+
 import pytest
 import torch
 from diffusers import TextToVideoSDPipeline
@@ -135,7 +137,8 @@ def test_the_studio_workspace_renders_with_a_backbone_and_adapter(folders):
 
     workspace = Workspace(folders["tmp"] / "studio-data", model=str(folders["stock"]), adapter=folders["adapter"])
     project = workspace.create_project(folders["plan"])
-    video, plan_json = workspace.render(project, RenderSettings(num_inference_steps=2))
-    frames, _ = read_mp4(video)
-    assert frames.shape == (8, 16, 16, 3) and plan_json.exists()
+    record = workspace.render(project, RenderSettings(num_inference_steps=2))
+    frames, _ = read_mp4(record.video)
+    assert frames.shape == (8, 16, 16, 3) and Path(record.plan).exists()
+    assert workspace.renders(project) == [record]
     assert workspace.pipeline().layout_adapter is not None

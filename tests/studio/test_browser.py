@@ -275,6 +275,11 @@ def test_render_progress_download_and_cancel(page, server, shot):
     frames, fps = read_mp4(download.value.path())
     assert frames.shape == (16, 64, 64, 3) and fps == 8
     shot(page, "#video", "render.png")
+    # The render is listed in the project's gallery, also after a reload.
+    page.wait_for_selector("#renders img, #renders video", timeout=30_000)
+    page.reload()
+    page.wait_for_selector("#renders img, #renders video", timeout=30_000)
+    wait_text(page, "#renders", "8 steps")
     # Cancel: a long render stops within a step.
     set_slider(page, "steps", 100)
     page.click("#render")
