@@ -1,9 +1,10 @@
-"""The headless command line: plan, graph, render.
+"""The headless command line: plan, graph, render, batch, eval.
 
     python launch.py plan "A red ball rolls from left to right across the grass." --out plan.json
     python launch.py graph plan.json --out dsg.json
     python launch.py render --plan plan.json --out video.mp4
     python launch.py render --prompt "..." --out video.mp4
+    python launch.py batch jobs.jsonl --out videos/ [--workers N] [--gpus-per-worker G] [--ray-address ADDR]
 
 Errors exit with code 2 and print one line on stderr that starts with ``error:``; no output file is
 left behind (every file is written atomically).
@@ -50,19 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--plan", type=Path)
     source.add_argument("--prompt")
     render.add_argument("--out", type=Path, required=True)
-    add_model_options(render)
-    add_setting_option(render, specs.STEPS)
-    add_setting_option(render, specs.GUIDANCE_SCALE)
-    _guidance_interval_option(render)
-    add_setting_option(render, specs.LAYOUT_ALPHA)
-    render.add_argument(
-        "--layout-control", choices=["auto", "adapter", "guidance", "none"], default="auto",
-        help="adapter, training-free box guidance, or none (auto: the adapter if the model has one, else guidance)",
-    )
-    render.add_argument("--frame-prompts", choices=["auto", "on", "off"], default="auto", help="a prompt per frame from its scene graph (auto: on for backbones)")
-    _box_guidance_options(render)
-    add_setting_option(render, specs.SEED)
-    _planner_options(render)
+    _render_options(render)
+
+    batch = sub.add_parser("batch", help="render every job of a JSONL file on Ray (MP4s, plans, manifest.jsonl)")
+    batch.add_argument("jobs", type=Path, help='JSONL, one {"prompt": ...} or {"plan": {...}} per line (optional "id", "seed", render settings)')
+    batch.add_argument("--out", type=Path, required=True, help="output folder")
+    _cluster_options(batch)
+    _render_options(batch)
+    batch.set_defaults(device=None)  # cuda with --gpus-per-worker, else cpu
 
     evaluate = sub.add_parser("eval", help="render a prompt file and measure layout control (metrics.json, report.html)")
     evaluate.add_argument("prompts", type=Path, help='JSONL, one {"prompt": ...} per line (optional "checks")')
@@ -75,7 +71,36 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting_option(evaluate, specs.SEED)
     _box_guidance_options(evaluate)
     add_model_options(evaluate)
+    _cluster_options(evaluate, serial_default=True)
+    evaluate.set_defaults(device=None)  # cuda with --gpus-per-worker, else cpu
     return parser
+
+
+def _render_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``render`` after ``--out`` (model, sampling, layout control, seed, planner),
+    shared by ``batch``."""
+    add_model_options(parser)
+    add_setting_option(parser, specs.STEPS)
+    add_setting_option(parser, specs.GUIDANCE_SCALE)
+    _guidance_interval_option(parser)
+    add_setting_option(parser, specs.LAYOUT_ALPHA)
+    parser.add_argument(
+        "--layout-control", choices=["auto", "adapter", "guidance", "none"], default="auto",
+        help="adapter, training-free box guidance, or none (auto: the adapter if the model has one, else guidance)",
+    )
+    parser.add_argument("--frame-prompts", choices=["auto", "on", "off"], default="auto", help="a prompt per frame from its scene graph (auto: on for backbones)")
+    _box_guidance_options(parser)
+    add_setting_option(parser, specs.SEED)
+    _planner_options(parser)
+
+
+def _cluster_options(parser: argparse.ArgumentParser, *, serial_default: bool = False) -> None:
+    """``--workers``, ``--gpus-per-worker`` and ``--ray-address`` (``batch``; ``eval`` renders here
+    without Ray unless ``--workers`` is given)."""
+    default = "render here, without Ray" if serial_default else "one per GPU with --gpus-per-worker, else one per CPU"
+    parser.add_argument("--workers", type=int, default=None, help=f"render workers on Ray, one pipeline each (default: {default})")
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (default 0: CPU workers; 1: one worker per GPU)")
+    parser.add_argument("--ray-address", default=None, help="join a running Ray cluster: auto or ray://HOST:PORT (default: a local cluster on this machine)")
 
 
 def add_setting_option(parser: argparse.ArgumentParser, setting: specs.Setting) -> None:
@@ -141,17 +166,24 @@ def _planner_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=16, help="frames per scene (8-64)")
 
 
-def _make_plan(args):
+def _check_planner_options(args) -> None:
+    """``--frames`` and, for the openai planner, ``--llm-timeout`` and ``--llm-retries`` in range."""
     if not 8 <= args.frames <= 64:
         raise CliError(f"--frames: must be in [8, 64] (got {args.frames})")
     if args.planner == "openai":
         from core.planner import PlanError
-        from core.planner.llm import OpenAIPlanner, check_llm_options
+        from core.planner.llm import check_llm_options
 
         try:
             check_llm_options(args.llm_timeout, args.llm_retries)
         except PlanError as error:
             raise CliError(f"--{str(error).replace('_', '-', 1)}") from None
+
+
+def _make_plan(args):
+    _check_planner_options(args)
+    if args.planner == "openai":
+        from core.planner.llm import OpenAIPlanner
 
         planner = OpenAIPlanner(model=args.llm_model, timeout=args.llm_timeout, retries=args.llm_retries, cache_dir="" if args.no_cache else None)
         return planner.plan(args.prompt, num_frames=args.frames)
@@ -204,6 +236,43 @@ def cmd_render(args) -> None:
     print(f"wrote {args.out} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, {plan.fps} fps) and {plan_path}")
 
 
+def cmd_batch(args) -> None:
+    from core.batch import require_ray, run_batch
+    from core.render import check_model_options
+
+    require_ray()  # BatchError (a ValueError): one line saying how to install it
+    cluster = _cluster(args)
+    if args.out.exists() and not args.out.is_dir():
+        raise CliError(f"--out: {args.out} exists and is not a folder")
+    check_writable(args.out / "manifest.jsonl", "--out")
+    settings = _settings(args)
+    _check_planner_options(args)
+    model = model_options(args)
+    if cluster.address is None:
+        check_model_options(**model)  # this machine is the cluster: fail before it starts
+    planner = {"planner": args.planner, "llm_model": args.llm_model, "llm_timeout": args.llm_timeout, "llm_retries": args.llm_retries, "no_cache": args.no_cache}
+    summary = run_batch(args.jobs, args.out, settings=settings, model=model, planner=planner, frames=args.frames, cluster=cluster)
+    print(summary.line())
+
+
+def _cluster(args):
+    """The Cluster of ``--workers``, ``--gpus-per-worker`` and ``--ray-address``; sets ``args.device``
+    when not given (cuda with GPUs per worker, else cpu)."""
+    from core.batch import Cluster
+
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers: must be >= 1 (got {args.workers})")
+    if not 0 <= args.gpus_per_worker <= 64:
+        raise CliError(f"--gpus-per-worker: must be in [0, 64] (got {args.gpus_per_worker:g})")
+    if args.device is None:
+        args.device = "cuda" if args.gpus_per_worker > 0 else "cpu"
+    if args.gpus_per_worker > 0 and args.device != "cuda":
+        raise CliError(f"--device: must be cuda with --gpus-per-worker (Ray gives each worker its GPUs; got {args.device})")
+    if args.gpus_per_worker == 0 and args.device.startswith("cuda"):
+        raise CliError("--device: cuda needs --gpus-per-worker (e.g. 1: one worker per GPU)")
+    return Cluster(workers=args.workers, gpus_per_worker=args.gpus_per_worker, address=args.ray_address)
+
+
 def cmd_eval(args) -> None:
     from tqdm import tqdm
 
@@ -224,10 +293,25 @@ def cmd_eval(args) -> None:
         )
     )
     prompts = read_prompts(args.prompts, args.limit)
-    pipe = load_pipeline(**model_options(args))
-    pipe.set_progress_bar_config(disable=True)
+    if args.workers is None:  # the serial path: one pipeline, here
+        if args.ray_address is not None or args.gpus_per_worker:
+            raise CliError(f"--{'ray-address' if args.ray_address is not None else 'gpus-per-worker'}: needs --workers (eval renders here without it)")
+        args.device = args.device or "cpu"
+        pipe, cluster = load_pipeline(**model_options(args)), None
+        pipe.set_progress_bar_config(disable=True)
+    else:  # the batch path: Ray workers
+        from core.batch import require_ray
+        from core.render import check_model_options
+
+        require_ray()
+        pipe, cluster = None, _cluster(args)
+        if cluster.address is None:
+            check_model_options(**model_options(args))
     with tqdm(total=len(prompts), unit="video", desc=f"eval {args.variant}", disable=None) as bar:
-        metrics = run_eval(prompts, args.out, pipe=pipe, settings=settings, variant=args.variant, on_video=lambda done, total: bar.update(1))
+        metrics = run_eval(
+            prompts, args.out, pipe=pipe, settings=settings, variant=args.variant, on_video=lambda done, total: bar.update(1),
+            cluster=cluster, model=model_options(args) if cluster else None,
+        )
     print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     print(f"wrote {args.out / 'metrics.json'} and {args.out / 'report.html'}")
 
@@ -272,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help()
             return 0
-        {"plan": cmd_plan, "graph": cmd_graph, "render": cmd_render, "eval": cmd_eval}[args.command](args)
+        {"plan": cmd_plan, "graph": cmd_graph, "render": cmd_render, "batch": cmd_batch, "eval": cmd_eval}[args.command](args)
         return 0
     except (CliError, PlanValidationError, ValueError) as error:
         _print_error(error)
