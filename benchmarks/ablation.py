@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/ablation.py [--model DIR] [--out eval] [PROMPTS.jsonl ...]
 
-Runs ``launch.py eval``'s pipeline (core.evaluate.run_eval) for the variants full, no-graph,
+Runs ``launch.py eval``'s pipeline (core.evaluation.run.run_eval) for the variants full, no-graph,
 no-layout and training-free on each prompt file (default: assets/eval/toyworld_dev.jsonl and
 assets/eval/toyworld_heldout.jsonl), writes each run under ``--out/<file>/<variant>/`` and prints a
 markdown table of the metrics.
@@ -21,7 +21,7 @@ COLUMNS = ["box_miou", "box_ap50", "centroid_error", "direction_accuracy", "colo
 
 
 def main() -> None:
-    from core.evaluate import VARIANTS, read_prompts, run_eval, variant_settings
+    from core.evaluation.run import VARIANTS, read_prompts, run_eval, variant_settings
     from core.render import load_pipeline, recommended_guidance_scale
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

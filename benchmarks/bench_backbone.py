@@ -61,7 +61,7 @@ def build(config: str, device: str, dtype: torch.dtype):
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet3DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from tests.core.tiny_modelscope import build_tokenizer
+    from tests.core.pipelines.tiny_modelscope import build_tokenizer
 
     torch.manual_seed(0)
     unet = UNet3DConditionModel() if config == "full" else UNet3DConditionModel(**REDUCED)
@@ -132,9 +132,9 @@ def main() -> None:
     from diffusers.utils import logging as diffusers_logging
     from torch.utils.flop_counter import FlopCounterMode
 
-    from core.backbones import adapter_for
-    from core.guidance import BoxGuidance
-    from core.pipeline import Layout2VidPipeline, LayoutConditioning
+    from core.pipelines.backbones import adapter_for
+    from core.pipelines.guidance import BoxGuidance
+    from core.pipelines.layout2vid import Layout2VidPipeline, LayoutConditioning
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -4,7 +4,7 @@
 
 A plan may give an entity at most 16 attributes (core.plan.MAX_ATTRIBUTES), so a plan file with 2,000
 is refused with one line before any work. To show that building the dynamic scene graphs
-(core.dsg.build_dsg) is linear in the plan's size all the same, this script builds the graphs of a
+(core.scene_graph.build_dsg) is linear in the plan's size all the same, this script builds the graphs of a
 2-entity, 16-frame scene whose first entity carries 1x, 10x and 100x the limit (16, 160, 1,600
 attributes, the larger two past the schema through ``model_construct``) plus the enrichment limit of
 64 triplets, and prints the best-of time and the time per attribute-frame (flat when linear), and the
@@ -62,9 +62,9 @@ def best_of(fn, repeat: int) -> float:
 
 
 def main() -> None:
-    from core.dsg import build_dsg
-    from core.figures import events_timeline, scene_graph_figure
     from core.plan import MAX_ATTRIBUTES
+    from core.scene_graph import build_dsg
+    from studio.figures import events_timeline, scene_graph_figure
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)

@@ -102,8 +102,8 @@ class Studio:
 def browser_figures(repeat: int) -> None:
     from playwright.sync_api import sync_playwright
 
-    from core.editing import frame_boxes
-    from core.workspace import Workspace
+    from core.project.editing import frame_boxes
+    from core.project.workspace import Workspace
     from studio.handlers import Handlers
     from tests.studio.test_browser import ARGS, CHROMIUM, Server
 
@@ -165,7 +165,7 @@ def browser_figures(repeat: int) -> None:
 def handler_figures(repeat: int) -> None:
     """Server time of the same handlers (what the browser figures include, minus transport and drawing)."""
     from core.planner.rules import load_parser
-    from core.workspace import Workspace
+    from core.project.workspace import Workspace
     from studio.handlers import Handlers
 
     load_parser()

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/colour_latents.py [--vae DIR]
 
-For every background of :data:`core.toyworld.BACKGROUNDS`, one 64x64 frame per palette colour is
+For every background of :data:`core.toyworld.world.BACKGROUNDS`, one 64x64 frame per palette colour is
 drawn with a 24x24 square of that colour in the middle (pixels 20-43, so the 2x2 latent cells 3-4
 lie wholly inside it), encoded to the posterior mean times ``scaling_factor``, and the mean of
 those cells is taken (:func:`core.training.palette.palette_latents`): the L2 distance between two
@@ -27,7 +27,7 @@ def main() -> None:
     import torch
     from diffusers import AutoencoderKL
 
-    from core.toyworld import BACKGROUNDS, COLORS
+    from core.toyworld.world import BACKGROUNDS, COLORS
     from core.training.palette import palette_latents
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -53,7 +53,8 @@ def main() -> None:
     import torch
     from diffusers import AutoencoderKL
 
-    from core.evaluate import aggregate, read_prompts, score_video, variant_settings
+    from core.evaluation.run import read_prompts, variant_settings
+    from core.evaluation.scoring import aggregate, score_video
     from core.planner.rules import plan_with_rules
     from core.render import DEFAULT_MODEL, load_pipeline
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/detector_exactness.py [--frames 800] [--seed 0]
 
-Each frame is one object drawn by :func:`core.toyworld.render_frame` (the training data's own
+Each frame is one object drawn by :func:`core.toyworld.world.render_frame` (the training data's own
 renderer) with a random kind (cycled), palette colour, background, and a square box whose side is
 uniform in [0.12, 0.6] of the frame (the toy world's range of sizes, grow and shrink included) at a
 random position. For every kind it prints the mean IoU between the drawn box and the best detection
@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     import numpy as np
 
-    from core.detect import box_iou, detect
-    from core.toyworld import BACKGROUNDS, COLORS, KINDS, ToyObject, render_frame
+    from core.toyworld.detect import box_iou, detect
+    from core.toyworld.world import BACKGROUNDS, COLORS, KINDS, ToyObject, render_frame
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=800, help="frames to draw, spread evenly over the kinds")

@@ -19,10 +19,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
-    from core.figures import entity_rgb
     from core.plan import interpolate_boxes
     from core.planner.rules import plan_with_rules
     from core.render import RenderSettings, load_pipeline, render_scene
+    from studio.figures import entity_rgb
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=None)

@@ -4,8 +4,8 @@ scored as drawn and after encode -> decode.
     .venv/bin/python benchmarks/vae_ceiling.py [PROMPTS.jsonl ...] [--vae DIR ...]
 
 Each prompt is planned with the offline rules planner and drawn exactly by
-:func:`core.evaluate.draw_plan` (the toy world's own renderer: perfect boxes, colours and
-identities). The drawing is scored by :mod:`core.evaluate`'s detector and metrics, then every
+:func:`core.evaluation.scoring.draw_plan` (the toy world's own renderer: perfect boxes, colours and
+identities). The drawing is scored by :mod:`core.evaluation`'s detector and metrics, then every
 autoencoder given with ``--vae`` (a folder with an ``AutoencoderKL`` config; default: the shipped
 model's ``vae/``) reconstructs it from the posterior mean and the reconstruction is scored too. No
 denoiser is involved: a metric below the issue's bar here cannot be cleared by any UNet trained on
@@ -28,7 +28,8 @@ def main() -> None:
     import torch
     from diffusers import AutoencoderKL
 
-    from core.evaluate import aggregate, draw_plan, read_prompts, score_video
+    from core.evaluation.run import read_prompts
+    from core.evaluation.scoring import aggregate, draw_plan, score_video
     from core.planner.rules import plan_with_rules
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

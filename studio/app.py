@@ -1,4 +1,4 @@
-"""Director Studio: one page composed of the panels in studio/panels, wired to core.workspace.
+"""Director Studio: one page composed of the panels in studio/panels, wired to core.project.workspace.
 
     python launch.py [--host 127.0.0.1] [--port 7860] [--auth user:password] [--data-dir DIR] [--model DIR]
 """
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from core.cli import add_model_options, model_options
+from core.project.store import default_data_dir
+from core.project.workspace import Workspace
 from core.render import check_model_options, recommended_guidance_scale, recommended_layout_alpha
-from core.store import default_data_dir
-from core.workspace import Workspace
+from core.settings import add_model_options, model_options
 from studio.handlers import Handlers
 from studio.panels import graph as graph_panel
 from studio.panels import layout as layout_panel

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from core import editing
 from core.plan import PlanValidationError, VideoPlan
 from core.planner import PlanError
 from core.planner.llm import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S
+from core.project import editing
+from core.project.workspace import Workspace
 from core.render import RenderCancelled, RenderSettings
-from core.workspace import Workspace
 from studio.views import GRAPH_VIEWS, SKETCH_SIZE, VIEW_COUNT, all_views, box_labels, clamp, escape_markdown, graph_figures
 
 

@@ -1,6 +1,6 @@
 """What every panel shows for (plan, scene, frame): one function so each event refreshes the same views.
 
-No torch here: the studio reaches models only through ``core.workspace``.
+No torch here: the studio reaches models only through ``core.project.workspace``.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from core.dsg import display_names
-from core.editing import frame_boxes, is_keyframe
-from core.figures import entity_rgb, events_timeline, layout_sketch, scene_graph_figure
 from core.plan import VideoPlan
+from core.project.editing import frame_boxes, is_keyframe
+from core.scene_graph import display_names
+from studio.figures import entity_rgb, events_timeline, layout_sketch, scene_graph_figure
 
 SKETCH_SIZE = 256
 VIEW_COUNT = 11  # values returned by all_views

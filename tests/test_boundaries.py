@@ -124,3 +124,9 @@ def import_cycles(graph: nx.DiGraph) -> list[list[str]]:
 
 def test_core_modules_have_no_import_cycles():
     assert import_cycles(core_import_graph()) == []
+
+
+def test_the_studio_does_not_import_the_command_line():
+    # The studio shares settings with the CLI through core.settings, not by importing core.cli.
+    count, loaded = heavy_modules_loaded("studio", ["core.cli", "core.batch"])
+    assert count > 5 and loaded == []

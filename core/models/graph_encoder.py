@@ -18,7 +18,7 @@ cross-attention after the text cross-attention. Our reading of its equations 2-6
   UNet leaves it unchanged at first.
 
 Graphs reach the encoder as :class:`GraphTensors`, built by :func:`graph_tensors` from the networkx
-graphs of :mod:`core.dsg` (node types object / attribute / relation / value; edges object ->
+graphs of :mod:`core.scene_graph` (node types object / attribute / relation / value; edges object ->
 attribute, subject -> relation -> object or value).
 """
 
@@ -73,7 +73,7 @@ def node_text(data: dict) -> str:
 
 
 def graph_tensors(graphs: list[nx.DiGraph], embed: Callable[[list[str]], torch.Tensor], *, max_nodes: int = 32) -> GraphTensors:
-    """Tensors for ``graphs`` (one per frame, :func:`core.dsg.build_scene_graphs`' schema).
+    """Tensors for ``graphs`` (one per frame, :func:`core.scene_graph.build_scene_graphs`' schema).
 
     Each distinct node key of the scene gets one slot (objects first, then attributes, relations,
     values, in order of first appearance); slots past ``max_nodes`` are dropped.

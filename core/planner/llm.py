@@ -34,10 +34,11 @@ from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.dsg import build_scene_graphs, triplets
 from core.messages import escape_control, one_line, short_repr
-from core.plan import Box, Entity, Event, PlanValidationError, Triplet, VideoPlan, atomic_write_bytes, check_prompt, format_validation_error, parse_plan
+from core.outputs import atomic_write_bytes
+from core.plan import Box, Entity, Event, PlanValidationError, Triplet, VideoPlan, check_prompt, format_validation_error, parse_plan
 from core.planner import PlanError
+from core.scene_graph import build_scene_graphs, triplets
 
 DEFAULT_TIMEOUT_S = 60.0
 TIMEOUT_RANGE_S = (1.0, 600.0)

@@ -204,7 +204,7 @@ def train_adapter(pipe, data: dict, cfg: AdapterTrainConfig, *, log_path: Path |
     Returns:
         (adapter, losses): the trained adapter (fp32, attached to ``pipe.unet``) and the loss of every step.
     """
-    from core.backbones import adapter_for
+    from core.pipelines.backbones import adapter_for
 
     torch.manual_seed(cfg.seed)
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):
@@ -263,7 +263,7 @@ def train_adapter_file(
             settings out of range (checked in that order, before the backbone is loaded).
         FileNotFoundError: a missing annotations or image file.
     """
-    from core.backbones import save_adapter
+    from core.pipelines.backbones import save_adapter
     from core.render import load_pipeline
 
     coco = load_coco(annotations)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.toyworld import ToyObject, render_frame, sample_clip
+from core.toyworld.world import ToyObject, render_frame, sample_clip
 from core.training.config import DecoderTrainConfig
 from core.training.loop import CosineSchedule, StepLoss, TrainingLoop, TrainingState
 from core.training.palette import palette_neighbours
@@ -52,7 +52,7 @@ def decoder_parameters(vae) -> list[torch.nn.Parameter]:
 def decoder_batch(rng: np.random.Generator, batch: int, empty_share: float) -> tuple[np.ndarray, list[str]]:
     """``batch`` toy frames and each frame's background name.
 
-    Frames come in pairs from :func:`core.toyworld.sample_clip`; each frame is replaced by its
+    Frames come in pairs from :func:`core.toyworld.world.sample_clip`; each frame is replaced by its
     empty background with probability ``empty_share`` (0-1).
 
     Returns:

@@ -50,8 +50,8 @@ def export(run: Path, target: Path, cfg: ExportConfig | None = None) -> Path:
 
     from core.models.layout import LayoutAdapter
     from core.models.toy import PROMPT_TOKENS, build_toy_scheduler
-    from core.pipeline import Layout2VidPipeline
-    from core.toyworld import BACKGROUNDS
+    from core.pipelines.layout2vid import Layout2VidPipeline
+    from core.toyworld.world import BACKGROUNDS
 
     cfg = cfg or ExportConfig()
     stage = cfg.stage or ("graph" if (run / "graph_ckpt.pt").exists() else "unet")

@@ -1,6 +1,6 @@
 """Scene graphs of the cached training clips, for the ``graph`` stage.
 
-Each cached clip gets per-frame scene graphs in :mod:`core.dsg`'s schema, derived from the clip's
+Each cached clip gets per-frame scene graphs in :mod:`core.scene_graph`'s schema, derived from the clip's
 own layout: an object node per entity (its kind), a ``has color`` attribute node with the frame's
 colour (so a colour change is a different node from its frame on), and a relation node for its
 motion (``moves right``, ``moves left``, ``falls``, ``rises``, ``grows``, ``shrinks`` or
@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from core.dsg import HAS_COLOR
 from core.models.graph_encoder import GraphTensors, graph_tensors
-from core.toyworld import BACKGROUNDS
+from core.scene_graph import HAS_COLOR
+from core.toyworld.world import BACKGROUNDS
 from core.training.toy_data import phrase_vocabulary
 
 MAX_GRAPH_NODES = 16  # nodes per frame graph (padded or cut)
@@ -71,7 +71,7 @@ def clip_graphs(phrases: list[list[str]], masks: np.ndarray, boxes: np.ndarray, 
         background: the value node of the motion relation, or None for none.
 
     Returns:
-        F ``networkx.DiGraph`` with node attributes ``type`` and ``label`` (:mod:`core.dsg`'s schema).
+        F ``networkx.DiGraph`` with node attributes ``type`` and ``label`` (:mod:`core.scene_graph`'s schema).
     """
     frames, slots = masks.shape
     predicates = [track_predicate(boxes[:, n], masks[:, n] > 0) for n in range(slots)]

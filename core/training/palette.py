@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from core.toyworld import BACKGROUNDS, COLORS
+from core.toyworld.world import BACKGROUNDS, COLORS
 
 PATCH = slice(20, 44)  # a 24x24 square in a 64x64 frame; latent cells 3-4 lie wholly inside it
 
@@ -19,7 +19,7 @@ PATCH = slice(20, 44)  # a 24x24 square in a 64x64 frame; latent cells 3-4 lie w
 def palette_latents(vae, scaling_factor: float) -> torch.Tensor:
     """Latents of flat palette-colour squares.
 
-    For each background of ``core.toyworld.BACKGROUNDS`` and each colour of ``COLORS`` (in their
+    For each background of ``core.toyworld.world.BACKGROUNDS`` and each colour of ``COLORS`` (in their
     order), a 64x64 frame with a 24x24 square of the colour in the middle is encoded (posterior mean
     times ``scaling_factor``) and the 2x2 latent cells inside the square are averaged.
 
@@ -70,7 +70,7 @@ def palette_neighbours(vae, *, k: int = 2) -> dict[str, dict[str, list[str]]]:
     orange's is red.
 
     Returns:
-        ``{background: {colour: [nearest colour, ...]}}`` over ``core.toyworld`` names.
+        ``{background: {colour: [nearest colour, ...]}}`` over ``core.toyworld.world`` names.
 
     Raises:
         ValueError: ``k`` not in [1, number of colours - 1].

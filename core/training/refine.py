@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from core.toyworld import sample_clip
+from core.toyworld.world import sample_clip
 from core.training.config import RefineConfig
 from core.training.decoder import train_decoder
 from core.training.graph_data import clip_graphs
@@ -39,7 +39,7 @@ def clip_conditioning(clip, rng: np.random.Generator):
     Returns:
         ``(prompt, LayoutConditioning)`` with boxes (F, N, 4) and masks (F, N) float32.
     """
-    from core.pipeline import LayoutConditioning
+    from core.pipelines.layout2vid import LayoutConditioning
 
     frames, entities = len(clip.frames), len(clip.tracks)
     phrases = [[f"{track.colors[f]} {track.kind}" for track in clip.tracks] for f in range(frames)]

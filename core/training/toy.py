@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.toyworld import sample_clip
+from core.toyworld.world import sample_clip
 from core.training.config import ToyTrainConfig
 from core.training.loop import CosineSchedule, StepLoss, StepRecord, TrainingLoop, TrainingState
 from core.training.losses import unet_batch_loss

@@ -1,7 +1,7 @@
 """The toy world as training data: frames as tensors, the cached dataset of encoded clips, and
 which clips a stage draws.
 
-``build_dataset`` is stage 2 of the ``toy`` command: random clips from :mod:`core.toyworld`,
+``build_dataset`` is stage 2 of the ``toy`` command: random clips from :mod:`core.toyworld.world`,
 encoded by the stage-1 autoencoder, cached in ``run/data.pt`` with their captions' token
 embeddings and per-frame grounding.
 """
@@ -16,7 +16,7 @@ import torch
 from einops import rearrange
 from tqdm import tqdm
 
-from core.toyworld import BACKGROUNDS, COLORS, KINDS, sample_clip
+from core.toyworld.world import BACKGROUNDS, COLORS, KINDS, sample_clip
 from core.training.config import ToyTrainConfig
 from core.training.loop import atomic_save
 
@@ -49,7 +49,7 @@ def foreground_weights(frames: np.ndarray, backgrounds: list[str], foreground_we
 
     Args:
         frames: (N, H, W, 3) uint8.
-        backgrounds: the N frames' background names (keys of ``core.toyworld.BACKGROUNDS``).
+        backgrounds: the N frames' background names (keys of ``core.toyworld.world.BACKGROUNDS``).
         foreground_weight: the weight of shape pixels (>= 1 in practice).
 
     Returns:
@@ -171,7 +171,7 @@ def mixture_weights(data: dict, terms: list[str], weight: float) -> torch.Tensor
     A term is ``colour@background`` (an on-screen entity of that colour, in any frame, on that
     background) or ``colour+colour`` (two on-screen entities with these colours in the same frame;
     ``white+white`` needs two white entities). Colours and backgrounds are those of
-    :mod:`core.toyworld`.
+    :mod:`core.toyworld.world`.
 
     Args:
         data: the cached clips of :func:`build_dataset` (``phrase_ids``, ``masks``, ``captions``).

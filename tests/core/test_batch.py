@@ -122,7 +122,7 @@ def test_two_workers_render_four_jobs_record_the_invalid_one_lose_nothing_to_a_k
 def test_eval_on_ray_workers_gives_the_serial_metrics(tmp_path, ray_cluster):
     import torch
 
-    from core.evaluate import read_prompts, run_eval
+    from core.evaluation.run import read_prompts, run_eval
     from core.render import load_pipeline
 
     prompts = read_prompts(EVAL_PROMPTS / "toyworld_dev.jsonl", limit=2)

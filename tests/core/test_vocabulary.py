@@ -2,9 +2,9 @@
 
 from core.plan import parse_plan
 from core.render import DEFAULT_MODEL, read_model_index, scene_prompt
-from core.toyworld import BACKGROUNDS
+from core.toyworld.world import BACKGROUNDS
 from core.vocabulary import Vocabulary, model_vocabulary, plan_warnings
-from tests.core.test_plan import make_plan
+from tests.core.plan.test_plan import make_plan
 
 TOY = model_vocabulary(read_model_index(DEFAULT_MODEL))
 

@@ -20,8 +20,8 @@ import pytest
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 from core.export import read_mp4  # noqa: E402
+from core.project.workspace import Workspace  # noqa: E402
 from core.render import DEFAULT_MODEL, recommended_guidance_scale  # noqa: E402
-from core.workspace import Workspace  # noqa: E402
 from studio.app import serve  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 

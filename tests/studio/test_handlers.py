@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from core.workspace import Workspace
+from core.project.workspace import Workspace
 from studio.app import auth_pair, parse_args
 from studio.handlers import Handlers
 from studio.views import GRAPH_VIEWS, SKETCH_SIZE, VIEW_COUNT
@@ -280,7 +280,7 @@ def test_a_broken_llm_endpoint_is_one_message_within_the_timeout(handlers, tmp_p
     import threading
     import time
 
-    from tests.core.test_planner_llm_faults import FakeEndpoint, FakeServer
+    from tests.core.planner.test_llm_faults import FakeEndpoint, FakeServer
 
     monkeypatch.setenv("DIRECTOR_STUDIO_CACHE", str(tmp_path / "cache"))
     server = FakeServer(("127.0.0.1", 0), FakeEndpoint)

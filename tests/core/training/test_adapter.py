@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from core.backbones import adapter_for, load_adapter, save_adapter
+from core.pipelines.backbones import adapter_for, load_adapter, save_adapter
 from core.render import load_pipeline
-from core.toyworld import ToyObject, render_frame
+from core.toyworld.world import ToyObject, render_frame
 from core.training.adapter import diffusion_loss, encode_examples, grounding_examples, load_coco, train_adapter
 from core.training.cli import main
 from core.training.config import AdapterTrainConfig
-from tests.core.tiny_modelscope import save_stock, tiny_components
+from tests.core.pipelines.tiny_modelscope import save_stock, tiny_components
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from core.models.toy import build_toy_vae
-from core.toyworld import BACKGROUNDS, COLORS
+from core.toyworld.world import BACKGROUNDS, COLORS
 from core.training.config import DecoderTrainConfig
 from core.training.decoder import colour_mix_batch, decoder_batch, train_decoder
 

@@ -10,7 +10,7 @@ import torch
 
 from core.models.layout import LayoutAdapter
 from core.models.unet import PrunedUNet3DConditionModel
-from core.pipeline import LayoutConditioning
+from core.pipelines.layout2vid import LayoutConditioning
 from core.render import load_pipeline
 from core.training.cli import main
 from core.training.config import GraphTrainConfig

@@ -5,7 +5,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from core.render import DEFAULT_MODEL as TOY_MODEL
-from core.toyworld import BACKGROUNDS, COLORS
+from core.toyworld.world import BACKGROUNDS, COLORS
 from core.training.palette import near_colour_directions, palette_latents, palette_neighbours
 
 

@@ -7,7 +7,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from core.models.toy import build_toy_vae
-from core.toyworld import BACKGROUNDS, sample_clip
+from core.toyworld.world import BACKGROUNDS, sample_clip
 from core.training.config import DecoderTrainConfig
 from core.training.decoder import pair_batch, train_decoder
 from core.training.refine import clip_conditioning, sample_pairs

@@ -1,0 +1,127 @@
+"""A toy-world object detector that knows only the documented palette, not the model.
+
+Frames of the toy world (:mod:`core.toyworld.world`) are flat shapes with a darker outline on one flat
+background. The detector:
+
+1. takes the background as the palette background (``BACKGROUNDS``) nearest to the median colour of
+   the frame's border pixels;
+2. marks a pixel as foreground when it is farther than ``FOREGROUND_DISTANCE`` (RGB Euclidean,
+   0-255 scale) from that background colour;
+3. labels each foreground pixel with the nearest palette entry among the eight fills and their
+   outlines (outline-like pixels, including anti-aliased edges, get no colour of their own);
+4. splits each fill colour's pixels into 8-connected components (``scipy.ndimage.label``) and keeps
+   those of at least ``MIN_PIXELS`` pixels that survive a 3x3 erosion (so one-pixel strips of
+   blended edge colours are not objects); the box is the component grown by up to two pixels into
+   the foreground (the outline). A detection has a colour, an xyxy box normalised to [0, 1], its
+   pixel count and mean RGB.
+
+On frames drawn by :func:`core.toyworld.world.render_frame` it is exact for solid shapes (balls, squares:
+up to the one-pixel box-filter border) and short on thin ones: a star's points lie beyond the
+two-pixel growth, and stars and rings drawn smaller than about 0.2 of the frame have no 3x3 core and
+are missed (``benchmarks/detector_exactness.py`` measures each kind). It is deliberately strict on
+rendered frames: an object rendered in two colours becomes two partial detections, which costs both
+box IoU and colour accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from core.toyworld.world import BACKGROUNDS, COLORS, OUTLINE_SCALE
+
+FOREGROUND_DISTANCE = 40.0
+MIN_PIXELS = 6
+
+_NAMES = list(COLORS)
+_PALETTE = np.array([COLORS[c] for c in _NAMES] + [[v * OUTLINE_SCALE for v in COLORS[c]] for c in _NAMES], dtype=np.float32)
+_PALETTE_LABEL = np.array(list(range(len(_NAMES))) * 2)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected object.
+
+    Attributes:
+        color: a key of ``core.toyworld.world.COLORS``.
+        box: (x0, y0, x1, y1) normalised to [0, 1], origin top left, pixel-edge coordinates.
+        pixels: number of pixels in the component.
+        mean_rgb: mean colour of those pixels, 0-255.
+    """
+
+    color: str
+    box: tuple[float, float, float, float]
+    pixels: int
+    mean_rgb: tuple[float, float, float]
+
+
+def frame_background(frame: np.ndarray) -> str:
+    """The palette background nearest to the median colour of the frame's one-pixel border.
+
+    Args:
+        frame: (H, W, 3) uint8.
+    """
+    border = np.concatenate([frame[0], frame[-1], frame[:, 0], frame[:, -1]]).astype(np.float32)
+    median = np.median(border, axis=0)
+    names = list(BACKGROUNDS)
+    distances = [np.linalg.norm(median - np.array(BACKGROUNDS[n], dtype=np.float32)) for n in names]
+    return names[int(np.argmin(distances))]
+
+
+def detect(frame: np.ndarray, *, background: str | None = None) -> list[Detection]:
+    """Detect the coloured shapes of one frame (see the module docstring).
+
+    Args:
+        frame: (H, W, 3) uint8 RGB.
+        background: a key of ``BACKGROUNDS``; None estimates it from the border.
+
+    Returns:
+        Detections sorted by pixel count, largest first.
+
+    Raises:
+        ValueError: a frame that is not (H, W, 3) uint8, or an unknown background.
+    """
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"frame: must be (H, W, 3) uint8 (got {frame.shape} {frame.dtype})")
+    background = background or frame_background(frame)
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background: must be one of {', '.join(BACKGROUNDS)} (got {background!r})")
+    height, width, _ = frame.shape
+    pixels = frame.astype(np.float32)
+    foreground = np.linalg.norm(pixels - np.array(BACKGROUNDS[background], dtype=np.float32), axis=-1) > FOREGROUND_DISTANCE
+    nearest = np.linalg.norm(pixels[..., None, :] - _PALETTE, axis=-1).argmin(-1)  # (H, W) palette index
+    is_fill = foreground & (nearest < len(_NAMES))
+    square = np.ones((3, 3), dtype=bool)
+    detections = []
+    for index, name in enumerate(_NAMES):
+        fill = is_fill & (nearest == index)
+        solid = ndimage.binary_erosion(fill, structure=square)
+        components, count = ndimage.label(fill, structure=square)
+        for slc, component in zip(ndimage.find_objects(components), range(1, count + 1)):
+            mask = components == component
+            size = int(mask.sum())
+            if size < MIN_PIXELS or not (solid & mask).any():
+                continue  # specks and one-pixel strips are anti-aliased edges, not objects
+            extent = ndimage.binary_dilation(mask, structure=square, iterations=2) & foreground  # add the outline
+            rows, cols = np.flatnonzero(extent.any(1)), np.flatnonzero(extent.any(0))
+            mean = pixels[mask].mean(axis=0)
+            detections.append(
+                Detection(
+                    color=name,
+                    box=(float(cols[0] / width), float(rows[0] / height), float((cols[-1] + 1) / width), float((rows[-1] + 1) / height)),
+                    pixels=size,
+                    mean_rgb=(float(mean[0]), float(mean[1]), float(mean[2])),
+                )
+            )
+    return sorted(detections, key=lambda d: -d.pixels)
+
+
+def box_iou(a, b) -> float:
+    """IoU of two xyxy boxes (any consistent units); 0 when they do not overlap."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

@@ -1,0 +1,47 @@
+"""The toy-world detector on frames drawn from known boxes and colours: exact answers."""
+
+import numpy as np
+import pytest
+
+from core.toyworld.detect import box_iou, detect, frame_background
+from core.toyworld.world import BACKGROUNDS, COLORS, ToyObject, render_frame
+
+BOX = (0.125, 0.25, 0.5, 0.625)  # on the 64-pixel grid: columns 8-32, rows 16-40
+
+
+@pytest.mark.parametrize("background", list(BACKGROUNDS))
+@pytest.mark.parametrize("color", list(COLORS))
+def test_every_colour_on_every_background_is_found_with_its_exact_box(background, color):
+    frame = render_frame(background, [ToyObject("square", color, BOX)])
+    detections = detect(frame)
+    assert [d.color for d in detections] == [color]
+    assert detections[0].box == pytest.approx(BOX, abs=1 / 64 + 1e-9)  # PIL draws the right/bottom edge inclusively
+    assert frame_background(frame) == background
+
+
+@pytest.mark.parametrize(("kind", "min_iou"), [("ball", 1.0), ("square", 1.0), ("ring", 1.0), ("diamond", 1.0), ("cross", 1.0), ("triangle", 0.85), ("heart", 0.85), ("star", 0.65)])
+def test_each_kind_gives_its_box_up_to_the_shape_geometry(kind, min_iou):
+    frame = render_frame("grass", [ToyObject(kind, "red", BOX)])
+    (detection,) = detect(frame)
+    assert detection.color == "red" and box_iou(detection.box, BOX) >= min_iou - 1e-9
+
+
+def test_two_objects_two_detections_and_an_empty_frame_none():
+    frame = render_frame("night", [ToyObject("ball", "yellow", (0.05, 0.05, 0.3, 0.3)), ToyObject("star", "blue", (0.55, 0.5, 0.95, 0.9))])
+    found = {d.color: d.box for d in detect(frame)}
+    assert set(found) == {"yellow", "blue"}
+    assert box_iou(found["yellow"], (0.05, 0.05, 0.3, 0.3)) > 0.85
+    assert detect(render_frame("ocean", [])) == []
+
+
+def test_a_two_colour_blob_is_two_partial_detections():
+    frame = render_frame("sky", [ToyObject("square", "red", (0.1, 0.1, 0.5, 0.9)), ToyObject("square", "white", (0.5, 0.1, 0.9, 0.9))])
+    colors = sorted(d.color for d in detect(frame))
+    assert colors == ["red", "white"]
+
+
+def test_bad_frames_are_rejected_with_the_field_named():
+    with pytest.raises(ValueError, match="frame: must be"):
+        detect(np.zeros((8, 8), dtype=np.uint8))
+    with pytest.raises(ValueError, match="background: must be one of"):
+        detect(np.zeros((8, 8, 3), dtype=np.uint8), background="moon")
