@@ -115,7 +115,7 @@ class ContiguousGEGLU(GEGLU):
     Same weights (``proj``, out features ``2 * dim_out``) and the same result as the parent up to
     float rounding; the parent's ``chunk`` hands GELU and the product strided halves, which a CPU
     handles more slowly than the two contiguous outputs here (the toy model's seven gated blocks:
-    28.2 -> 24.6 ms per UNet call on a 2-core CPU, session 11).
+    28.2 -> 24.6 ms per UNet call on a 2-core CPU).
 
     Args:
         dim_in, dim_out: channels in and out (x: (..., dim_in) -> (..., dim_out)).
