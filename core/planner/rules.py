@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.plan import MAX_ENTITIES_PER_SCENE, Entity, Event, PlanValidationError, Scene, VideoPlan, check_prompt, parse_plan
+from core.plan import MAX_ENTITIES_PER_SCENE, MAX_FRAMES, MIN_FRAMES, Entity, Event, PlanValidationError, Scene, VideoPlan, check_prompt, parse_plan
 from core.planner import lexicon as lx
 from core.planner.layout import SceneLayout, Timeline, default_size
 from core.planner.parse import Clause, Mention, load_parser, parse_scene, places_per_subject, predicate_of, split_scenes
@@ -227,11 +227,12 @@ def plan_with_rules(prompt: str, *, num_frames: int = DEFAULT_FRAMES, fps: int =
         without entities dropped), entities that keep their id across scenes.
 
     Raises:
-        PlanValidationError: the prompt is empty or too long, no entity could be found, or ``fps`` is
-            out of range.
-        pydantic.ValidationError: ``num_frames`` is outside the scene schema's range.
+        PlanValidationError: the prompt is empty or too long, ``num_frames`` is outside 8-64, no
+            entity could be found, or ``fps`` is out of range.
     """
     check_prompt(prompt)
+    if not MIN_FRAMES <= num_frames <= MAX_FRAMES:
+        raise PlanValidationError([f"num_frames: must be in [{MIN_FRAMES}, {MAX_FRAMES}] (got {num_frames})"])
     nlp = load_parser()
     builder = _Builder(prompt.strip(), num_frames)
     scenes = []

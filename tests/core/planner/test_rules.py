@@ -78,3 +78,9 @@ def test_a_colour_tagged_as_a_compound_noun_is_still_the_colour():
     plan = plan_with_rules("An orange ring grows in the middle of the grass.")
     assert [(e.kind, e.color) for e in plan.entities] == [("ring", "orange")]
     assert [e.name for e in plan_with_rules("A man eats an orange.").entities] == ["man", "orange"]
+
+
+@pytest.mark.parametrize("frames", [4, 100])
+def test_frames_out_of_range_is_a_one_line_plan_error(frames):
+    with pytest.raises(PlanValidationError, match=rf"^num_frames: must be in \[8, 64\] \(got {frames}\)$"):
+        plan_with_rules("A red ball rolls to the right.", num_frames=frames)
