@@ -134,3 +134,28 @@ def write_together(writers: dict[Path, Callable[[Path], None]]) -> list[Path]:
     for backup, _ in backups:
         backup.unlink(missing_ok=True)
     return list(writers)
+
+
+def evict_least_recently_used(folder: str | Path, pattern: str, max_bytes: int) -> int:
+    """Delete the least recently used files (oldest modification time; readers touch what they use)
+    matching ``pattern`` in ``folder`` until those left hold at most ``max_bytes``.
+
+    Returns:
+        How many files were deleted. Files that vanish meanwhile are skipped.
+    """
+    files = []
+    for path in Path(folder).glob(pattern):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        files.append((stat.st_mtime, stat.st_size, path))
+    total, deleted = sum(size for _, size, _ in files), 0
+    for _, size, path in sorted(files):
+        if total <= max_bytes:
+            break
+        path.unlink(missing_ok=True)
+        total -= size
+        deleted += 1
+    return deleted
+

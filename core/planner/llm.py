@@ -35,7 +35,7 @@ from typing import Annotated, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.messages import escape_control, one_line, short_repr
-from core.outputs import atomic_write_bytes
+from core.outputs import atomic_write_bytes, evict_least_recently_used
 from core.plan import Box, Entity, Event, PlanValidationError, Triplet, VideoPlan, check_prompt, format_validation_error, parse_plan
 from core.planner import PlanError
 from core.scene_graph import build_scene_graphs, triplets
@@ -107,19 +107,7 @@ class AnswerCache:
 
     def evict(self) -> None:
         """Delete the least recently used answer files until the folder holds at most ``max_bytes``."""
-        files = []
-        for path in self.folder.glob("*.json"):
-            try:
-                stat = path.stat()
-            except OSError:
-                continue
-            files.append((stat.st_mtime, stat.st_size, path))
-        total = sum(size for _, size, _ in files)
-        for _, size, path in sorted(files):
-            if total <= self.max_bytes:
-                break
-            path.unlink(missing_ok=True)
-            total -= size
+        evict_least_recently_used(self.folder, "*.json", self.max_bytes)
 
 
 # ------------------------------------------------------------------------------------------------

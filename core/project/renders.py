@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.outputs import atomic_write_bytes
+from core.outputs import atomic_write_bytes, evict_least_recently_used
 
 DEFAULT_CACHE_BYTES = 500_000_000
 
@@ -72,19 +72,7 @@ class SceneCache:
         self._evict()
 
     def _evict(self) -> None:
-        files = []
-        for path in self.folder.glob("*.npy"):
-            try:
-                stat = path.stat()
-            except OSError:
-                continue
-            files.append((stat.st_mtime, stat.st_size, path))
-        total = sum(size for _, size, _ in files)
-        for _, size, path in sorted(files):
-            if total <= self.max_bytes:
-                break
-            path.unlink(missing_ok=True)
-            total -= size
+        evict_least_recently_used(self.folder, "*.npy", self.max_bytes)
 
 
 @dataclass(frozen=True)
