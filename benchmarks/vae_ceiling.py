@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-COLUMNS = ["box_miou", "box_ap50", "color_accuracy", "count_accuracy", "consistency"]
+COLUMNS = ["box_miou", "box_ap50", "color_accuracy", "count_accuracy", "consistency", "kind_accuracy", "background_accuracy"]
 
 
 def main() -> None:

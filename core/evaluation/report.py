@@ -47,18 +47,19 @@ def report_html(metrics: dict[str, float], scores: list[VideoScore], strips: lis
 
     names = [k for k in METRIC_KEYS if k not in ("videos", "seconds_per_video")]
     chart = go.Figure(go.Bar(x=names, y=[metrics[k] for k in names], text=[f"{metrics[k]:.2f}" for k in names], textposition="outside"))
-    chart.update_layout(title=f"variant {variant}: {metrics['videos']} videos, {metrics['seconds_per_video']:.1f} s per video", yaxis_range=[0, 1.1], height=420)
+    size = "x".join(str(v) for v in metrics["frame_size"]) if metrics["frame_size"] and isinstance(metrics["frame_size"][0], int) else "mixed"
+    chart.update_layout(title=f"variant {variant}: {metrics['videos']} videos of {size} frames, {metrics['seconds_per_video']:.1f} s per video", yaxis_range=[0, 1.1], height=420)
     per_video = [aggregate([s]) for s in scores]
     table = go.Figure(
         go.Table(
-            header={"values": ["#", "prompt", "mIoU", "colour", "direction", "count"]},
+            header={"values": ["#", "prompt", "mIoU", "colour", "kind", "background", "direction", "count"]},
             cells={
                 "values": [
                     list(range(len(scores))), [s.prompt for s in scores],
-                    *[[f"{m[k]:.2f}" for m in per_video] for k in ("box_miou", "color_accuracy", "direction_accuracy", "count_accuracy")],
+                    *[[f"{m[k]:.2f}" for m in per_video] for k in ("box_miou", "color_accuracy", "kind_accuracy", "background_accuracy", "direction_accuracy", "count_accuracy")],
                 ]
             },
-            columnwidth=[30, 400, 60, 60, 60, 60],
+            columnwidth=[30, 400, 60, 60, 60, 60, 60, 60],
         )
     )
     table.update_layout(height=120 + 30 * len(scores))

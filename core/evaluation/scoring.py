@@ -30,6 +30,14 @@ in the spirit of VPEval / ActionBench-Direction / Peekaboo's box IoU (all in [0,
 - ``seconds_per_video``: mean wall-clock render time.
 - ``color_change_accuracy``: ``color_accuracy`` over the ``color_change_videos`` whose plan changes
   an entity's colour (where the scene graph matters most).
+- ``kind_accuracy``: per (entity, frame) whose planned kind is a toy-world kind: the matched
+  detection's shape, by the nearest-template classifier of :mod:`core.toyworld.shapes` (>= 0.98 on the
+  world's own drawings), is the planned kind (unmatched counts as wrong, as for colour);
+  ``kind_accuracy_by_kind`` splits it by planned kind.
+- ``background_accuracy``: per frame: the palette background nearest the median of the frame's
+  border (:func:`core.toyworld.detect.frame_background`) is the scene's planned background.
+- ``frame_size``: the rendered frames' [height, width] in pixels (of the first video; the list of
+  every size seen when the videos differ).
 """
 
 from __future__ import annotations
@@ -42,14 +50,16 @@ from scipy.optimize import linear_sum_assignment
 
 from core.plan import VideoPlan, interpolate_boxes
 from core.scene_graph import entity_colors
-from core.toyworld.detect import Detection, box_iou, detect
+from core.toyworld.detect import Detection, box_iou, detect, frame_background
+from core.toyworld.shapes import classify
+from core.toyworld.world import BACKGROUNDS, KINDS
 
 MIN_MOTION = 0.1  # fraction of the frame along the main axis for a track to count as moving
 
 
 METRIC_KEYS = (
     "videos", "box_miou", "box_ap50", "centroid_error", "direction_accuracy", "color_accuracy",
-    "count_accuracy", "consistency", "plan_check_pass_rate", "seconds_per_video",
+    "count_accuracy", "consistency", "plan_check_pass_rate", "seconds_per_video", "kind_accuracy", "background_accuracy",
 )
 
 
@@ -63,6 +73,8 @@ class EntityFrame:
     planned_box: tuple[float, float, float, float]
     planned_color: str | None
     detection: Detection | None
+    planned_kind: str | None = None  # a key of KINDS, or None for a kind outside the toy world
+    detected_kind: str | None = None  # the classifier's kind of the matched detection
 
     @property
     def iou(self) -> float:
@@ -84,6 +96,8 @@ class VideoScore:
     seconds: float = 0.0
     detections: list[list[Detection]] = field(default_factory=list)  # per global frame
     color_change: bool = False  # the plan changes some entity's colour
+    background_hits: list[bool] = field(default_factory=list)  # per frame, for scenes with a palette background
+    frame_size: tuple[int, int] = (0, 0)  # (height, width)
 
 
 def match(planned: list[tuple[float, float, float, float]], detections: list[Detection], planned_colors: list[str | None]) -> list[int | None]:
@@ -143,7 +157,8 @@ def score_video(plan: VideoPlan, frames: np.ndarray, *, checks: list[dict] | Non
     """
     from core.evaluation.checks import check_plan
 
-    score = VideoScore(prompt=plan.prompt, seconds=seconds)
+    score = VideoScore(prompt=plan.prompt, seconds=seconds, frame_size=(int(frames.shape[1]), int(frames.shape[2])))
+    kinds = {e.id: (e.kind if e.kind in KINDS else None) for e in plan.entities}
     score.color_change = any(len(set(c)) > 1 for scene in plan.scenes for c in entity_colors(plan, scene).values())
     offset = 0
     appearance: dict[tuple[str, str | None], list[list[tuple[np.ndarray, int]]]] = {}  # (entity, colour) -> per scene [(mean rgb, pixels)]
@@ -153,14 +168,21 @@ def score_video(plan: VideoPlan, frames: np.ndarray, *, checks: list[dict] | Non
         colors = entity_colors(plan, scene)
         tracks: dict[str, list[EntityFrame]] = {e: [] for e in ids}
         for f in range(scene.num_frames):
-            detections = detect(frames[offset + f])
+            frame = frames[offset + f]
+            background = frame_background(frame)
+            if scene.background in BACKGROUNDS:
+                score.background_hits.append(background == scene.background)
+            detections = detect(frame, background=background)
             score.detections.append(detections)
             present = [n for n in range(len(ids)) if masks[f, n]]
             planned = [tuple(float(v) for v in boxes[f, n]) for n in present]
             planned_colors = [colors[ids[n]][f] for n in present]
             matched = match(planned, detections, planned_colors)
             for n, box, color, index in zip(present, planned, planned_colors, matched):
-                item = EntityFrame(ids[n], s, f, box, color, detections[index] if index is not None else None)
+                detection = detections[index] if index is not None else None
+                kind = kinds.get(ids[n])
+                seen_kind = classify(frame, detection, background=background).kind if detection is not None and kind else None
+                item = EntityFrame(ids[n], s, f, box, color, detection, planned_kind=kind, detected_kind=seen_kind)
                 score.entity_frames.append(item)
                 tracks[ids[n]].append(item)
             score.ranked.extend(_ap_pairs(planned, detections))
@@ -248,7 +270,8 @@ def _consistency(per_scene: list[list[tuple[np.ndarray, int]]]) -> float:
 
 
 def aggregate(scores: list[VideoScore]) -> dict[str, float]:
-    """The metrics of the module docstring over a list of scored videos (every value a float or int)."""
+    """The metrics of the module docstring over a list of scored videos (every value a float or int,
+    except ``kind_accuracy_by_kind``, a dict of kind to float, and ``frame_size``, a list)."""
     entity_frames = [e for s in scores for e in s.entity_frames]
     matched = [e for e in entity_frames if e.detection]
     ranked = [pair for s in scores for pair in s.ranked]
@@ -257,6 +280,11 @@ def aggregate(scores: list[VideoScore]) -> dict[str, float]:
         values = list(values)
         return float(np.mean(values)) if values else 0.0
 
+    sizes = list(dict.fromkeys(s.frame_size for s in scores))
+    by_kind = {
+        kind: mean(e.detected_kind == kind for e in entity_frames if e.planned_kind == kind)
+        for kind in KINDS if any(e.planned_kind == kind for e in entity_frames)
+    }
     return {
         "videos": len(scores),
         "box_miou": mean(e.iou for e in entity_frames),
@@ -273,4 +301,8 @@ def aggregate(scores: list[VideoScore]) -> dict[str, float]:
         "color_change_accuracy": mean(
             bool(e.detection and e.detection.color == e.planned_color) for s in scores if s.color_change for e in s.entity_frames if e.planned_color
         ),
+        "kind_accuracy": mean(e.detected_kind == e.planned_kind for e in entity_frames if e.planned_kind),
+        "kind_accuracy_by_kind": by_kind,
+        "background_accuracy": mean(h for s in scores for h in s.background_hits),
+        "frame_size": list(sizes[0]) if len(sizes) == 1 else [list(size) for size in sizes],
     }

@@ -90,6 +90,7 @@ def test_eval_command_on_two_prompts(tmp_path, capsys):
     assert metrics["videos"] == 2 and metrics["variant"] == "full"
     for key in METRIC_KEYS:
         assert isinstance(metrics[key], (int, float)), key
+    assert len(metrics["frame_size"]) == 2 and all(isinstance(v, int) and v > 0 for v in metrics["frame_size"])
     assert metrics["plan_check_pass_rate"] == 1.0 and metrics["plan_checks"] == 5 and metrics["seconds_per_video"] > 0
     assert metrics["settings"] == {
         "num_inference_steps": 4, "guidance_scale": recommended_guidance_scale(), "seed": 0, "unconditional_layout": "null",
