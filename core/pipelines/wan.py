@@ -1,0 +1,348 @@
+"""WanLayoutPipeline: Wan 2.x text-to-video (a DiT with flow matching) with per-frame boxes and prompts.
+
+A subclass of diffusers' ``WanPipeline`` that loads any folder the stock one saves (and saves one the
+stock one loads). ``__call__`` takes a plan scene the way :class:`core.pipelines.layout2vid.Layout2VidPipeline`
+does (a prompt and a :class:`LayoutConditioning`) and adds, training-free:
+
+- box control: for the first ``layout_alpha`` of the steps, an entity's phrase tokens are read in
+  the transformer's cross-attention only by the video tokens inside its box
+  (:mod:`core.models.wan_attention`);
+- per-frame prompts: each latent frame reads the prompt of its plan frame;
+- consistency groups: an entity's own noise (from its seed) is placed under its boxes.
+
+Frames. Wan's VAE compresses time 4x and keeps the first frame alone, so a video has ``4k + 1``
+frames and ``k + 1`` latent frames. A scene of F plan frames renders V = ``4 * ceil((F - 1) / 4) + 1``
+video frames (video frame v shows plan frame ``min(v, F - 1)``; the last ``V - F`` are dropped after
+decoding). Latent frame 0 is video frame 0; latent frame j >= 1 is video frames ``4j - 3 .. 4j``.
+A latent frame's box is the union of its plan frames' boxes where the entity is on screen, its
+prompt and phrases those of the middle one of its plan frames (:func:`latent_frame_sources`).
+Boxes reach the token grid of the transformer (latent / patch, 16x16 pixels per token for Wan 2.1)
+as the tokens whose centres fall inside the box (at least the token under the box centre).
+
+With ``layout=None`` (or no entity, ``layout_alpha=0``, no per-frame prompts and no entity seeds) the
+output is the stock ``WanPipeline``'s for the same seed (tests/core/pipelines/test_wan.py).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from diffusers import WanPipeline
+from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+
+from core.models.wan_attention import ControlState, CrossAttentionControl, install
+from core.pipelines.guidance import phrase_token_weights
+from core.pipelines.layout2vid import Layout2VidPipelineOutput, LayoutConditioning
+from core.settings import GUIDANCE_SCALE, LAYOUT_ALPHA, STEPS
+
+WAN_GUIDANCE_SCALE = 5.0  # the Wan 2.1 model card's value
+
+
+def video_frames(num_frames: int, temporal: int = 4) -> int:
+    """The ``temporal * k + 1`` video frames that hold ``num_frames`` plan frames (the fewest)."""
+    return temporal * -(-(num_frames - 1) // temporal) + 1
+
+
+def latent_frame_sources(num_frames: int, temporal: int = 4) -> list[list[int]]:
+    """For each latent frame, the plan frames its video frames show (see the module docstring).
+
+    >>> latent_frame_sources(6)
+    [[0], [1, 2, 3, 4], [5]]
+    """
+    video = video_frames(num_frames, temporal)
+    latent = (video - 1) // temporal + 1
+    groups = [[0]] + [list(range(temporal * j - temporal + 1, temporal * j + 1)) for j in range(1, latent)]
+    return [sorted({min(v, num_frames - 1) for v in group}) for group in groups]
+
+
+def latent_boxes(layout: LayoutConditioning, sources: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes (L, N, 4) xyxy in [0, 1] and masks (L, N) of the latent frames: per entity the union
+    of its on-screen boxes over each latent frame's plan frames."""
+    boxes = torch.zeros(len(sources), layout.num_entities, 4)
+    masks = torch.zeros(len(sources), layout.num_entities)
+    for j, frames in enumerate(sources):
+        for n in range(layout.num_entities):
+            shown = [f for f in frames if layout.masks[f, n] > 0]
+            if not shown:
+                continue
+            group = layout.boxes[shown, n].float()  # (frames shown, 4)
+            boxes[j, n] = torch.cat([group[:, :2].min(0).values, group[:, 2:].max(0).values])
+            masks[j, n] = 1.0
+    return boxes, masks
+
+
+def box_cells(box: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(height, width) bool: the cells of a grid whose centres lie in ``box`` (xyxy in [0, 1]);
+    at least the cell under the box centre."""
+    x0, y0, x1, y1 = box.tolist()
+    cy = (torch.arange(height) + 0.5) / height
+    cx = (torch.arange(width) + 0.5) / width
+    cells = ((cy >= y0) & (cy <= y1))[:, None] & ((cx >= x0) & (cx <= x1))[None, :]
+    if not cells.any():
+        r = min(int((y0 + y1) / 2 * height), height - 1)
+        c = min(int((x0 + x1) / 2 * width), width - 1)
+        cells[r, c] = True
+    return cells
+
+
+class WanLayoutPipeline(WanPipeline):
+    """Wan text-to-video with plan-scene conditioning (see the module docstring).
+
+    Components are the stock ``WanPipeline``'s: vae (AutoencoderKLWan), text_encoder (UMT5) and
+    tokenizer, transformer (WanTransformer3DModel; and transformer_2 for Wan 2.2 A14B), scheduler
+    (UniPC or flow-matching Euler, flow prediction).
+
+    Args:
+        default_guidance_scale: the classifier-free guidance weight renders use when none is given.
+        default_height, default_width: the pixel size renders use when none is given (Wan 2.1: 480x832).
+    """
+
+    family = "wan"
+
+    def __init__(
+        self, tokenizer, text_encoder, vae, scheduler, transformer=None, transformer_2=None, boundary_ratio: float | None = None,
+        expand_timesteps: bool = False, default_guidance_scale: float = WAN_GUIDANCE_SCALE, default_height: int = 480, default_width: int = 832,
+    ):
+        super().__init__(tokenizer, text_encoder, vae, scheduler, transformer, transformer_2, boundary_ratio, expand_timesteps)
+        self.register_to_config(default_guidance_scale=default_guidance_scale, default_height=default_height, default_width=default_width)
+        self.control_state = ControlState()
+        for model in (transformer, transformer_2):
+            if model is not None:
+                install(model, self.control_state)
+
+    @property
+    def _denoiser(self):
+        return self.transformer if self.transformer is not None else self.transformer_2
+
+    # ---------------------------------------------------------------------------------------
+    # Inputs and conditioning
+    # ---------------------------------------------------------------------------------------
+
+    def check_layout_inputs(self, prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, guidance_interval, layout_alpha, box_guidance):
+        """Raise ValueError naming the first argument outside its range."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"prompt: must be a non-empty string (got {prompt!r})")
+        if not 1 <= num_frames <= 257:
+            raise ValueError(f"num_frames: must be in [1, 257] (got {num_frames})")
+        multiple = self.vae_scale_factor_spatial * self._denoiser.config.patch_size[1]
+        if height % multiple or width % multiple:
+            raise ValueError(f"height, width: must be multiples of {multiple} (got {height}x{width})")
+        STEPS.check(num_inference_steps)
+        GUIDANCE_SCALE.check(guidance_scale)
+        LAYOUT_ALPHA.check(layout_alpha)
+        if len(guidance_interval) != 2 or not 0.0 <= guidance_interval[0] <= guidance_interval[1] <= 1.0:
+            raise ValueError(f"guidance_interval: must be (start, end) with 0 <= start <= end <= 1 (got {tuple(guidance_interval)})")
+        if box_guidance is not None:
+            raise ValueError("box_guidance: energy guidance is not implemented for Wan; its box control is the attention mask (layout_alpha)")
+        if layout is not None:
+            if layout.boxes.shape != (num_frames, layout.num_entities, 4) or layout.masks.shape != (num_frames, layout.num_entities):
+                raise ValueError(
+                    f"layout: boxes must be (num_frames, entities, 4) and masks (num_frames, entities) with num_frames={num_frames} "
+                    f"(got {tuple(layout.boxes.shape)} and {tuple(layout.masks.shape)})"
+                )
+            if len(layout.phrases) != num_frames or any(len(row) != layout.num_entities for row in layout.phrases):
+                raise ValueError(f"layout.phrases: must be num_frames x entities = {num_frames} x {layout.num_entities}")
+            if layout.entity_seeds is not None and len(layout.entity_seeds) != layout.num_entities:
+                raise ValueError(f"layout.entity_seeds: must have {layout.num_entities} entries (got {len(layout.entity_seeds)})")
+            if layout.frame_prompts is not None and len(layout.frame_prompts) != num_frames:
+                raise ValueError(f"layout.frame_prompts: must have one prompt per frame ({num_frames}), got {len(layout.frame_prompts)}")
+
+    def token_grid(self, latent_frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """The transformer's token grid (frames, rows, columns) for a video of ``height`` x ``width`` pixels."""
+        p_t, p_h, p_w = self._denoiser.config.patch_size
+        s = self.vae_scale_factor_spatial
+        return latent_frames // p_t, height // s // p_h, width // s // p_w
+
+    def box_control(self, layout: LayoutConditioning, prompts: list[str], sources: list[list[int]], grid, *, groups: int, max_sequence_length: int) -> CrossAttentionControl:
+        """The cross-attention mask of one scene: entity n's phrase tokens (in the prompt latent frame
+        j reads) are forbidden to the video tokens of frame j outside n's latent box.
+
+        Args:
+            prompts: the prompt each latent frame reads (L). sources: :func:`latent_frame_sources`.
+            grid: (L, h, w) token grid. groups: 1 (one prompt for all frames) or L (one per frame).
+
+        Returns:
+            CrossAttentionControl with ``allowed`` (groups, L * h * w / groups, T) bool.
+        """
+        frames, rows, cols = grid
+        middle = [frames_[len(frames_) // 2] for frames_ in sources]
+        phrases = [layout.phrases[f] for f in middle]
+        cleaned = [prompt_clean(p) for p in prompts]
+        tokens = phrase_token_weights(self.tokenizer, cleaned, phrases, max_length=max_sequence_length) > 0  # (L, N, T)
+        boxes, masks = latent_boxes(layout, sources)
+        allowed = torch.ones(frames, rows * cols, max_sequence_length, dtype=torch.bool)
+        for j in range(frames):
+            for n in range(layout.num_entities):
+                if masks[j, n] <= 0 or not tokens[j, n].any():
+                    continue
+                outside = ~box_cells(boxes[j, n], rows, cols).flatten()  # (h * w,)
+                allowed[j, outside[:, None] & tokens[j, n][None, :]] = False
+        return CrossAttentionControl(groups=groups, allowed=allowed.reshape(groups, -1, max_sequence_length))
+
+    def paste_entity_noise(self, latents: torch.Tensor, layout: LayoutConditioning, sources: list[list[int]]) -> torch.Tensor:
+        """latents (1, C, L, h, w) with each seeded entity's own (C, h, w) noise canvas under its latent
+        boxes, top-left at the box's corner, so that an entity starts alike wherever it appears."""
+        _, channels, frames, h, w = latents.shape
+        boxes, masks = latent_boxes(layout, sources)
+        latents = latents.clone()
+        for n, seed in enumerate(layout.entity_seeds):
+            canvas = torch.randn((channels, h, w), generator=torch.Generator().manual_seed(int(seed))).to(latents)
+            for j in range(frames):
+                if masks[j, n] <= 0:
+                    continue
+                x0, y0, x1, y1 = boxes[j, n].tolist()
+                c0, r0 = min(int(x0 * w), w - 1), min(int(y0 * h), h - 1)
+                c1, r1 = min(max(c0 + 1, round(x1 * w)), w), min(max(r0 + 1, round(y1 * h)), h)
+                latents[0, :, j, r0:r1, c0:c1] = canvas[:, : r1 - r0, : c1 - c0]
+        return latents
+
+    # ---------------------------------------------------------------------------------------
+    # Generation
+    # ---------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str,
+        layout: LayoutConditioning | None = None,
+        *,
+        num_frames: int = 81,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float | None = None,
+        guidance_interval: tuple[float, float] | None = None,
+        layout_alpha: float = 0.3,
+        unconditional_layout: str = "null",
+        box_guidance=None,
+        negative_prompt: str = "",
+        generator: torch.Generator | None = None,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        output_type: str = "np",
+        max_sequence_length: int = 512,
+    ) -> Layout2VidPipelineOutput:
+        """Render one scene.
+
+        Args:
+            prompt: the scene's text. layout: per-plan-frame boxes, phrases, seeds and prompts; None: text only.
+            num_frames: plan frames F (1-257); V = ``4k + 1`` >= F video frames are rendered, F returned.
+            height, width: pixels, multiples of 16 (default: ``config.default_height/width``).
+            num_inference_steps: denoising steps (1-200). guidance_scale: classifier-free guidance
+                weight (None: ``config.default_guidance_scale``, 5.0). guidance_interval: (start, end)
+                fractions of the steps with guidance; the others run the conditional pass alone.
+            layout_alpha: fraction of the steps (0-1) with the box mask on in the cross-attention.
+            unconditional_layout: accepted for the renderer's sake; the unconditional pass (negative
+                prompt) never sees the layout on Wan.
+            box_guidance: must be None (energy guidance is not implemented for Wan).
+            generator: torch.Generator for the initial noise (as the stock pipeline draws it).
+            callback_on_step_end: ``f(pipe, step, timestep, {"latents": ...}) -> dict``; set
+                ``pipe._interrupt = True`` in it to stop early.
+            output_type: ``"np"`` (uint8 frames) or ``"latent"``.
+            max_sequence_length: text tokens per prompt (the stock 512).
+
+        Returns:
+            Layout2VidPipelineOutput whose ``frames`` is np.ndarray (F, H, W, 3) uint8, or the latents
+            (1, C, L, h, w) for ``output_type="latent"``.
+        """
+        # 1. Check inputs, with the model's own defaults filled in.
+        guidance_scale = self.config.default_guidance_scale if guidance_scale is None else guidance_scale
+        guidance_interval = guidance_interval or (0.0, 1.0)
+        height = height or self.config.default_height
+        width = width or self.config.default_width
+        self.check_layout_inputs(prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, guidance_interval, layout_alpha, box_guidance)
+        self._guidance_scale = guidance_scale
+        self._interrupt = False
+        device = self._execution_device
+        do_cfg = guidance_scale > 1.0
+        temporal = self.vae_scale_factor_temporal
+        sources = latent_frame_sources(num_frames, temporal)  # plan frames of each latent frame (L)
+
+        # 2. Encode the prompt: one for every frame, or each latent frame's own (G = L runs of tokens).
+        dtype = self._denoiser.dtype
+        frame_prompts = layout.frame_prompts if layout is not None else None
+        prompts = [frame_prompts[group[len(group) // 2]] for group in sources] if frame_prompts else [prompt] * len(sources)
+        groups = len(sources) if frame_prompts else 1
+        if frame_prompts:
+            embeds = self._get_t5_prompt_embeds(prompt=prompts, max_sequence_length=max_sequence_length, device=device)  # (L, T, D)
+            prompt_embeds = embeds.reshape(1, -1, embeds.shape[-1]).to(dtype)  # (1, L * T, D)
+            negative_embeds = self._get_t5_prompt_embeds(prompt=[negative_prompt], max_sequence_length=max_sequence_length, device=device).to(dtype) if do_cfg else None
+        else:
+            prompt_embeds, negative_embeds = self.encode_prompt(
+                prompt=prompt, negative_prompt=negative_prompt, do_classifier_free_guidance=do_cfg, max_sequence_length=max_sequence_length, device=device
+            )
+            prompt_embeds = prompt_embeds.to(dtype)
+            negative_embeds = negative_embeds.to(dtype) if negative_embeds is not None else None
+
+        # 3. Cross-attention control of the conditional pass: per-frame text, with or without boxes.
+        grid = self.token_grid(len(sources), height, width)
+        text_only = CrossAttentionControl(groups=groups) if groups > 1 else None
+        boxed = text_only
+        if layout is not None and layout.num_entities > 0 and layout_alpha > 0:
+            boxed = self.box_control(layout, prompts, sources, grid, groups=groups, max_sequence_length=max_sequence_length)
+
+        # 4. Timesteps, and the steps on which each control is on.
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        self.scheduler.set_begin_index(0)
+        layout_steps = round(layout_alpha * len(timesteps))
+        cfg_start, cfg_end = (round(fraction * len(timesteps)) for fraction in guidance_interval)
+        boundary = self.config.boundary_ratio * self.scheduler.config.num_train_timesteps if self.config.boundary_ratio is not None else None
+
+        # 5. Latents (1, C, L, h, w): the stock draw, then each seeded entity's noise under its boxes.
+        channels = self._denoiser.config.in_channels
+        latents = self.prepare_latents(1, channels, height, width, video_frames(num_frames, temporal), torch.float32, device, generator)
+        if layout is not None and layout.entity_seeds is not None and layout.num_entities > 0:
+            latents = self.paste_entity_noise(latents, layout, sources)
+
+        # 6. Denoising loop: the conditional pass (controlled), then the unconditional one where guided.
+        self._num_timesteps = len(timesteps)
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                self._current_timestep = t
+                model = self.transformer if boundary is None or t >= boundary or self.transformer_2 is None else self.transformer_2
+                model_input = latents.to(dtype)
+                timestep = self.expand_timestep(t, latents)
+                with self.control_state.use(boxed if i < layout_steps else text_only):
+                    noise_pred = model(hidden_states=model_input, timestep=timestep, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
+                if do_cfg and cfg_start <= i < cfg_end:
+                    noise_uncond = model(hidden_states=model_input, timestep=timestep, encoder_hidden_states=negative_embeds, return_dict=False)[0]
+                    noise_pred = noise_uncond + guidance_scale * (noise_pred - noise_uncond)
+                latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+                if callback_on_step_end is not None:
+                    available = {"latents": latents}
+                    tensors = {name: available[name] for name in callback_on_step_end_tensor_inputs}
+                    latents = callback_on_step_end(self, i, t, tensors).get("latents", latents)
+                progress_bar.update()
+                if self.interrupt:
+                    self._current_timestep = None
+                    return Layout2VidPipelineOutput(frames=None, interrupted=True)
+        self._current_timestep = None
+        if output_type == "latent":
+            return Layout2VidPipelineOutput(frames=latents)
+
+        # 7. Decode (V frames) and keep the scene's F.
+        frames = self.decode_latents(latents)[:num_frames]
+        self.maybe_free_model_hooks()
+        return Layout2VidPipelineOutput(frames=frames)
+
+    def expand_timestep(self, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """The transformer's timestep input: (B,), or (B, tokens) for Wan 2.2 TI2V (``expand_timesteps``)."""
+        if not self.config.expand_timesteps:
+            return t.expand(latents.shape[0])
+        p_t, p_h, p_w = self._denoiser.config.patch_size
+        tokens = latents.shape[2] // p_t * (latents.shape[3] // p_h) * (latents.shape[4] // p_w)
+        return t.expand(latents.shape[0], tokens)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
+        """latents (1, C, L, h, w) -> frames np.ndarray (V, H, W, 3) uint8, V = 4 (L - 1) + 1."""
+        vae = self.vae
+        latents = latents.to(vae.device, dtype=vae.dtype)
+        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(latents)
+        std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(latents)
+        video = vae.decode(latents * std + mean, return_dict=False)[0]  # (1, 3, V, H, W) in [-1, 1]
+        video = self.video_processor.postprocess_video(video, output_type="np")[0]  # (V, H, W, 3) in [0, 1]
+        return (np.clip(video, 0.0, 1.0) * 255).round().astype(np.uint8)

@@ -1,0 +1,177 @@
+"""Wan 2.x backbones: tiny random components saved by the stock WanPipeline and by ours, loaded through
+``--model``; layout off equals the stock output; the box mask moves an entity's cross-attention into its box."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import WanPipeline
+
+from core.cli import main as cli_main
+from core.export import read_mp4
+from core.models.wan_attention import CrossAttentionControl
+from core.pipelines.backbones import model_family
+from core.pipelines.guidance import phrase_token_weights
+from core.pipelines.layout2vid import LayoutConditioning
+from core.pipelines.wan import WanLayoutPipeline, box_cells, latent_boxes, latent_frame_sources, video_frames
+from core.plan import save_plan
+from core.planner.rules import plan_with_rules
+from core.render import RenderSettings, load_pipeline, render_plan, resolve_controls
+from tests.core.pipelines.tiny_wan import save_stock, tiny_components
+
+PROMPT = "the grass: a red ball and a blue cube"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wan")
+    parts = tiny_components()
+    stock = save_stock(tmp / "stock", parts)
+    ours = tmp / "ours"
+    WanLayoutPipeline(**parts, default_height=32, default_width=32).save_pretrained(ours)
+    plan = plan_with_rules("A red ball rolls from left to right across the grass.", num_frames=8)
+    save_plan(plan, tmp / "plan.json")
+    return {"tmp": tmp, "stock": stock, "ours": ours, "plan": plan}
+
+
+@pytest.fixture(scope="module")
+def pipes(folders):
+    stock = WanPipeline.from_pretrained(folders["stock"])
+    ours = load_pipeline(folders["stock"])
+    for pipe in (stock, ours):
+        pipe.set_progress_bar_config(disable=True)
+    return stock, ours
+
+
+def two_entity_layout(frames: int, *, seeds=None, frame_prompts=None) -> LayoutConditioning:
+    boxes = torch.tensor([[0.0, 0.0, 0.5, 1.0], [0.5, 0.0, 1.0, 1.0]]).expand(frames, 2, 4).clone()
+    return LayoutConditioning(
+        phrases=[["red ball", "blue cube"]] * frames, boxes=boxes, masks=torch.ones(frames, 2), entity_seeds=seeds, frame_prompts=frame_prompts
+    )
+
+
+def test_family_is_read_from_model_index(folders):
+    for name, family in (("stock", "wan"), ("ours", "wan")):
+        index = json.loads((folders[name] / "model_index.json").read_text())
+        assert model_family(index) == family
+    assert json.loads((folders["stock"] / "model_index.json").read_text())["_class_name"] == "WanPipeline"
+    assert model_family({"_class_name": "TextToVideoSDPipeline"}) == "unet3d"
+    assert model_family({"_class_name": "Layout2VidPipeline"}) == "layout2vid"
+
+
+def test_plan_frames_map_to_4k_plus_1_video_frames_and_latent_frames():
+    assert [video_frames(f) for f in (1, 2, 5, 8, 9, 81)] == [1, 5, 5, 9, 9, 81]
+    assert latent_frame_sources(8) == [[0], [1, 2, 3, 4], [5, 6, 7]]
+    assert latent_frame_sources(9) == [[0], [1, 2, 3, 4], [5, 6, 7, 8]]
+    layout = LayoutConditioning(
+        phrases=[["ball"]] * 5, boxes=torch.tensor([[[0.1 * f, 0.2, 0.1 * f + 0.3, 0.6]] for f in range(5)]), masks=torch.tensor([[1.0], [1.0], [0.0], [1.0], [1.0]])
+    )
+    boxes, masks = latent_boxes(layout, latent_frame_sources(5))
+    assert torch.allclose(boxes[1, 0], torch.tensor([0.1, 0.2, 0.7, 0.6]))  # union of frames 1, 3, 4 (2 is off screen)
+    assert masks.tolist() == [[1.0], [1.0]]
+    assert box_cells(torch.tensor([0.0, 0.0, 0.5, 1.0]), 2, 4).tolist() == [[True, True, False, False]] * 2
+    assert box_cells(torch.tensor([0.6, 0.6, 0.62, 0.62]), 4, 4).sum() == 1  # a small box keeps its centre cell
+
+
+def test_layout_off_equals_stock_wan_pipeline(pipes):
+    stock, ours = pipes
+    kwargs = {"num_frames": 9, "height": 32, "width": 32, "num_inference_steps": 2, "guidance_scale": 5.0}
+    expected = stock(PROMPT, generator=torch.Generator().manual_seed(3), output_type="latent", **kwargs).frames
+    got = ours(PROMPT, generator=torch.Generator().manual_seed(3), layout_alpha=0.0, output_type="latent", **kwargs).frames
+    assert torch.allclose(got, expected, atol=1e-6, rtol=0)
+    # Boxes with layout_alpha 0 (no seeds, no frame prompts) change nothing either.
+    boxed = ours(PROMPT, two_entity_layout(9), generator=torch.Generator().manual_seed(3), layout_alpha=0.0, output_type="latent", **kwargs).frames
+    assert torch.allclose(boxed, expected, atol=1e-6, rtol=0)
+    frames = ours(PROMPT, generator=torch.Generator().manual_seed(3), layout_alpha=0.0, **kwargs).frames
+    reference = (stock(PROMPT, generator=torch.Generator().manual_seed(3), output_type="np", **kwargs).frames[0] * 255).round()
+    assert frames.shape == (9, 32, 32, 3) and frames.dtype == np.uint8
+    assert np.abs(frames.astype(np.float64) - reference).max() <= 1
+
+
+def test_same_prompt_on_every_frame_matches_one_prompt(pipes):
+    _, ours = pipes
+    kwargs = {"num_frames": 8, "height": 32, "width": 32, "num_inference_steps": 2, "layout_alpha": 0.0, "output_type": "latent"}
+    single = ours(PROMPT, generator=torch.Generator().manual_seed(4), **kwargs).frames
+    per_frame = ours(PROMPT, two_entity_layout(8, frame_prompts=[PROMPT] * 8), generator=torch.Generator().manual_seed(4), **kwargs).frames
+    assert torch.allclose(per_frame, single, atol=1e-4)
+    other = ours(PROMPT, two_entity_layout(8, frame_prompts=[PROMPT] * 4 + ["a green tree"] * 4), generator=torch.Generator().manual_seed(4), **kwargs).frames
+    assert not torch.allclose(other, single, atol=1e-3)
+
+
+def entity_mass_in_box(records, allowed_cells: torch.Tensor, tokens: torch.Tensor) -> float:
+    """The share of the entity tokens' attention that comes from video tokens inside its box."""
+    inside = total = 0.0
+    for probs in records:  # (1, S, T)
+        mass = probs[0][:, tokens].sum(-1)  # (S,)
+        inside += float(mass[allowed_cells].sum())
+        total += float(mass.sum())
+    return inside / total
+
+
+def test_box_control_moves_cross_attention_mass_into_the_box(pipes):
+    _, pipe = pipes
+    height = width = 64
+    layout = two_entity_layout(9)
+    sources = latent_frame_sources(9)
+    grid = pipe.token_grid(len(sources), height, width)  # (3, 4, 4)
+    prompts = [PROMPT] * len(sources)
+    control = pipe.box_control(layout, prompts, sources, grid, groups=1, max_sequence_length=512)
+    embeds = pipe.encode_prompt(PROMPT, do_classifier_free_guidance=False, max_sequence_length=512)[0]
+    latents = torch.randn(1, 16, *grid[:1], height // 8, width // 8, generator=torch.Generator().manual_seed(0))
+    tokens = phrase_token_weights(pipe.tokenizer, [PROMPT], [["red ball", "blue cube"]], max_length=512)[0, 0] > 0
+    cells = box_cells(torch.tensor([0.0, 0.0, 0.5, 1.0]), grid[1], grid[2]).flatten().repeat(grid[0])  # (L * h * w,)
+    masses = {}
+    for name, used in (("off", CrossAttentionControl()), ("on", control)):
+        with pipe.control_state.use(used), pipe.control_state.recording() as records:
+            pipe.transformer(hidden_states=latents, timestep=torch.tensor([500.0]), encoder_hidden_states=embeds, return_dict=False)
+        assert len(records) == 2  # one per block
+        masses[name] = entity_mass_in_box(records, cells, tokens)
+    print(f"red ball cross-attention mass inside its box: off {masses['off']:.3f}, on {masses['on']:.3f}")
+    assert masses["on"] > masses["off"]
+    assert masses["on"] > 0.99 and masses["off"] < 0.9
+
+
+def test_box_control_runs_for_the_first_layout_alpha_of_the_steps(pipes):
+    _, pipe = pipes
+    kwargs = {"num_frames": 9, "height": 32, "width": 32, "num_inference_steps": 4, "guidance_scale": 1.0, "output_type": "latent"}
+    with pipe.control_state.recording() as records:
+        controlled = pipe(PROMPT, two_entity_layout(9), layout_alpha=0.5, generator=torch.Generator().manual_seed(5), **kwargs).frames
+    assert len(records) == 2 * 2  # 2 controlled steps of 4, 2 blocks each
+    free = pipe(PROMPT, two_entity_layout(9), layout_alpha=0.0, generator=torch.Generator().manual_seed(5), **kwargs).frames
+    assert not torch.allclose(controlled, free, atol=1e-4)
+
+
+def test_entity_noise_is_placed_under_its_boxes(pipes):
+    _, pipe = pipes
+    layout = LayoutConditioning(phrases=[["ball"]] * 9, boxes=torch.tensor([[[0.0, 0.0, 0.5, 0.5]]]).expand(9, 1, 4), masks=torch.ones(9, 1), entity_seeds=[7])
+    latents = pipe.paste_entity_noise(torch.zeros(1, 16, 3, 8, 8), layout, latent_frame_sources(9))
+    canvas = torch.randn((16, 8, 8), generator=torch.Generator().manual_seed(7))
+    for j in range(3):
+        assert torch.equal(latents[0, :, j, :4, :4], canvas[:, :4, :4])
+    assert latents[0, :, :, 4:, :].abs().sum() == 0
+
+
+def test_stock_folder_loads_as_wan_with_its_own_defaults(folders):
+    pipe = load_pipeline(folders["stock"])
+    assert isinstance(pipe, WanLayoutPipeline)
+    assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler"
+    controls = resolve_controls(pipe, RenderSettings(guidance_scale=None, layout_alpha=None))
+    assert controls["guidance_scale"] == 5.0 and controls["layout_alpha"] == 0.3 and controls["box_guidance"] is None
+    with pytest.raises(ValueError, match="adapter"):
+        load_pipeline(folders["stock"], adapter=folders["tmp"] / "plan.json")
+    with pytest.raises(ValueError, match="scheduler"):
+        load_pipeline(folders["stock"], scheduler="ddim")
+
+
+def test_plan_renders_through_the_cli_and_render_plan(folders, capsys):
+    out = folders["tmp"] / "wan.mp4"
+    argv = ["render", "--plan", str(folders["tmp"] / "plan.json"), "--model", str(folders["ours"]), "--steps", "2", "--out", str(out)]
+    assert cli_main(argv) == 0, capsys.readouterr().err
+    frames, _ = read_mp4(out)
+    assert frames.shape == (8, 32, 32, 3)
+    pipe = load_pipeline(folders["stock"])
+    pipe.register_to_config(default_height=32, default_width=32)
+    steps = []
+    video = render_plan(pipe, folders["plan"], RenderSettings(num_inference_steps=2), on_progress=lambda p: steps.append(p.step))
+    assert video.shape == (8, 32, 32, 3) and steps == [1, 2]
