@@ -10,6 +10,7 @@ import collections
 import functools
 import hmac
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -26,8 +27,29 @@ from studio.panels import layout as layout_panel
 from studio.panels import prompt as prompt_panel
 from studio.panels import render as render_panel
 from studio.panels import scenes as scenes_panel
+from studio.panels import timeline as timeline_panel
+from studio.views import ALL_VIEWS, FRAME_VIEWS, SCENE_VIEWS
 
-CSS = "#frame-status p {margin: 0}"
+# One window of 1600x900 without page scrolling: the top bar, then the scene list (left), the canvas
+# and filmstrip (centre) and the inspector (right, scrolls inside itself), then the timeline.
+CSS = """
+footer { display: none !important; }
+.gradio-container { max-width: 100% !important; padding: 4px 10px !important; }
+.gradio-container > .main > .wrap, .gradio-container .contain { gap: 6px !important; }
+#topbar { gap: 6px; align-items: center; }
+#brand .brand { font-weight: 700; font-size: 14px; line-height: 1.1; }
+#message { min-height: 22px; max-height: 44px; overflow-y: auto; font-size: 13px; }
+#message p, #frame-status p { margin: 0; }
+#workspace { height: 580px; flex-wrap: nowrap; gap: 8px; }
+#left, #centre, #inspector { height: 580px; }
+#left { overflow-y: auto; }
+#inspector { overflow-y: auto; overflow-x: hidden; }
+#centre { gap: 4px; }
+#box-editor canvas, #box-editor img { image-rendering: pixelated; }
+#frame-status { font-size: 13px; }
+.tight { gap: 4px !important; }
+#timeline { border-top: 1px solid #ddd; padding-top: 2px; }
+"""
 SET_PROJECT_IN_URL = """(project) => {
   const url = new URL(window.location.href);
   if (project) { url.searchParams.set("project", project); } else { url.searchParams.delete("project"); }
@@ -42,77 +64,112 @@ def build_app(workspace: Workspace, *, remote: bool = False) -> gr.Blocks:
         remote: a server that others log in to: the LLM endpoint and key are the server's
             (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``), not fields a visitor can set.
     """
-    h = Handlers(workspace)
+    h = Handlers(workspace, frames_dir=frames_dir(workspace))
     with gr.Blocks(title="Director Studio", delete_cache=(3600, 86400)) as app:
         session = gr.State({})
-        gr.Markdown("# Director Studio\nPrompt → video plan → dynamic scene graph → layout-guided video.")
+        p = prompt_panel.toolbar()
         note = gr.Markdown(elem_id="message")
-        with gr.Row():
-            with gr.Column(scale=1):
-                gr.Markdown("## 1. Prompt and plan")
-                p = prompt_panel.render(llm_fields=not remote)
-                gr.Markdown("## 2. Scenes")
-                s = scenes_panel.render()
-            with gr.Column(scale=1):
-                gr.Markdown("## 3. Layout")
+        with gr.Row(elem_id="workspace", equal_height=False):
+            with gr.Column(scale=0, min_width=250, elem_id="left"):
+                s = scenes_panel.scene_list()
+            with gr.Column(scale=5, elem_id="centre"):
                 l = layout_panel.render()
-                gr.Markdown("## 4. Scene graph")
-                g = graph_panel.render()
-        gr.Markdown("## 5. Render")
-        r = render_panel.render(guidance_scale=recommended_guidance_scale(workspace.model), layout_alpha=recommended_layout_alpha(workspace.model))
+            with gr.Column(scale=4, elem_id="inspector"):
+                with gr.Tabs(elem_id="inspector-tabs"):
+                    with gr.Tab("Scene", elem_id="tab-scene"):
+                        scenes = scenes_panel.scenes_table()
+                        graph = graph_panel.scene_graph()
+                    with gr.Tab("Entities", elem_id="tab-entities"):
+                        entities = scenes_panel.entities_table()
+                    with gr.Tab("Events", elem_id="tab-events"):
+                        events = graph_panel.events_table()
+                    with gr.Tab("Render", elem_id="tab-render"):
+                        r = render_panel.render(guidance_scale=recommended_guidance_scale(workspace.model), layout_alpha=recommended_layout_alpha(workspace.model))
+                    with gr.Tab("Project", elem_id="tab-project"):
+                        pt = prompt_panel.project_tab(llm_fields=not remote)
+        timeline = timeline_panel.timeline()
 
-        views = [p.plan_json, s.scenes, s.entities, l.scene, l.frame, l.boxes, l.status, l.entity, g.graph, g.events, g.timeline]
-        outputs = [session, note, *views]
-        where = [l.scene, l.frame]
+        # Handlers return the views that changed, by name; each event lists every view it may change.
+        named = {
+            "session": session, "message": note, "plan_json": pt.plan_json, "scenes": scenes, "entities": entities,
+            "entity": l.entity, "scene_list": s.items, "events": events, "timeline": timeline, "filmstrip": l.strip,
+            "boxes": l.boxes, "status": l.status, "graph": graph,
+        }
+
+        def views(names):
+            return [named[name] for name in ("session", "message", *names)]
+
+        def wired(fn):
+            """``fn`` returning {component: value} (Gradio leaves the outputs not named as they are)."""
+
+            @functools.wraps(fn)
+            def run(*args, **kwargs):
+                return {named[name]: value for name, value in fn(*args, **kwargs).items()}
+
+            return run
+
+        every = views(ALL_VIEWS)
+        frame_views = views(FRAME_VIEWS)
+        scene_views = views(SCENE_VIEWS + FRAME_VIEWS)
+        graph_out = [session, graph]
 
         # The open project is part of the page's address (?project=N): a reload keeps it, and a new
         # tab starts on the project list instead of another tab's project.
         url_project = gr.Textbox(visible="hidden", elem_id="url-project")
 
+        def then_graph(event):
+            return event.then(wired(h.graph_view), [session], graph_out, show_progress="hidden")
+
         def follow_project(event):
-            """After an event that may have opened another project: the project list, the address and
-            the project's renders."""
+            """After an event that may have opened another project: the scene graph, the project
+            list, the address and the project's renders."""
             return (
-                event.then(h.project_choices, None, p.projects)
-                .then(h.project_url, [session], url_project)
+                then_graph(event)
+                .then(h.project_choices, None, p.projects, show_progress="hidden")
+                .then(h.project_url, [session], url_project, show_progress="hidden")
                 .then(None, [url_project], None, js=SET_PROJECT_IN_URL)
-                .then(h.gallery, [session], r.gallery)
+                .then(h.gallery, [session], r.gallery, show_progress="hidden")
             )
 
-        # The page is usable as soon as the plan, scenes and layout are shown; the two plotly figures
-        # follow in a second event (drawing them is most of a cold page load).
-        loaded = app.load(h.load, [session], outputs)
-        follow_project(loaded.then(h.graph_views, [session, l.scene, l.frame], [g.graph, g.timeline]))
-        planner_inputs = [session, p.prompt, p.planner, p.llm_model, p.base_url, p.api_key, p.frames, p.llm_timeout, p.llm_retries]
-        follow_project(p.generate.click(h.generate, planner_inputs, outputs))
-        p.undo.click(h.undo, [session, *where], outputs)
-        p.redo.click(h.redo, [session, *where], outputs)
-        follow_project(p.open_project.click(h.open_project, [session, p.projects], outputs))
-        p.projects.focus(h.project_choices, None, p.projects)
-        follow_project(p.import_file.upload(h.import_plan, [session, p.import_file], outputs))
-        p.export.click(h.export_plan, [session], p.export_file)
+        follow_project(app.load(wired(h.load), [session], every))
+        planner_inputs = [session, p.prompt, p.planner, pt.llm_model, pt.base_url, pt.api_key, pt.frames, pt.llm_timeout, pt.llm_retries]
+        follow_project(p.generate.click(wired(h.generate), planner_inputs, every))
+        follow_project(p.open_project.click(wired(h.open_project), [session, p.projects], every))
+        follow_project(pt.import_file.upload(wired(h.import_plan), [session, pt.import_file], every))
+        p.projects.focus(h.project_choices, None, p.projects, show_progress="hidden")
+        pt.export.click(h.export_plan, [session], pt.export_file)
+        # Undo and redo act on the scene and frame the tab shows (in the session).
+        then_graph(p.undo.click(wired(h.undo), [session], every, show_progress="hidden", trigger_mode="once"))
+        then_graph(p.redo.click(wired(h.redo), [session], every, show_progress="hidden", trigger_mode="once"))
 
-        # Edits report next to the panel they came from.
-        scene_outputs = [session, s.message, *views]
-        layout_outputs = [session, l.message, *views]
-        event_outputs = [session, g.message, *views]
-        s.scenes.input(h.edit_scenes, [session, s.scenes, *where], scene_outputs)
-        s.entities.input(h.edit_entities, [session, s.entities, *where], scene_outputs)
-        s.scenes.select(h.pick_scene, [session], layout_outputs, show_progress="hidden")
-        s.add_scene.click(h.add_scene, [session, *where], scene_outputs)
-        s.delete_scene.click(h.delete_scene, [session, *where], scene_outputs)
-        s.move_up.click(functools.partial(h.move_scene, offset=-1), [session, *where], scene_outputs)
-        s.move_down.click(functools.partial(h.move_scene, offset=1), [session, *where], scene_outputs)
+        # Table edits: Enter (or leaving a cell) sends the table once; the edit applies to the
+        # version the tab shows, so a repeat would be refused as stale rather than applied twice.
+        # One edit at a time (they take milliseconds): a repeat then sees the session the first left.
+        quiet = dict(show_progress="hidden", trigger_mode="always_last", concurrency_limit=1, concurrency_id="edit")
+        then_graph(scenes.input(wired(h.edit_scenes), [session, scenes], every, **quiet))
+        then_graph(entities.input(wired(h.edit_entities), [session, entities], every, **quiet))
+        then_graph(events.input(wired(h.edit_events), [session, events], every, **quiet))
+        then_graph(scenes.select(wired(h.pick_scene), [session], scene_views, show_progress="hidden"))
+        then_graph(s.items.select(wired(h.pick_scene), [session], scene_views, show_progress="hidden"))
+        then_graph(s.add_scene.click(wired(h.add_scene), [session], every))
+        then_graph(s.delete_scene.click(wired(h.delete_scene), [session], every))
+        then_graph(s.move_up.click(wired(functools.partial(h.move_scene, offset=-1)), [session], every))
+        then_graph(s.move_down.click(wired(functools.partial(h.move_scene, offset=1)), [session], every))
 
-        l.scene.input(h.select, [session, l.scene, gr.State(0)], layout_outputs)
-        l.frame.release(h.select, [session, *where], layout_outputs)
-        # The annotator also fires .change when the views set its value; a drag's handler takes
-        # milliseconds, so its outputs are not covered by a progress overlay while it runs.
-        l.boxes.change(h.boxes_changed, [session, l.boxes, *where], layout_outputs, trigger_mode="always_last", show_progress="hidden")
-        l.remove_keyframe.click(h.remove_keyframe, [session, *where], layout_outputs)
-        l.absent.click(h.make_absent, [session, *where, l.entity], layout_outputs)
-
-        g.events.input(h.edit_events, [session, g.events, *where], event_outputs)
+        # A frame picked in the filmstrip or the timeline, or stepped to with the keys: the canvas
+        # and the status only (the graph follows when it changed).
+        # Every step is applied, in order (one at a time), so the canvas ends on the last frame asked for.
+        for picker in (l.strip, timeline):
+            then_graph(
+                picker.select(
+                    wired(h.goto_frame), [session], frame_views, show_progress="hidden", trigger_mode="multiple", concurrency_limit=1, concurrency_id="frame"
+                )
+            )
+        # The annotator also fires .change when the views set its value (a no-op: the boxes equal
+        # the plan's); a drag's handler takes milliseconds, so no progress overlay covers it.
+        then_graph(l.boxes.change(wired(h.boxes_changed), [session, l.boxes], every, trigger_mode="always_last", show_progress="hidden"))
+        then_graph(l.remove_keyframe.click(wired(h.remove_keyframe), [session], every))
+        then_graph(l.absent.click(wired(lambda session, entity: h.make_absent(session, None, None, entity)), [session, l.entity], every))
 
         r.run.click(
             h.render, [session, r.steps, r.guidance, r.alpha, r.seed], [r.video, r.downloads, r.render_status, r.gallery],
@@ -123,11 +180,17 @@ def build_app(workspace: Workspace, *, remote: bool = False) -> gr.Blocks:
     return app
 
 
+def frames_dir(workspace: Workspace) -> Path:
+    """Where the box editor's pictures are written (served to the page; cleaned at every start)."""
+    return workspace.data_dir / "canvas"
+
+
 def warm_up() -> None:
     """Build every view once for a small plan, so the first page load does not pay for first calls
     (plotly figure classes, networkx layout, PIL drawing)."""
     from core.plan import parse_plan
-    from studio.views import all_views
+    from studio.figures import scene_graph_figure
+    from studio.views import views
 
     plan = parse_plan(
         {
@@ -142,7 +205,8 @@ def warm_up() -> None:
             ],
         }
     )
-    all_views(plan, 0, 3)
+    views(plan, 0, 3)
+    scene_graph_figure(plan, 0, 3)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -222,6 +286,7 @@ def serve(workspace: Workspace, *, host: str = "127.0.0.1", port: int = 7860, au
     # to the user, and are deleted after a day (and at every start).
     temp = workspace.data_dir / "gradio-tmp"
     temp.mkdir(mode=0o700, parents=True, exist_ok=True)
+    shutil.rmtree(frames_dir(workspace), ignore_errors=True)
     os.environ.setdefault("GRADIO_TEMP_DIR", str(temp))
     app = build_app(workspace, remote=auth is not None)
     app.queue(max_size=max_queue, default_concurrency_limit=8)
@@ -230,7 +295,7 @@ def serve(workspace: Workspace, *, host: str = "127.0.0.1", port: int = 7860, au
         server_port=port,
         auth=RateLimitedLogin(*auth) if isinstance(auth, tuple) else auth,
         run_history=False,  # Gradio would otherwise keep every event's inputs in the browser's localStorage
-        allowed_paths=[str(workspace.output_dir)],
+        allowed_paths=[str(workspace.output_dir), str(frames_dir(workspace))],
         show_error=True,
         max_file_size="1mb",
         css=CSS,

@@ -63,6 +63,27 @@ def layout_sketch(plan: VideoPlan, scene_index: int, frame: int, *, size: int = 
     return np.asarray(image)
 
 
+def frame_thumbnail(plan: VideoPlan, scene_index: int, frame: int, *, size: int = 64, base: np.ndarray | None = None) -> np.ndarray:
+    """One frame as a small picture for the filmstrip: ``base`` (a rendered frame) or the background
+    colour, with each on-screen entity's box filled in its colour.
+
+    Returns:
+        np.ndarray (size, size, 3) uint8.
+    """
+    scene = plan.scenes[scene_index]
+    if base is not None:
+        return np.asarray(Image.fromarray(base).resize((size, size), Image.Resampling.NEAREST))
+    image = Image.new("RGB", (size, size), background_rgb(scene.background))
+    draw = ImageDraw.Draw(image)
+    ids = scene.entity_ids()
+    boxes, masks = interpolate_boxes(scene, ids)
+    for n, entity_id in enumerate(ids):
+        if masks[frame, n]:
+            x0, y0, x1, y1 = (float(v) * size for v in boxes[frame, n])
+            draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], fill=entity_rgb(plan, entity_id), outline=(20, 20, 20))
+    return np.asarray(image)
+
+
 def scene_graph_figure(plan: VideoPlan, scene_index: int, frame: int) -> go.Figure:
     """The scene graph of one frame as a network (networkx spring layout, fixed seed)."""
     graph = build_scene_graphs(plan, plan.scenes[scene_index]).frames[frame]
@@ -94,7 +115,7 @@ def scene_graph_figure(plan: VideoPlan, scene_index: int, frame: int) -> go.Figu
         # spring_layout puts nodes in [-1, 1]; the margins keep the labels above the top nodes in view
         xaxis=dict(visible=False, range=[-1.3, 1.3]),
         yaxis=dict(visible=False, range=[-1.2, 1.35]),
-        height=360,
+        height=300,
         margin=dict(l=10, r=10, t=40, b=10),
         legend=dict(orientation="h"),
     )

@@ -1,7 +1,7 @@
 """Event handlers: each reads the session's project, calls one core function, returns the views.
 
-Every handler returns ``[session, message, *views]`` where views are studio.views.all_views(...).
-A refused edit returns the last good plan's views and the core's validation message.
+Every view handler returns a dict: ``session``, ``message`` and the views that changed, by name
+(studio.views). A refused edit returns the last good plan's views and the core's validation message.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 
 from core.plan import PlanValidationError, VideoPlan
 from core.planner import PlanError
@@ -18,7 +19,12 @@ from core.planner.llm import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S
 from core.project import editing
 from core.project.workspace import Workspace
 from core.render import RenderCancelled, RenderSettings
-from studio.views import GRAPH_VIEWS, SKETCH_SIZE, VIEW_COUNT, all_views, box_labels, clamp, escape_markdown, graph_figures
+from core.scene_graph import build_scene_graphs
+from studio.figures import scene_graph_figure
+from studio.views import ALL_VIEWS, FRAME_VIEWS, SCENE_VIEWS, SKETCH_SIZE, box_labels, clamp, escape_markdown, frame_of, events_key, rows_key, views
+
+
+REPEAT_S = 1.0  # the same table sent again within this many seconds is Gradio repeating one Enter
 
 
 def message(text: str | None, ok: str = "", plan: VideoPlan | None = None) -> str:
@@ -36,13 +42,19 @@ class Handlers:
     """The studio's event functions over one Workspace.
 
     ``session`` (a gr.State, one per browser tab) is ``{"project": id, "version": id, "canvas":
-    [scene, frame]}``: the open project, the version of the plan the tab shows (every edit, undo and
-    redo is made on it, so a stale tab never overwrites another's work) and the frame the box
-    editor was last given.
+    [scene, frame], "sent": {view: key}}``: the open project, the version of the plan the tab shows
+    (every edit, undo and redo is made on it, so a stale tab never overwrites another's work), the
+    scene and frame the tab shows (layout edits apply there) and what each view was last sent as
+    (a handler returns only the views that changed).
+
+    Every view handler returns a dict: ``session``, ``message`` and the changed views by name
+    (studio.views.ALL_VIEWS, plus ``graph``); a name left out is left as it is on the page.
     """
 
-    def __init__(self, workspace: Workspace):
+    def __init__(self, workspace: Workspace, *, frames_dir: Path | None = None):
         self.ws = workspace
+        self.frames_dir = frames_dir  # where the box editor's pictures are written (None: numpy images)
+        self._rendered_cache: dict = {}
 
     # helpers ---------------------------------------------------------------------------------
 
@@ -51,30 +63,57 @@ class Handlers:
             return session["project"]
         return None
 
-    def _views(self, session, plan: VideoPlan | None, scene, frame, note: str = "", version: int | None = None):
-        """[session, message, *views] for ``plan`` (at ``version``) at the selected scene and frame."""
+    @staticmethod
+    def _where(session, scene, frame) -> tuple[int, int]:
+        """The scene and frame an event applies to: those given, else those the tab shows."""
+        canvas = list((session or {}).get("canvas") or [0, 0])
+        return int(canvas[0] if scene is None else scene), int(canvas[1] if frame is None else frame)
+
+    def _rendered(self, project: int | None, plan: VideoPlan, scene: int):
+        """The scene's frames as the project's last render drew them (same content and settings), or None."""
+        if project is None:
+            return None
+        records = self.ws.renders(project)
+        if not records:
+            return None
+        key = (project, records[0].video, plan.scenes[scene].model_dump_json(), scene)
+        if key not in self._rendered_cache:
+            frames = [self.ws.rendered_frame(project, plan, scene, 0)]
+            if frames[0] is not None:
+                frames = [self.ws.rendered_frame(project, plan, scene, f) for f in range(plan.scenes[scene].num_frames)]
+            self._rendered_cache = {key: None if frames[0] is None or any(f is None for f in frames) else np.stack(frames)}
+        return self._rendered_cache[key]
+
+    def _views(self, session, plan: VideoPlan | None, scene, frame, note: str = "", version: int | None = None, wanted=ALL_VIEWS) -> dict:
+        """{session, message, *views in ``wanted`` that changed} for ``plan`` (at ``version``) at the
+        given scene and frame."""
         session = dict(session or {})
         if plan is None:
-            return [session, note, *[gr.update()] * VIEW_COUNT]
+            return {"session": session, "message": note}
         if version is not None:
             session["version"] = version
         project = self._project(session)
-        sel = _sel(plan, scene, frame)
-        session["canvas"] = list(sel)
-        warnings = self.ws.warnings(plan)
+        sel = clamp(plan, scene, frame)
+        session["canvas"] = [sel.scene, sel.frame]
+        sent = dict(session.get("sent") or {})
+        warnings = self.ws.warnings(plan) if wanted is not FRAME_VIEWS else []
         if warnings:  # what the model cannot draw as written, at its field
             more = f" (and {len(warnings) - 2} more)" if len(warnings) > 2 else ""
             note = f"{note}  \n⚠️ {escape_markdown('; '.join(warnings[:2]) + more)}".strip()
-        base = self.ws.rendered_frame(project, plan, *sel) if project is not None else None
-        return [session, note, *all_views(plan, scene, frame, base)]
+        out = views(plan, sel.scene, sel.frame, wanted, sent, rendered=self._rendered(project, plan, sel.scene), folder=self.frames_dir)
+        session["sent"] = sent
+        result = {"session": session, **out}
+        if note or wanted is not FRAME_VIEWS:
+            result["message"] = note
+        return result
 
-    def _show(self, session, project: int, scene, frame, note: str = ""):
+    def _show(self, session, project: int, scene, frame, note: str = "") -> dict:
         """The views of ``project``'s current version, which the session now has open."""
         session = dict(session or {}, project=project)
         version, plan = self.ws.store.current(project)
         return self._views(session, plan, scene, frame, note, version)
 
-    def _edit(self, session, scene, frame, change, *args, ok=""):
+    def _edit(self, session, scene, frame, change, *args, ok="") -> dict:
         project = self._project(session)
         if project is None:
             return self._views(session, None, scene, frame, message("Generate or open a plan first."))
@@ -83,19 +122,17 @@ class Handlers:
 
     # project ---------------------------------------------------------------------------------
 
-    def load(self, session, request: gr.Request | None = None):
+    def load(self, session, request: gr.Request | None = None) -> dict:
         """Page load: open the project named in the page's address (``?project=N``, so a reload keeps
-        it), else the tab's own; a new tab starts on the project list, not on another tab's project."""
-        session = dict(session or {})
+        it), else the tab's own; a new tab starts on the project list, not on another tab's project.
+        The scene graph is drawn by :meth:`graph_view` right after (plotly is the slow part of a load)."""
+        session = dict(session or {}, sent={})
         project = _project_in_url(request) or self._project(session)
         if project is None or not self.ws.store.exists(project):
             session.pop("project", None)
             note = "Type a prompt and press **Generate plan**, or pick one of the **Projects**."
             return self._views(session, None, 0, 0, note if project is None else f"Project {project} does not exist. {note}")
-        views = self._show(session, project, 0, 0, f"Opened project {project}.")
-        for index in GRAPH_VIEWS:  # drawn by graph_views right after: plotly is the slow part of a first load
-            views[2 + index] = gr.update()
-        return views
+        return self._show(session, project, 0, 0, f"Opened project {project}.")
 
     @staticmethod
     def project_url(session) -> str:
@@ -103,12 +140,21 @@ class Handlers:
         project = (session or {}).get("project")
         return "" if project is None else str(project)
 
-    def graph_views(self, session, scene, frame):
-        """The scene-graph and timeline figures of the current plan (after :meth:`load`)."""
+    def graph_view(self, session) -> dict:
+        """The scene graph of the frame the tab shows, when it differs from the one it shows."""
+        session = dict(session or {})
         plan = self._current(session)
         if plan is None:
-            return [gr.update(), gr.update()]
-        return graph_figures(plan, scene, frame)
+            return {"session": session}
+        sel = clamp(plan, *self._where(session, None, None))
+        graph = build_scene_graphs(plan, plan.scenes[sel.scene]).frames[sel.frame]
+        key = repr((sel.scene, sorted(graph.nodes(data=True)), sorted(graph.edges())))
+        sent = dict(session.get("sent") or {})
+        if sent.get("graph") == key:
+            return {"session": session}
+        sent["graph"] = key
+        session["sent"] = sent
+        return {"session": session, "graph": scene_graph_figure(plan, sel.scene, sel.frame)}
 
     def generate(self, session, prompt, planner, llm_model, base_url, api_key, frames, llm_timeout=DEFAULT_TIMEOUT_S, llm_retries=DEFAULT_RETRIES):
         session = dict(session or {})
@@ -130,25 +176,26 @@ class Handlers:
     def project_choices(self):
         return gr.update(choices=[(f"{p.id}: {p.name} ({p.versions} versions)", p.id) for p in self.ws.store.list_projects()])
 
-    def open_project(self, session, project_id):
+    def open_project(self, session, project_id) -> dict:
         if project_id is None:
             return self._views(session, None, 0, 0, message("Pick a project to open."))
         return self._show(session, int(project_id), 0, 0, f"Opened project {project_id}.")
 
-    def undo(self, session, scene, frame):
+    def undo(self, session, scene=None, frame=None) -> dict:
         return self._history(session, scene, frame, self.ws.undo)
 
-    def redo(self, session, scene, frame):
+    def redo(self, session, scene=None, frame=None) -> dict:
         return self._history(session, scene, frame, self.ws.redo)
 
-    def _history(self, session, scene, frame, move):
+    def _history(self, session, scene, frame, move) -> dict:
+        scene, frame = self._where(session, scene, frame)
         project = self._project(session)
         if project is None:
             return self._views(session, None, scene, frame, message("Generate or open a plan first."))
         result = move(project, base_version=(session or {}).get("version"))
         return self._views(session, result.plan, scene, frame, message(result.error, result.message), result.version)
 
-    def import_plan(self, session, file_path):
+    def import_plan(self, session, file_path) -> dict:
         if not file_path:
             return self._views(session, None, 0, 0, "")
         try:
@@ -163,54 +210,90 @@ class Handlers:
 
     # scenes and entities ---------------------------------------------------------------------
 
-    def edit_scenes(self, session, rows, scene, frame):
+    def _table_edit(self, session, name: str, shown: str, scene, frame, change, *args, ok: str) -> dict:
+        """A table edit: the table already shows what was typed (content key ``shown``), so it is
+        sent back only when the plan's rows differ from it (a refused edit, another tab's change, a
+        normalised value)."""
+        session = dict(session or {})
+        last = session.get("submitted") or [None, None, 0.0]
+        if (session.get("sent") or {}).get(name) == shown or (last[:2] == [name, shown] and time.monotonic() - last[2] < REPEAT_S):
+            # Nothing typed (the table holds what this tab was last sent), or Gradio's Dataframe
+            # sending one Enter twice (the repeat carries the rows typed on the version before the
+            # first's answer, so it would undo a fresh state): stopped here, before the store.
+            return {"session": session}
+        session["submitted"] = [name, shown, time.monotonic()]
+        session["sent"] = dict(session.get("sent") or {}, **{name: shown})
+        scene, frame = self._where(session, scene, frame)
+        return self._edit(session, scene, frame, change, *args, ok=ok)
+
+    def edit_scenes(self, session, rows, scene=None, frame=None) -> dict:
         rows = _rows(rows)
-        return self._edit(session, scene, frame, editing.update_scenes, rows, ok="Scenes saved.")
+        return self._table_edit(session, "scenes", rows_key(rows), scene, frame, editing.update_scenes, rows, ok="Scenes saved.")
 
-    def edit_entities(self, session, rows, scene, frame):
-        rows = [r[:4] for r in _rows(rows)]
-        return self._edit(session, scene, frame, editing.update_entities, rows, ok="Entities saved.")
+    def edit_entities(self, session, rows, scene=None, frame=None) -> dict:
+        rows = _rows(rows)
+        return self._table_edit(session, "entities", rows_key(rows), scene, frame, editing.update_entities, [r[:4] for r in rows], ok="Entities saved.")
 
-    def add_scene(self, session, scene, frame):
+    def add_scene(self, session, scene=None, frame=None) -> dict:
+        scene, frame = self._where(session, scene, frame)
         return self._edit(session, scene, frame, editing.add_scene, ok="Scene added.")
 
-    def delete_scene(self, session, scene, frame):
-        return self._edit(session, 0, 0, editing.delete_scene, int(scene or 0), ok="Scene deleted.")
+    def delete_scene(self, session, scene=None, frame=None) -> dict:
+        scene, frame = self._where(session, scene, frame)
+        return self._edit(session, 0, 0, editing.delete_scene, scene, ok="Scene deleted.")
 
-    def move_scene(self, session, scene, frame, offset: int):
+    def move_scene(self, session, scene=None, frame=None, *, offset: int) -> dict:
+        scene, frame = self._where(session, scene, frame)
         plan = self._current(session)
-        target = int(scene or 0) + offset
-        views = self._edit(session, target, frame, editing.move_scene, int(scene or 0), offset, ok="Scene moved.")
-        return views if plan is None or 0 <= target < len(plan.scenes) else self._edit(session, scene, frame, editing.move_scene, int(scene or 0), offset)
+        target = scene + offset
+        if plan is None or 0 <= target < len(plan.scenes):
+            return self._edit(session, target, frame, editing.move_scene, scene, offset, ok="Scene moved.")
+        return self._edit(session, scene, frame, editing.move_scene, scene, offset)
 
     # layout ----------------------------------------------------------------------------------
 
-    def pick_scene(self, session, evt: gr.SelectData):
-        """A click in the scene list selects that scene for the layout, the scene graph and
-        **Delete selected scene**. The tables are left alone: the click may start a cell edit."""
+    def pick_scene(self, session, evt: gr.SelectData) -> dict:
+        """A click in the scene list (or a row of the scenes table) selects that scene at frame 0
+        for the canvas, the timeline and the scene buttons. Tables are not re-sent (a click in one
+        may start a cell edit)."""
         plan = self._current(session)
         index = getattr(evt, "index", None)
         if plan is None or index is None:
-            return [gr.update()] * (2 + VIEW_COUNT)
+            return {"session": dict(session or {})}
         row = index[0] if isinstance(index, (list, tuple)) else index
-        out = self._views(session, plan, int(row), 0)
-        for position in (0, 1, 2):  # plan JSON, scenes table, entities table
-            out[2 + position] = gr.update()
-        return out
+        return self._views(session, plan, int(row), 0, wanted=SCENE_VIEWS + FRAME_VIEWS)
 
-    def select(self, session, scene, frame):
+    def goto_frame(self, session, evt: gr.SelectData) -> dict:
+        """A frame picked in the filmstrip or the timeline, or stepped to with the keyboard: the
+        canvas and the status, nothing else."""
+        plan = self._current(session)
+        index = getattr(evt, "index", None)
+        if plan is None or index is None:
+            return {"session": dict(session or {})}
+        scene, _ = self._where(session, None, None)
+        return self._views(session, plan, scene, int(index), wanted=FRAME_VIEWS)
+
+    def select(self, session, scene, frame) -> dict:
+        """Show ``scene`` and ``frame`` (every view that changed)."""
         return self._views(session, self._current(session), scene, frame, "")
 
-    def boxes_changed(self, session, value, scene, frame):
-        """The box editor sends all boxes of the frame; a moved or resized one makes a keyframe."""
+    def boxes_changed(self, session, value, scene=None, frame=None) -> dict:
+        """The box editor sends all boxes of the frame it holds; a moved or resized one makes that
+        frame a keyframe. The frame is the one named by the editor's picture (the frame the user saw,
+        whatever the tab has been asked to show since), else the one given, else the tab's."""
         plan = self._current(session)
         if plan is None or not value:
-            return [gr.update()] * (2 + VIEW_COUNT)
-        scene, frame = _sel(plan, scene, frame)
-        if list((session or {}).get("canvas") or [scene, frame]) != [scene, frame]:
+            return {"session": dict(session or {})}
+        held = frame_of(value.get("image"))
+        if held is not None:
+            scene, frame = held
+        elif list((session or {}).get("canvas") or [scene, frame]) != [scene, frame]:
             # The editor still holds another frame's boxes (the views were just set for a new
-            # project, scene or frame and the slider's value raced ahead): not a drag.
-            return [gr.update()] * (2 + VIEW_COUNT)
+            # project, scene or frame): not a drag.
+            return {"session": dict(session or {})}
+        scene, frame = self._where(session, scene, frame)
+        if not (0 <= scene < len(plan.scenes) and 0 <= frame < plan.scenes[scene].num_frames):
+            return {"session": dict(session or {})}
         by_label = {label: eid for eid, label in box_labels(plan).items()}
         boxes = {}
         for box in value.get("boxes") or []:
@@ -222,19 +305,23 @@ class Handlers:
         if _same_boxes(boxes, current):
             # Also reached when the editor's value was set by another event: change nothing, or
             # the update would fire this handler again.
-            return [gr.update()] * (2 + VIEW_COUNT)
+            return {"session": dict(session or {})}
         return self._edit(session, scene, frame, editing.set_keyframe, scene, frame, boxes, ok=f"Keyframe saved at frame {frame}.")
 
-    def remove_keyframe(self, session, scene, frame):
-        return self._edit(session, scene, frame, editing.remove_keyframe, int(scene or 0), int(frame or 0), ok="Keyframe removed.")
+    def remove_keyframe(self, session, scene=None, frame=None) -> dict:
+        scene, frame = self._where(session, scene, frame)
+        return self._edit(session, scene, frame, editing.remove_keyframe, scene, frame, ok="Keyframe removed.")
 
-    def make_absent(self, session, scene, frame, entity_id):
-        return self._edit(session, scene, frame, editing.set_absent, int(scene or 0), int(frame or 0), entity_id, ok="Entity taken off screen here.")
+    def make_absent(self, session, scene=None, frame=None, entity_id=None) -> dict:
+        scene, frame = self._where(session, scene, frame)
+        return self._edit(session, scene, frame, editing.set_absent, scene, frame, entity_id, ok="Entity taken off screen here.")
 
     # events ----------------------------------------------------------------------------------
 
-    def edit_events(self, session, rows, scene, frame):
-        return self._edit(session, scene, frame, editing.update_events, int(scene or 0), _rows(rows), ok="Events saved.")
+    def edit_events(self, session, rows, scene=None, frame=None) -> dict:
+        rows = _rows(rows)
+        scene, frame = self._where(session, scene, frame)
+        return self._table_edit(session, "events", events_key(scene, rows), scene, frame, editing.update_events, scene, rows, ok="Events saved.")
 
     # render ----------------------------------------------------------------------------------
 

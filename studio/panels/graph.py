@@ -1,19 +1,18 @@
-"""Panel 4: the frame's dynamic scene graph and the scene's events as an editable timeline."""
-
-from types import SimpleNamespace
+"""The inspector's scene graph (of the frame shown) and the scene's events table."""
 
 import gradio as gr
 
 
-def render() -> SimpleNamespace:
-    graph = gr.Plot(label="Scene graph of the selected frame", elem_id="scene-graph")
-    events = gr.Dataframe(
+def scene_graph() -> gr.Plot:
+    return gr.Plot(show_label=False, elem_id="scene-graph")
+
+
+def events_table() -> gr.Dataframe:
+    return gr.Dataframe(
         headers=["agent", "predicate", "target", "start", "end"],
         datatype=["str", "str", "str", "number", "number"],
         interactive=True,
-        label="Events (agent, predicate, target, start-end frames)",
+        label="Events of the scene (agent, predicate, target, start-end frames)",
         elem_id="events-table",
+        max_height=300,
     )
-    message = gr.Markdown(elem_id="events-message")
-    timeline = gr.Plot(label="Timeline", elem_id="timeline")
-    return SimpleNamespace(**locals())

@@ -27,6 +27,7 @@ from tests.conftest import ROOT  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PROMPT = "A red ball rolls from left to right across the grass, then a blue star falls from the sky."
+VIEWPORT = {"width": 1600, "height": 900}  # the desktop window the page is laid out for
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
@@ -69,7 +70,7 @@ def browser():
 
 @pytest.fixture
 def page(browser, server):
-    context = browser.new_context(viewport={"width": 1400, "height": 1600}, accept_downloads=True)
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
     page = context.new_page()
     page.goto(server.url)
     page.wait_for_selector("#generate")
@@ -94,7 +95,7 @@ def wait_for(predicate, timeout=30.0, what="condition"):
 
 def generate(page, server, prompt=PROMPT):
     before = server.workspace.latest_project()
-    page.fill("#prompt textarea", prompt)
+    page.fill("#prompt textarea, #prompt input", prompt)
     page.click("#generate")
     wait_for(lambda: server.workspace.latest_project() not in (None, before), what="a new project")
     page.wait_for_selector("#message:has-text('New project')")
@@ -139,8 +140,32 @@ def set_slider(page, elem_id, value):
     box = page.locator(f"#{elem_id} input[type='number']")
     box.fill(str(value))
     box.press("Enter")
-    # The frame slider saves on release; the number box sends the same event.
     page.locator(f"#{elem_id} input[type='range']").dispatch_event("pointerup")
+
+
+def show_tab(page, name):
+    """Open one of the inspector's tabs (Scene, Entities, Events, Render, Project)."""
+    page.locator("#inspector-tabs [role='tab']").filter(has_text=name).first.click()
+
+
+def wait_frame(page, frame):
+    page.wait_for_selector(f"#frame-status:has-text('Frame {frame} ')")
+
+
+def drag_box(page, box, dx, dy):
+    """Drag the box ``box`` (xyxy in [0, 1] of the frame) by (dx, dy) pixels of the page."""
+    drag_tool = page.locator("#box-editor button[title*='Drag']")
+    if drag_tool.count():
+        drag_tool.first.click()
+    canvas, bbox = canvas_box(page)
+    scale = min(bbox["width"], bbox["height"]) / 256
+    cx = bbox["x"] + (bbox["width"] - 256 * scale) / 2 + (box[0] + box[2]) / 2 * 256 * scale
+    cy = bbox["y"] + (bbox["height"] - 256 * scale) / 2 + (box[1] + box[3]) / 2 * 256 * scale
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx + dx / 2, cy + dy / 2, steps=8)
+    page.mouse.move(cx + dx, cy + dy, steps=8)
+    page.mouse.up()
 
 
 def canvas_box(page):
@@ -159,22 +184,11 @@ def test_generate_plan_from_prompt(page, server, shot):
 def test_drag_box_on_frame_0_becomes_keyframe_in_export(page, server, shot):
     generate(page, server, "A red ball rolls from left to right across the grass.")
     before = current_plan(server)["scenes"][0]["keyframes"][0]["boxes"]["e1"]
-    drag_tool = page.locator("#box-editor button[title*='Drag']")
-    if drag_tool.count():
-        drag_tool.first.click()
-    canvas, bbox = canvas_box(page)
-    scale = min(bbox["width"], bbox["height"]) / 256
-    ox = bbox["x"] + (bbox["width"] - 256 * scale) / 2
-    oy = bbox["y"] + (bbox["height"] - 256 * scale) / 2
-    cx = ox + (before[0] + before[2]) / 2 * 256 * scale
-    cy = oy + (before[1] + before[3]) / 2 * 256 * scale
-    page.mouse.move(cx, cy)
-    page.mouse.down()
-    page.mouse.move(cx + 20, cy - 40, steps=8)
-    page.mouse.move(cx + 40, cy - 80, steps=8)
-    page.mouse.up()
+    time.sleep(0.5)
+    drag_box(page, before, 40, -80)
     after = wait_for(lambda: (b := current_plan(server)["scenes"][0]["keyframes"][0]["boxes"]["e1"]) != before and b, what="the dragged box")
     assert after[1] < before[1] - 0.1  # moved up
+    show_tab(page, "Project")
     page.click("#export")
     page.wait_for_selector("#export-file a")
     with page.expect_download() as download:
@@ -197,12 +211,12 @@ def red_box_x(page) -> float:
     return float(red.nonzero()[1].mean())
 
 
-def test_frame_slider_moves_the_interpolated_box(page, server):
+def test_a_filmstrip_frame_moves_the_interpolated_box(page, server):
     generate(page, server, "A red ball rolls from left to right across the grass.")
     time.sleep(0.5)
     x0 = red_box_x(page)
-    set_slider(page, "frame-slider", 8)
-    page.wait_for_selector("#frame-status:has-text('Frame 8')")
+    page.click("#filmstrip .thumb[data-frame='8']")
+    wait_frame(page, 8)
     assert "interpolated" in page.inner_text("#frame-status")
     time.sleep(0.5)
     assert red_box_x(page) > x0 + 20  # the ball's box moved right on the canvas
@@ -210,9 +224,12 @@ def test_frame_slider_moves_the_interpolated_box(page, server):
 
 def test_editing_an_event_changes_the_timeline(page, server, shot):
     generate(page, server, "A red ball rolls from left to right across the grass.")
+    show_tab(page, "Events")
     edit_cell(page, "#events-table", "cell-0-1", "bounces")
     wait_for(lambda: current_plan(server)["scenes"][0]["events"][0]["predicate"] == "bounces", what="the edited event")
     wait_text(page, "#timeline", "bounces")
+    show_tab(page, "Scene")
+    time.sleep(0.5)
     shot(page, "#scene-graph", "scene_graph.png")
     shot(page, "#timeline", "timeline.png")
 
@@ -220,7 +237,7 @@ def test_editing_an_event_changes_the_timeline(page, server, shot):
 def test_invalid_edit_shows_message_and_keeps_plan(page, server, shot):
     generate(page, server, "A red ball rolls from left to right across the grass.")
     edit_cell(page, "#scenes-table", "cell-0-3", "100")
-    page.wait_for_selector("#scenes-message:has-text('num_frames: must be <= 64')")
+    page.wait_for_selector("#message:has-text('num_frames: must be <= 64')")
     assert current_plan(server)["scenes"][0]["num_frames"] == 16
     shot(page, "#scenes-table", "scenes.png")
 
@@ -242,7 +259,7 @@ def test_reload_keeps_the_last_edit_and_restart_reopens_it(page, server, browser
 def test_a_new_tab_starts_on_the_project_list_and_a_stale_tab_is_told(page, server, browser):
     generate(page, server, "A red ball rolls from left to right across the grass.")
     project = server.workspace.latest_project()
-    other = browser.new_context(viewport={"width": 1400, "height": 1600}).new_page()
+    other = browser.new_context(viewport=VIEWPORT).new_page()
     other.goto(server.url)
     wait_text(other, "#message", "pick one of the")
     assert "snow" not in other.inner_text("#scenes-table") and "grass" not in other.inner_text("#scenes-table")
@@ -252,7 +269,7 @@ def test_a_new_tab_starts_on_the_project_list_and_a_stale_tab_is_told(page, serv
     edit_cell(page, "#scenes-table", "cell-0-2", "snow")
     wait_for(lambda: current_plan(server)["scenes"][0]["background"] == "snow", what="the first tab's edit")
     edit_cell(other, "#scenes-table", "cell-0-1", "A stale edit.")
-    wait_text(other, "#scenes-message", "changed in another tab")
+    wait_text(other, "#message", "changed in another tab")
     wait_text(other, "#scenes-table", "snow")
     plan = current_plan(server)
     assert plan["scenes"][0]["background"] == "snow" and plan["scenes"][0]["description"] != "A stale edit."
@@ -262,6 +279,7 @@ def test_a_new_tab_starts_on_the_project_list_and_a_stale_tab_is_told(page, serv
 @pytest.mark.skipif(not (DEFAULT_MODEL / "model_index.json").exists(), reason="shipped model missing")
 def test_render_progress_download_and_cancel(page, server, shot):
     generate(page, server, "A red ball rolls from left to right across the grass.")
+    show_tab(page, "Render")
     # The guidance slider starts at the model's own default (model_index.json), not a generic one.
     assert float(page.locator("#guidance input[type='number']").input_value()) == recommended_guidance_scale(DEFAULT_MODEL)
     set_slider(page, "steps", 8)
@@ -278,6 +296,7 @@ def test_render_progress_download_and_cancel(page, server, shot):
     # The render is listed in the project's gallery, also after a reload.
     page.wait_for_selector("#renders img, #renders video", timeout=30_000)
     page.reload()
+    show_tab(page, "Render")
     page.wait_for_selector("#renders img, #renders video", timeout=30_000)
     wait_text(page, "#renders", "8 steps")
     # Cancel: a long render stops within a step.
@@ -293,8 +312,9 @@ def test_a_typed_api_key_is_kept_nowhere(page, server, tmp_path):
 
     endpoint, url, seen = recording_endpoint()
     try:
-        page.fill("#prompt textarea", "A red ball rolls.")
+        page.fill("#prompt textarea, #prompt input", "A red ball rolls.")
         page.locator("#planner label:has-text('openai')").click()
+        show_tab(page, "Project")
         page.locator("#llm-endpoint button").first.click()
         page.fill("#base-url textarea, #base-url input", url)
         page.fill("#api-key input", "sk-test-SECRET123")
@@ -312,3 +332,85 @@ def test_a_typed_api_key_is_kept_nowhere(page, server, tmp_path):
     for path in server.data_dir.rglob("*"):
         if path.is_file():
             assert b"SECRET123" not in path.read_bytes(), path
+
+
+def versions(server) -> int:
+    return next(p.versions for p in server.workspace.store.list_projects() if p.id == server.workspace.latest_project())
+
+
+def test_the_page_fits_a_desktop_window_without_scrolling(page, server, shot):
+    generate(page, server)
+    time.sleep(1.0)
+    assert page.evaluate("() => document.scrollingElement.scrollHeight") <= VIEWPORT["height"] + 4
+    assert page.evaluate("() => document.scrollingElement.scrollWidth") <= VIEWPORT["width"] + 4
+    # The canvas is not covered by a label and not blown up: the 64 px video at a whole multiple, unsmoothed.
+    box = page.locator("#box-editor canvas").first.bounding_box()
+    assert 256 <= min(box["width"], box["height"]) <= 420
+    shot(page, None, "studio.png")
+
+
+def test_a_frame_then_open_writes_no_keyframe(page, server):
+    # Issue 23 item 1: a frame picked, then Open, saved frame 0's boxes at that frame.
+    generate(page, server, "A red ball rolls from left to right across the grass.")
+    project = server.workspace.latest_project()
+    page.click("#filmstrip .thumb[data-frame='12']")
+    wait_frame(page, 12)
+    before = versions(server)
+    page.locator("#projects input").click()
+    page.locator("#projects [role='option'], ul.options li").filter(has_text=f"{project}: ").first.click()
+    page.click("#open-project")
+    page.wait_for_selector(f"#message:has-text('Opened project {project}.')")
+    wait_frame(page, 0)
+    time.sleep(1.5)  # the box editor's change events after the new value
+    assert versions(server) == before
+    assert [k["frame"] for k in current_plan(server)["scenes"][0]["keyframes"]] == [0, 15]
+
+
+def test_arrow_keys_step_frames_and_a_drag_after_them_keyframes_only_that_frame(page, server):
+    generate(page, server, "A red ball rolls from left to right across the grass.")
+    page.locator("#frame-status").click()  # focus on the page, not on a field
+    for _ in range(3):
+        page.keyboard.press("ArrowRight")
+    wait_frame(page, 3)
+    page.keyboard.press("ArrowLeft")
+    wait_frame(page, 2)
+    time.sleep(1.0)
+    assert [k["frame"] for k in current_plan(server)["scenes"][0]["keyframes"]] == [0, 15]  # stepping wrote nothing
+    from core.project.editing import frame_boxes
+    from core.plan import parse_plan
+
+    box = frame_boxes(parse_plan(current_plan(server)), 0, 2)["e1"]
+    drag_box(page, box, 0, 60)
+    page.wait_for_selector("#message:has-text('Keyframe saved at frame 2.')")
+    time.sleep(1.0)
+    keyframes = current_plan(server)["scenes"][0]["keyframes"]
+    assert [k["frame"] for k in keyframes] == [0, 2, 15]
+    assert keyframes[1]["boxes"]["e1"][1] > box[1] + 0.1  # moved down, at the frame on screen
+    # Ctrl+Z undoes the drag and says so.
+    page.locator("#frame-status").click()
+    page.keyboard.press("Control+z")
+    page.wait_for_selector("#message:has-text('Undid: Keyframe saved at frame 2.')")
+    assert [k["frame"] for k in current_plan(server)["scenes"][0]["keyframes"]] == [0, 15]
+
+
+def test_clicking_a_keyframe_in_the_timeline_opens_that_frame(page, server, shot):
+    generate(page, server)
+    page.locator("#timeline .key[data-frame='8']").first.click()
+    wait_frame(page, 8)
+    assert "keyframe" in page.inner_text("#frame-status")
+    shot(page, "#timeline", "timeline.png")
+
+
+def test_one_enter_in_a_table_makes_one_edit(page, server):
+    generate(page, server, "A red ball rolls from left to right across the grass.")
+    calls = []
+    edit = server.workspace.edit
+    server.workspace.edit = lambda *a, **k: calls.append(a[1].__name__) or edit(*a, **k)
+    try:
+        before = versions(server)
+        edit_cell(page, "#scenes-table", "cell-0-2", "snow")
+        wait_for(lambda: current_plan(server)["scenes"][0]["background"] == "snow", what="the edit")
+        time.sleep(1.5)
+    finally:
+        server.workspace.edit = edit
+    assert calls == ["update_scenes"] and versions(server) == before + 1

@@ -9,22 +9,21 @@ import pytest
 from core.project.workspace import Workspace
 from studio.app import auth_pair, parse_args
 from studio.handlers import Handlers
-from studio.views import GRAPH_VIEWS, SKETCH_SIZE, VIEW_COUNT
+from studio.views import ALL_VIEWS, SKETCH_SIZE, annotator_value
 
 PROMPT = "A red ball rolls from left to right across the grass."
 
-# What a view handler returns, in order: [session, message, *studio.views.all_views(...)]; the
-# names are those of the output components in studio/app.py.
-OUTPUTS = ("session", "message", "plan_json", "scenes", "entities", "scene", "frame", "boxes", "status", "entity", "graph", "events", "timeline")
-NO_CHANGE = {"__type__": "update"}  # gr.update() with nothing in it
+# A view handler returns a dict: "session", "message" and the views that changed, by name (the
+# names of the output components in studio/app.py); a view left out is left as the page shows it.
+NAMES = {"session", "message", "graph", *ALL_VIEWS}
 
 
 def named(out) -> dict:
-    """A view handler's outputs by name (fails if the handler returns a different number of them);
-    ``shown`` is the message as the page shows it (Markdown escapes and HTML entities resolved)."""
-    assert len(OUTPUTS) == 2 + VIEW_COUNT and [OUTPUTS[2 + i] for i in GRAPH_VIEWS] == ["graph", "timeline"]
-    views = dict(zip(OUTPUTS, out, strict=True))
-    if isinstance(views["message"], str):
+    """A view handler's outputs by name (fails on a name the page does not have); ``shown`` is the
+    message as the page shows it (Markdown escapes and HTML entities resolved)."""
+    assert isinstance(out, dict) and set(out) <= NAMES, out.keys() if isinstance(out, dict) else out
+    views = dict(out)
+    if isinstance(views.get("message"), str):
         views["shown"] = html.unescape(re.sub(r"\\(.)", r"\1", views["message"]))
     return views
 
@@ -76,9 +75,16 @@ def test_generate_shows_the_plan_in_every_panel(handlers):
     assert "keyframe" in out["status"]
 
 
+def editor_value(tab: Tab, frame: int) -> dict:
+    """The box editor's value at ``frame`` of the tab's plan (what the page holds after showing it)."""
+    plan = tab.handlers.ws.store.current(tab.session["project"])[1]
+    return annotator_value(plan, 0, frame)
+
+
 def drag_first_box(tab: Tab, frame: int) -> dict:
     """Show ``frame``, then move its first box to pixels (10, 20)-(74, 84) of the box editor."""
-    value = tab.select(0, frame)["boxes"]
+    tab.select(0, frame)
+    value = editor_value(tab, frame)
     value["boxes"][0].update(xmin=10, ymin=20, xmax=74, ymax=84)
     return tab.boxes_changed(value, 0, frame)
 
@@ -110,7 +116,7 @@ def test_unchanged_boxes_change_nothing(handlers):
     tab = new_tab(handlers)
     value = tab.select(0, 3)["boxes"]
     out = tab.boxes_changed(value, 0, 3)
-    assert all(view == NO_CHANGE for name, view in out.items() if name != "session")
+    assert set(out) == {"session"}
     assert handlers.ws.store.history(tab.session["project"]) == (False, False)  # no new version to undo
 
 
@@ -118,26 +124,29 @@ def test_editor_value_of_another_frame_is_not_saved_as_a_keyframe(handlers):
     # The slider says 16 while the editor was just given frame 0 (a project opened, a scene changed):
     # the editor's change event must not write frame 0's boxes at frame 16.
     tab = new_tab(handlers)
-    value = tab.select(0, 0)["boxes"]
-    out = tab.boxes_changed(value, 0, 12)
-    assert all(view == NO_CHANGE for name, view in out.items() if name != "session")
+    value = editor_value(tab, 0)
+    tab.select(0, 12)
+    out = tab.boxes_changed(value, 0, 0)  # the page's slider raced ahead of the editor
+    assert set(out) == {"session"}
     assert handlers.ws.store.history(tab.session["project"]) == (False, False)
 
 
 def test_invalid_edit_shows_the_message_and_keeps_the_plan(handlers):
     tab = new_tab(handlers)
-    before = tab.select(0, 0)["plan_json"]
     out = tab.edit_scenes([["s1", PROMPT, "grass", 100]], 0, 0)
     assert out["shown"] == "⚠️ scenes[0] (s1).num_frames: must be <= 64 (got 100)"
-    assert out["plan_json"] == before
+    assert out["scenes"][0][3] == 16  # the table shows the plan again
+    assert "plan_json" not in out and "timeline" not in out  # nothing else changed
     assert handlers.ws.store.current(tab.session["project"])[1].scenes[0].num_frames == 16
 
 
-def test_editing_an_event_updates_table_timeline_and_graph(handlers):
-    out = new_tab(handlers).edit_events([["e1", "rolls", "grass", 0, 15], ["e1", "turns", "blue", 8, 8]], 0, 10)
-    assert out["events"][-1] == ["e1", "turns", "blue", 8, 8]
-    assert any("turns blue" in label for label in out["timeline"].data[0].y)
-    assert "blue" in [text for trace in out["graph"].data for text in (trace.text or [])]
+def test_editing_an_event_updates_timeline_and_graph_and_not_the_table_it_came_from(handlers):
+    tab = new_tab(handlers)
+    out = tab.edit_events([["e1", "rolls", "grass", 0, 15], ["e1", "turns", "blue", 8, 8]], 0, 10)
+    assert "events" not in out  # the table already shows what was typed
+    assert "turns blue" in out["timeline"]
+    graph = tab.graph_view()["graph"]
+    assert "blue" in [text for trace in graph.data for text in (trace.text or [])]
 
 
 def test_a_scene_seed_typed_in_the_table_is_saved(handlers):
@@ -201,9 +210,9 @@ def test_concurrent_edits_lose_nothing(handlers):
     def typist(tab: Tab, name: str):
         for i in range(8):
             for _ in range(200):  # a stale tab sees the fresh state and types its edit again
-                scenes = tab.select(0, 0)["scenes"]
-                description = f"{scenes[0][1]} {name}{i}"
-                out = tab.edit_scenes([[scenes[0][0], description, "grass", 16]], 0, 0)
+                shown = tab.handlers.ws.store.current(project)[1].scenes[0]
+                description = f"{shown.description} {name}{i}"
+                out = tab.edit_scenes([[shown.id, description, "grass", 16]], 0, 0)
                 if out["message"] == "Scenes saved.":
                     acknowledged.append(f"{name}{i}")
                     break
@@ -260,14 +269,14 @@ def test_remote_binding_requires_auth():
     assert auth_pair(parse_args([])) is None
 
 
-def test_page_load_shows_the_layout_first_and_the_graph_figures_next(handlers):
+def test_page_load_shows_the_layout_first_and_the_scene_graph_next(handlers):
     project = new_tab(handlers).session["project"]
     out = named(handlers.load({"project": project}))
-    assert out["session"]["project"] == 1 and "Frame 0" in out["status"]
-    assert out["graph"] == NO_CHANGE and out["timeline"] == NO_CHANGE  # figures not drawn yet
-    graph, timeline = handlers.graph_views(out["session"], 0, 0)
-    assert any(trace.type == "scatter" for trace in graph.data) and len(timeline.data) > 0
-    assert handlers.graph_views({}, 0, 0) == [NO_CHANGE, NO_CHANGE]
+    assert out["session"]["project"] == 1 and "Frame 0" in out["status"] and 'data-frame="15"' in out["timeline"]
+    assert "graph" not in out  # drawn next: plotly is the slow part of a load
+    graph = handlers.graph_view(out["session"])["graph"]
+    assert any(trace.type == "scatter" for trace in graph.data)
+    assert handlers.graph_view({}) == {"session": {}}
 
 
 def test_plan_text_in_a_message_is_shown_as_typed_not_as_markup(handlers):
@@ -367,8 +376,39 @@ def test_clicking_a_scene_row_selects_it_and_delete_removes_that_scene(handlers)
     tab = new_tab(handlers)
     tab.add_scene(0, 0)
     tab.edit_scenes([["s1", PROMPT, "grass", 16], ["s2", "The second scene.", "snow", 16]], 0, 0)
-    out = tab.pick_scene(type("SelectData", (), {"index": [1, 1]})())
-    assert out["scenes"] == NO_CHANGE  # the table is left alone: the click may start a cell edit
-    assert out["scene"]["value"] == 1 and "scene s2" in out["status"]
-    out = tab.delete_scene(1, 0)
+    out = tab.pick_scene(type("SelectData", (), {"index": 1})())
+    assert "scenes" not in out  # the tables are left alone: a click in one may start a cell edit
+    assert "scene s2" in out["status"] and 'class="scene-item selected" data-scene="1"' in out["scene_list"]
+    out = tab.delete_scene()  # the selected one
     assert [row[0] for row in out["scenes"]] == ["s1"]
+    assert [row[0] for row in out["scenes"]] == ["s1"]
+
+
+def test_a_frame_step_sends_only_the_canvas_and_the_status(handlers):
+    tab = new_tab(handlers)
+    out = tab.goto_frame(type("SelectData", (), {"index": 7})())
+    assert set(out) == {"session", "boxes", "status"} and "Frame 7 " in out["status"]
+    assert tab.session["canvas"] == [0, 7]
+    assert set(tab.goto_frame(type("SelectData", (), {"index": 7})())) == {"session"}  # the same frame again: nothing
+
+
+def test_a_description_edit_redraws_no_picture(handlers):
+    tab = new_tab(handlers)
+    out = tab.edit_scenes([["s1", "A new description.", "grass", 16, ""]])
+    assert out["message"] == "Scenes saved."
+    assert {"plan_json", "scene_list"} <= set(out)
+    assert not {"scenes", "boxes", "timeline", "filmstrip", "status"} & set(out)
+
+
+def test_the_editor_picture_names_its_frame_so_a_late_change_lands_where_the_user_saw_it(tmp_path):
+    handlers = Handlers(Workspace(tmp_path / "data"), frames_dir=tmp_path / "canvas")
+    tab = new_tab(handlers)
+    held = tab.select(0, 5)["boxes"]
+    assert held["image"].endswith(".png") and "s0-f5-" in held["image"]
+    tab.goto_frame(type("SelectData", (), {"index": 9})())  # the user stepped on before the editor's event arrived
+    assert set(tab.boxes_changed(held)) == {"session"}  # frame 5's own boxes: no keyframe anywhere
+    held["boxes"][0].update(xmin=10, ymin=20, xmax=74, ymax=84)
+    out = tab.boxes_changed(held)  # a real drag on frame 5
+    assert "Keyframe saved at frame 5" in out["message"]
+    plan = handlers.ws.store.current(tab.session["project"])[1]
+    assert [k.frame for k in plan.scenes[0].keyframes] == [0, 5, 15]
