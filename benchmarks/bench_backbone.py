@@ -302,7 +302,8 @@ def wan_flop_ratios(frames: int = 81, height: int = 480, width: int = 832) -> di
     """FLOPs of one transformer call of Wan 2.1 1.3B with our control over the stock call, on ``meta``.
 
     Returns:
-        ``{"boxes": ..., "boxes+frame prompts": ...}`` per conditional call, and the same for a CFG
+        ``{"boxes": ..., "boxes+frame prompts": ..., "adapter ff_mult 0": ..., "adapter ff_mult 4": ...}``
+        per conditional call, and the same for a CFG
         step (``"... cfg"``: the controlled conditional call plus a stock unconditional one, over two
         stock calls).
     """
@@ -336,6 +337,15 @@ def wan_flop_ratios(frames: int = 81, height: int = 480, width: int = 832) -> di
     prompts = [layout.frame_prompts[group[len(group) // 2]] for group in sources]
     per_frame = helper.box_control(layout, prompts, sources, grid, groups=len(sources), max_sequence_length=512)
     ratios = {"boxes": count(boxes, 1) / base, "boxes+frame prompts": count(per_frame, len(sources)) / base}
+    from core.models.wan_adapter import WanLayoutAdapter
+
+    for mult in (0, 4):  # the layout adapter (grounding tokens of 3 entities per latent frame), GLIGEN's feed-forward or none
+        with torch.device("meta"):
+            adapter = WanLayoutAdapter.for_transformer(transformer, phrase_dim=4096, ff_mult=mult)
+        adapter.attach(transformer)
+        with adapter.grounding(torch.empty(len(sources), 3, adapter.config.dim, device="meta"), frames=len(sources), aspect=grid[1] / grid[2]):
+            ratios[f"adapter ff_mult {mult}"] = count(None, 1) / base
+        adapter.detach()
     ratios.update({f"{name} cfg": (value + 1) / 2 for name, value in list(ratios.items())})
     ratios["stock TFLOP per call"] = base / 1e12
     return ratios
@@ -437,7 +447,9 @@ def main_wan() -> None:
         print(
             f"FLOPs, Wan 2.1 1.3B transformer at 81x480x832 (meta device): stock {ratios['stock TFLOP per call']:.1f} TFLOP per call; "
             f"box mask {ratios['boxes']:.3f}x per conditional call ({ratios['boxes cfg']:.3f}x per CFG step), "
-            f"box mask + per-frame prompts {ratios['boxes+frame prompts']:.3f}x ({ratios['boxes+frame prompts cfg']:.3f}x per CFG step) (goal <= 1.3)"
+            f"box mask + per-frame prompts {ratios['boxes+frame prompts']:.3f}x ({ratios['boxes+frame prompts cfg']:.3f}x per CFG step) (goal <= 1.3); "
+            f"layout adapter, ff_mult 0 {ratios['adapter ff_mult 0']:.3f}x ({ratios['adapter ff_mult 0 cfg']:.3f}x per CFG step), "
+            f"ff_mult 4 {ratios['adapter ff_mult 4']:.3f}x ({ratios['adapter ff_mult 4 cfg']:.3f}x) (goal <= 1.10)"
         )
 
 

@@ -233,10 +233,8 @@ def _load(model, adapter, device, dtype, scheduler, cpu_offload, compile_unet):
 
 def _load_wan(path, adapter, device, torch_dtype, scheduler, cpu_offload, compile_unet):
     """A WanLayoutPipeline (:mod:`core.pipelines.wan`) with the model options applied."""
-    from core.pipelines.backbones import load_wan
+    from core.pipelines.backbones import load_wan, load_wan_adapter
 
-    if adapter is not None:
-        raise ValueError("adapter: layout adapters are not implemented for Wan models yet; leave --adapter out for the training-free box control")
     if scheduler is not None:
         raise ValueError(f"scheduler: Wan models keep their own flow-matching scheduler (got {scheduler!r}; leave --scheduler out)")
     pipe = load_wan(path, torch_dtype)
@@ -246,6 +244,9 @@ def _load_wan(path, adapter, device, torch_dtype, scheduler, cpu_offload, compil
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.to(device)
+    if adapter is not None:
+        # Not a pipeline component: it runs inside the transformer's blocks, on the execution device.
+        pipe.set_layout_adapter(load_wan_adapter(adapter, pipe).to(device=pipe._execution_device, dtype=torch_dtype))
     if compile_unet:
         for model in (pipe.transformer, pipe.transformer_2):
             if model is not None:
@@ -376,14 +377,20 @@ def resolve_controls(pipe, settings: RenderSettings) -> dict:
 
 
 def _wan_controls(pipe, settings: RenderSettings) -> dict:
-    """:func:`resolve_controls` for a Wan pipeline: no adapter; ``guidance`` (and ``auto``) is the
-    training-free cross-attention box mask for the first ``layout_alpha`` of the steps
-    (:mod:`core.pipelines.wan`), ``none`` turns it off. The box_guidance_* settings do not apply."""
-    if settings.layout_control == "adapter":
-        raise ValueError("layout_control: 'adapter' is not available for Wan models yet; use 'guidance' (the training-free box control)")
+    """:func:`resolve_controls` for a Wan pipeline, with ``"layout_mode"`` added: ``guidance`` is the
+    training-free cross-attention box mask (``"mask"``), ``adapter`` the layout adapter's gated
+    attention, each for the first ``layout_alpha`` of the steps (:mod:`core.pipelines.wan`); ``auto``
+    the adapter when loaded, else the mask; ``none`` neither. The box_guidance_* settings do not apply."""
+    has_adapter = getattr(pipe, "layout_adapter", None) is not None
+    control = settings.layout_control
+    if control == "auto":
+        control = "adapter" if has_adapter else "guidance"
+    if control == "adapter" and not has_adapter:
+        raise ValueError("layout_control: 'adapter' needs a Wan layout adapter (pass --adapter), or use 'guidance'")
     alpha = settings.layout_alpha if settings.layout_alpha is not None else model_layout_alpha(pipe.config)
     return {
-        "layout_alpha": 0.0 if settings.layout_control == "none" else alpha,
+        "layout_alpha": 0.0 if control == "none" else alpha,
+        "layout_mode": "adapter" if control == "adapter" else "mask",
         "box_guidance": None,
         "frame_prompts": settings.frame_prompts if settings.frame_prompts is not None else True,
         "guidance_scale": settings.guidance_scale if settings.guidance_scale is not None else model_guidance_scale(pipe.config),
@@ -430,9 +437,11 @@ def render_scene(
 
     controls = resolve_controls(pipe, settings)
     prompt = scene_prompt(plan, scene_index, backgrounds)
+    extra = {"layout_mode": controls["layout_mode"]} if "layout_mode" in controls else {}
     output = pipe(
         prompt,
         scene_conditioning(plan, scene_index, settings, scene_text=prompt if controls["frame_prompts"] else None),
+        **extra,
         num_frames=scene.num_frames,
         num_inference_steps=settings.num_inference_steps,
         guidance_scale=controls["guidance_scale"],

@@ -103,16 +103,10 @@ def _listing(keys: list[str], limit: int = 8) -> str:
     return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def load_adapter(path: str | Path, unet, text_encoder) -> LayoutAdapter:
-    """Load a layout adapter file for ``unet`` (see :func:`save_adapter`).
-
-    Raises:
-        FileNotFoundError: no such file.
-        AdapterMismatchError: missing keys, unexpected keys or shape mismatches, all listed.
-    """
+def _read_adapter_file(path: Path) -> tuple[dict, dict]:
+    """(config, state dict) of an adapter file (see :func:`save_adapter`)."""
     from safetensors import safe_open
 
-    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(2, "no such file", str(path))
     try:
@@ -121,8 +115,11 @@ def load_adapter(path: str | Path, unet, text_encoder) -> LayoutAdapter:
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except Exception as error:  # noqa: BLE001 - a corrupt file is a user error
         raise ValueError(f"adapter: {path} is not a readable safetensors file ({error})") from None
-    config = json.loads(metadata.get(ADAPTER_METADATA_KEY, "{}"))
-    adapter = adapter_for(unet, text_encoder, fourier_freqs=int(config.get("fourier_freqs", 8)), ff_mult=int(config.get("ff_mult", 4)))
+    return json.loads(metadata.get(ADAPTER_METADATA_KEY, "{}")), state
+
+
+def _load_checked(adapter, state: dict, path: Path, what: str):
+    """Load ``state`` into ``adapter``, or raise AdapterMismatchError listing every key that does not fit."""
     expected = adapter.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -139,9 +136,46 @@ def load_adapter(path: str | Path, unet, text_encoder) -> LayoutAdapter:
             parts.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}")
         if mismatched:
             parts.append(f"{len(mismatched)} shape mismatches (file vs model): {_listing(mismatched)}")
-        raise AdapterMismatchError(f"adapter: {path.name} does not fit this model's UNet: " + "; ".join(parts))
+        raise AdapterMismatchError(f"adapter: {path.name} does not fit this model's {what}: " + "; ".join(parts))
     adapter.load_state_dict(state)
     return adapter
+
+
+def load_adapter(path: str | Path, unet, text_encoder) -> LayoutAdapter:
+    """Load a layout adapter file for ``unet`` (see :func:`save_adapter`).
+
+    Raises:
+        FileNotFoundError: no such file.
+        AdapterMismatchError: missing keys, unexpected keys or shape mismatches, all listed.
+    """
+    path = Path(path)
+    config, state = _read_adapter_file(path)
+    adapter = adapter_for(unet, text_encoder, fourier_freqs=int(config.get("fourier_freqs", 8)), ff_mult=int(config.get("ff_mult", 4)))
+    return _load_checked(adapter, state, path, "UNet")
+
+
+def wan_adapter_for(pipe, *, gate_init: float = 0.0, fourier_freqs: int = 8, ff_mult: int = 0):
+    """A new :class:`core.models.wan_adapter.WanLayoutAdapter` for a WanLayoutPipeline's transformer,
+    taking phrase embeddings of its text encoder's width."""
+    from core.models.wan_adapter import WanLayoutAdapter
+
+    return WanLayoutAdapter.for_transformer(
+        pipe.transformer if pipe.transformer is not None else pipe.transformer_2, phrase_dim=pipe.text_encoder.config.d_model,
+        gate_init=gate_init, fourier_freqs=fourier_freqs, ff_mult=ff_mult,
+    )
+
+
+def load_wan_adapter(path: str | Path, pipe):
+    """Load a Wan layout adapter file (:func:`save_adapter` of a WanLayoutAdapter) for ``pipe``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        AdapterMismatchError: missing keys, unexpected keys or shape mismatches, all listed.
+    """
+    path = Path(path)
+    config, state = _read_adapter_file(path)
+    adapter = wan_adapter_for(pipe, fourier_freqs=int(config.get("fourier_freqs", 8)), ff_mult=int(config.get("ff_mult", 0)))
+    return _load_checked(adapter, state, path, "Wan transformer")
 
 
 def build_scheduler(name: str, config):

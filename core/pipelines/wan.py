@@ -6,7 +6,8 @@ does (a prompt and a :class:`LayoutConditioning`) and adds, training-free:
 
 - box control: for the first ``layout_alpha`` of the steps, an entity's phrase tokens are read in
   the transformer's cross-attention only by the video tokens inside its box
-  (:mod:`core.models.wan_attention`);
+  (:mod:`core.models.wan_attention`), or, with a trained layout adapter, GLIGEN gated
+  self-attention over video and grounding tokens after every block (:mod:`core.models.wan_adapter`);
 - per-frame prompts: each latent frame reads the prompt of its plan frame;
 - consistency groups: an entity's own noise (from its seed) is placed under its boxes.
 
@@ -25,6 +26,7 @@ output is the stock ``WanPipeline``'s for the same seed (tests/core/pipelines/te
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Callable
 
 import numpy as np
@@ -32,6 +34,7 @@ import torch
 from diffusers import WanPipeline
 from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
+from core.models.wan_adapter import WanLayoutAdapter
 from core.models.wan_attention import ControlState, CrossAttentionControl, install
 from core.pipelines.guidance import phrase_token_weights
 from core.pipelines.layout2vid import Layout2VidPipelineOutput, LayoutConditioning
@@ -111,6 +114,16 @@ class WanLayoutPipeline(WanPipeline):
         for model in (transformer, transformer_2):
             if model is not None:
                 install(model, self.control_state)
+        self.layout_adapter: WanLayoutAdapter | None = None  # set_layout_adapter; saved on its own, not with the pipeline
+
+    def set_layout_adapter(self, adapter: WanLayoutAdapter | None) -> None:
+        """Hook ``adapter`` into the transformer (None: remove the current one). Move it to the
+        transformer's device and dtype first."""
+        if self.layout_adapter is not None:
+            self.layout_adapter.detach()
+        if adapter is not None:
+            adapter.attach(self._denoiser)
+        self.layout_adapter = adapter
 
     @property
     def _denoiser(self):
@@ -120,7 +133,7 @@ class WanLayoutPipeline(WanPipeline):
     # Inputs and conditioning
     # ---------------------------------------------------------------------------------------
 
-    def check_layout_inputs(self, prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, guidance_interval, layout_alpha, box_guidance):
+    def check_layout_inputs(self, prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, guidance_interval, layout_alpha, layout_mode, box_guidance):
         """Raise ValueError naming the first argument outside its range."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"prompt: must be a non-empty string (got {prompt!r})")
@@ -134,6 +147,10 @@ class WanLayoutPipeline(WanPipeline):
         LAYOUT_ALPHA.check(layout_alpha)
         if len(guidance_interval) != 2 or not 0.0 <= guidance_interval[0] <= guidance_interval[1] <= 1.0:
             raise ValueError(f"guidance_interval: must be (start, end) with 0 <= start <= end <= 1 (got {tuple(guidance_interval)})")
+        if layout_mode not in (None, "mask", "adapter"):
+            raise ValueError(f"layout_mode: must be 'mask', 'adapter' or None (got {layout_mode!r})")
+        if layout_mode == "adapter" and self.layout_adapter is None:
+            raise ValueError("layout_mode: 'adapter' needs a layout adapter (set_layout_adapter, or --adapter)")
         if box_guidance is not None:
             raise ValueError("box_guidance: energy guidance is not implemented for Wan; its box control is the attention mask (layout_alpha)")
         if layout is not None:
@@ -181,6 +198,27 @@ class WanLayoutPipeline(WanPipeline):
                 allowed[j, outside[:, None] & tokens[j, n][None, :]] = False
         return CrossAttentionControl(groups=groups, allowed=allowed.reshape(groups, -1, max_sequence_length))
 
+    @torch.no_grad()
+    def encode_phrases(self, phrases: list[str], *, max_sequence_length: int = 512) -> torch.Tensor:
+        """Phrase embeddings (len(phrases), d_model): the text encoder's hidden states, mean-pooled over the phrase's tokens."""
+        batch = self.tokenizer([prompt_clean(p) for p in phrases], padding=True, truncation=True, max_length=max_sequence_length, return_tensors="pt")
+        device = self.text_encoder.device
+        mask = batch.attention_mask.to(device)
+        hidden = self.text_encoder(batch.input_ids.to(device), mask).last_hidden_state
+        weights = mask[..., None].to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+    def grounding_tokens(self, layout: LayoutConditioning, sources: list[list[int]], *, device, dtype) -> torch.Tensor:
+        """The adapter's grounding tokens (L, N, dim) of the latent frames: latent boxes and the
+        phrases of each latent frame's middle plan frame."""
+        boxes, masks = latent_boxes(layout, sources)
+        phrases = [layout.phrases[group[len(group) // 2]] for group in sources]
+        unique = sorted({p for row in phrases for p in row})
+        table = self.encode_phrases(unique).to(device=device, dtype=dtype)
+        index = {p: i for i, p in enumerate(unique)}
+        embeds = table[torch.tensor([[index[p] for p in row] for row in phrases], device=device)]  # (L, N, d_model)
+        return self.layout_adapter.grounding_tokens(boxes.to(device, dtype), masks.to(device, dtype), embeds)
+
     def paste_entity_noise(self, latents: torch.Tensor, layout: LayoutConditioning, sources: list[list[int]]) -> torch.Tensor:
         """latents (1, C, L, h, w) with each seeded entity's own (C, h, w) noise canvas under its latent
         boxes, top-left at the box's corner, so that an entity starts alike wherever it appears."""
@@ -215,6 +253,7 @@ class WanLayoutPipeline(WanPipeline):
         guidance_scale: float | None = None,
         guidance_interval: tuple[float, float] | None = None,
         layout_alpha: float = 0.3,
+        layout_mode: str | None = None,
         unconditional_layout: str = "null",
         box_guidance=None,
         negative_prompt: str = "",
@@ -233,7 +272,10 @@ class WanLayoutPipeline(WanPipeline):
             num_inference_steps: denoising steps (1-200). guidance_scale: classifier-free guidance
                 weight (None: ``config.default_guidance_scale``, 5.0). guidance_interval: (start, end)
                 fractions of the steps with guidance; the others run the conditional pass alone.
-            layout_alpha: fraction of the steps (0-1) with the box mask on in the cross-attention.
+            layout_alpha: fraction of the steps (0-1) with the layout control on.
+            layout_mode: ``"mask"`` (training-free: the box mask in the cross-attention), ``"adapter"``
+                (the layout adapter's gated self-attention; needs :meth:`set_layout_adapter`), or None:
+                the adapter when there is one, else the mask.
             unconditional_layout: accepted for the renderer's sake; the unconditional pass (negative
                 prompt) never sees the layout on Wan.
             box_guidance: must be None (energy guidance is not implemented for Wan).
@@ -252,7 +294,7 @@ class WanLayoutPipeline(WanPipeline):
         guidance_interval = guidance_interval or (0.0, 1.0)
         height = height or self.config.default_height
         width = width or self.config.default_width
-        self.check_layout_inputs(prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, guidance_interval, layout_alpha, box_guidance)
+        self.check_layout_inputs(prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, guidance_interval, layout_alpha, layout_mode, box_guidance)
         self._guidance_scale = guidance_scale
         self._interrupt = False
         device = self._execution_device
@@ -276,12 +318,17 @@ class WanLayoutPipeline(WanPipeline):
             prompt_embeds = prompt_embeds.to(dtype)
             negative_embeds = negative_embeds.to(dtype) if negative_embeds is not None else None
 
-        # 3. Cross-attention control of the conditional pass: per-frame text, with or without boxes.
+        # 3. Layout control of the conditional pass: per-frame text, and the box mask or the adapter's tokens.
+        layout_mode = layout_mode or ("adapter" if self.layout_adapter is not None else "mask")
         grid = self.token_grid(len(sources), height, width)
         text_only = CrossAttentionControl(groups=groups) if groups > 1 else None
-        boxed = text_only
+        boxed, objs = text_only, None
         if layout is not None and layout.num_entities > 0 and layout_alpha > 0:
-            boxed = self.box_control(layout, prompts, sources, grid, groups=groups, max_sequence_length=max_sequence_length)
+            if layout_mode == "mask":
+                boxed = self.box_control(layout, prompts, sources, grid, groups=groups, max_sequence_length=max_sequence_length)
+            else:
+                objs = self.grounding_tokens(layout, sources, device=device, dtype=dtype)
+        adapter = self.layout_adapter
 
         # 4. Timesteps, and the steps on which each control is on.
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -305,7 +352,8 @@ class WanLayoutPipeline(WanPipeline):
                 model = self.transformer if boundary is None or t >= boundary or self.transformer_2 is None else self.transformer_2
                 model_input = latents.to(dtype)
                 timestep = self.expand_timestep(t, latents)
-                with self.control_state.use(boxed if i < layout_steps else text_only):
+                grounded = adapter.grounding(objs if i < layout_steps else None, frames=grid[0], aspect=grid[1] / grid[2]) if adapter is not None else nullcontext()
+                with self.control_state.use(boxed if i < layout_steps else text_only), grounded:
                     noise_pred = model(hidden_states=model_input, timestep=timestep, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
                 if do_cfg and cfg_start <= i < cfg_end:
                     noise_uncond = model(hidden_states=model_input, timestep=timestep, encoder_hidden_states=negative_embeds, return_dict=False)[0]

@@ -239,9 +239,111 @@ def train_adapter(pipe, data: dict, cfg: AdapterTrainConfig, *, log_path: Path |
 
 
 def trainable_fraction(pipe, adapter) -> tuple[int, int]:
-    """(adapter parameters, adapter + UNet parameters): VideoDirectorGPT trains about 13 %."""
+    """(adapter parameters, adapter + UNet (or Wan transformer) parameters): VideoDirectorGPT trains about 13 %."""
     trainable = sum(p.numel() for p in adapter.parameters())
-    return trainable, trainable + sum(p.numel() for p in pipe.unet.parameters())
+    backbone = pipe.unet if getattr(pipe, "family", None) != "wan" else pipe.transformer
+    return trainable, trainable + sum(p.numel() for p in backbone.parameters())
+
+
+# -------------------------------------------------------------------------------------------------
+# Wan (a DiT trained with flow matching): the same stage, one-frame videos, the adapter of core.models.wan_adapter
+# -------------------------------------------------------------------------------------------------
+
+
+def encode_examples_wan(pipe, examples: list[dict], *, max_boxes: int) -> dict:
+    """:func:`encode_examples` for a WanLayoutPipeline: images as one-frame videos through Wan's VAE,
+    normalised as the pipeline denormalises them ((z - latents_mean) / latents_std).
+
+    Returns:
+        ``latents`` (N, C, 1, h, w), ``prompt_embeds`` (N, T, D), ``phrase_embeds`` (N, max_boxes, d_model),
+        ``boxes`` (N, max_boxes, 4), ``masks`` (N, max_boxes); all float32 on the CPU.
+    """
+    vae = pipe.vae
+    device = pipe._execution_device
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    latents, prompts, phrase_embeds, boxes, masks = [], [], [], [], []
+    with torch.no_grad():
+        for ex in examples:
+            pixels = ex["pixels"][None, :, None].to(device=device, dtype=vae.dtype)  # (1, 3, 1, H, W)
+            z = vae.encode(pixels).latent_dist.mean.float().cpu()
+            latents.append((z - mean) / std)
+            prompts.append(pipe.encode_prompt(ex["prompt"], do_classifier_free_guidance=False)[0].float().cpu())
+            n = len(ex["phrases"])
+            table = torch.zeros(max_boxes, pipe.text_encoder.config.d_model)
+            table[:n] = pipe.encode_phrases(ex["phrases"]).float().cpu()
+            box, mask = torch.zeros(max_boxes, 4), torch.zeros(max_boxes)
+            box[:n], mask[:n] = ex["boxes"], 1
+            phrase_embeds.append(table)
+            boxes.append(box)
+            masks.append(mask)
+    return {
+        "latents": torch.cat(latents), "prompt_embeds": torch.cat(prompts), "phrase_embeds": torch.stack(phrase_embeds),
+        "boxes": torch.stack(boxes), "masks": torch.stack(masks),
+    }
+
+
+def flow_matching_loss(pipe, adapter, batch: dict, noise: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Wan's flow-matching MSE on ``batch`` with the adapter's grounding (a scalar float32 tensor).
+
+    The noisy latent is ``x = (1 - sigma) x0 + sigma noise`` and the transformer predicts the velocity
+    ``noise - x0`` at timestep ``1000 sigma`` (rectified flow, as Wan is trained).
+
+    Args:
+        batch: a slice of :func:`encode_examples_wan`' output. noise: like ``batch["latents"]``.
+        sigmas: (N,) float in [0, 1].
+    """
+    transformer = pipe.transformer
+    device, dtype = pipe._execution_device, transformer.dtype
+    x0, noise, sigmas = batch["latents"].to(device), noise.to(device), sigmas.to(device)
+    s = sigmas.view(-1, 1, 1, 1, 1)
+    noisy = (1 - s) * x0 + s * noise
+    _, p_h, p_w = transformer.config.patch_size
+    rows, cols = x0.shape[3] // p_h, x0.shape[4] // p_w
+    with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32):
+        objs = adapter.grounding_tokens(batch["boxes"].to(device), batch["masks"].to(device), batch["phrase_embeds"].to(device))  # (N, boxes, dim): one latent frame each
+        with adapter.grounding(objs, frames=1, aspect=rows / cols):
+            pred = transformer(
+                hidden_states=noisy.to(dtype), timestep=sigmas * 1000, encoder_hidden_states=batch["prompt_embeds"].to(device, dtype), return_dict=False
+            )[0]
+    return F.mse_loss(pred.float(), (noise - x0).float())
+
+
+def train_wan_adapter(pipe, data: dict, cfg: AdapterTrainConfig, *, log_path: Path | None = None):
+    """:func:`train_adapter` for a WanLayoutPipeline: a new WanLayoutAdapter (gates at 0), the
+    transformer, VAE and text encoder frozen, sigmas drawn uniformly in [0, 1].
+
+    Returns:
+        (adapter, losses): the trained adapter (fp32, hooked into ``pipe.transformer``) and every step's loss.
+    """
+    from core.pipelines.backbones import wan_adapter_for
+
+    torch.manual_seed(cfg.seed)
+    for module in (pipe.transformer, pipe.vae, pipe.text_encoder):
+        module.requires_grad_(False)
+    adapter = wan_adapter_for(pipe, gate_init=0.0, ff_mult=cfg.ff_mult).to(pipe._execution_device)
+    pipe.set_layout_adapter(adapter)
+    adapter.train()
+    optimizer = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    n = data["latents"].shape[0]
+    loop = TrainingLoop(
+        "adapter", TrainingState({"adapter": adapter}, optimizer, generator=generator), list(adapter.parameters()),
+        CosineSchedule(cfg.steps, warmup=max(1, cfg.steps // 20), floor=1.0),
+        log=log_path, log_header=["step", "loss", "lr"], progress={"disable": None},
+    )
+
+    def batch_loss(step: int) -> torch.Tensor:
+        idx = torch.randint(0, n, (min(cfg.batch, n),), generator=generator)
+        batch = {k: v[idx] for k, v in data.items()}
+        drop = torch.rand(len(idx), generator=generator) < cfg.drop_grounding
+        batch["masks"] = batch["masks"] * (~drop).float()[:, None]
+        noise = torch.randn(batch["latents"].shape, generator=generator)
+        return flow_matching_loss(pipe, adapter, batch, noise, torch.rand(len(idx), generator=generator))
+
+    losses = loop.run(batch_loss, row=_adapter_row)
+    adapter.eval()
+    return adapter, losses
 
 
 def train_adapter_file(
@@ -250,7 +352,8 @@ def train_adapter_file(
     """The whole stage: load the backbone, encode the annotated images, train, save the adapter file.
 
     Args:
-        model: diffusers text-to-video folder or hub id.
+        model: diffusers text-to-video folder or hub id (a ModelScope-class UNet3D, or Wan: a folder
+            saved by ``WanPipeline``, whose adapter is :class:`core.models.wan_adapter.WanLayoutAdapter`).
         images: the folder of the images named in ``annotations`` (a COCO instances JSON).
         out: the adapter file (``.safetensors``); the loss log goes beside it (``.loss.csv``).
         device, dtype: where the backbone runs (dtype None: fp32 on the CPU, else bf16).
@@ -274,10 +377,15 @@ def train_adapter_file(
     cfg.check()
     pipe = load_pipeline(model, device=device, dtype=dtype or ("fp32" if device == "cpu" else "bf16"))
     pipe.set_progress_bar_config(disable=True)
-    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    examples = grounding_examples(coco, images, size=(side, side), max_boxes=cfg.max_boxes)
-    data = encode_examples(pipe, examples, max_boxes=cfg.max_boxes)
-    adapter, losses = train_adapter(pipe, data, cfg, log_path=out.with_suffix(".loss.csv"))
+    if getattr(pipe, "family", None) == "wan":  # Wan: images at the model's render size, flow matching
+        examples = grounding_examples(coco, images, size=(pipe.config.default_height, pipe.config.default_width), max_boxes=cfg.max_boxes)
+        data = encode_examples_wan(pipe, examples, max_boxes=cfg.max_boxes)
+        adapter, losses = train_wan_adapter(pipe, data, cfg, log_path=out.with_suffix(".loss.csv"))
+    else:
+        side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        examples = grounding_examples(coco, images, size=(side, side), max_boxes=cfg.max_boxes)
+        data = encode_examples(pipe, examples, max_boxes=cfg.max_boxes)
+        adapter, losses = train_adapter(pipe, data, cfg, log_path=out.with_suffix(".loss.csv"))
     save_adapter(adapter, out)
     trained, total = trainable_fraction(pipe, adapter)
     window = max(1, math.ceil(len(losses) / 10))

@@ -1,5 +1,6 @@
 """Wan 2.x backbones: tiny random components saved by the stock WanPipeline and by ours, loaded through
-``--model``; layout off equals the stock output; the box mask moves an entity's cross-attention into its box."""
+``--model``; layout off equals the stock output; the box mask moves an entity's cross-attention into its box;
+a layout adapter file loads with ``--adapter`` and leaves the output alone while its gates are closed."""
 
 import json
 
@@ -10,8 +11,9 @@ from diffusers import WanPipeline
 
 from core.cli import main as cli_main
 from core.export import read_mp4
+from core.models.wan_adapter import WanLayoutAdapter
 from core.models.wan_attention import CrossAttentionControl
-from core.pipelines.backbones import model_family
+from core.pipelines.backbones import AdapterMismatchError, model_family, save_adapter, wan_adapter_for
 from core.pipelines.guidance import phrase_token_weights
 from core.pipelines.layout2vid import LayoutConditioning
 from core.pipelines.wan import WanLayoutPipeline, box_cells, latent_boxes, latent_frame_sources, video_frames
@@ -175,3 +177,85 @@ def test_plan_renders_through_the_cli_and_render_plan(folders, capsys):
     steps = []
     video = render_plan(pipe, folders["plan"], RenderSettings(num_inference_steps=2), on_progress=lambda p: steps.append(p.step))
     assert video.shape == (8, 32, 32, 3) and steps == [1, 2]
+
+
+def test_adapter_with_closed_gates_keeps_the_stock_output_and_open_gates_change_it(folders, pipes):
+    stock, _ = pipes
+    pipe = load_pipeline(folders["stock"])
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = {"num_frames": 9, "height": 32, "width": 32, "num_inference_steps": 2, "output_type": "latent"}
+    expected = stock(PROMPT, generator=torch.Generator().manual_seed(6), **kwargs).frames
+    for gate, same in ((0.0, True), (0.5, False)):
+        pipe.set_layout_adapter(wan_adapter_for(pipe, gate_init=gate))
+        got = pipe(PROMPT, two_entity_layout(9), layout_alpha=1.0, generator=torch.Generator().manual_seed(6), **kwargs).frames
+        assert torch.allclose(got, expected, atol=1e-6) == same
+    pipe.set_layout_adapter(None)
+    assert torch.allclose(pipe(PROMPT, two_entity_layout(9), layout_alpha=0.0, generator=torch.Generator().manual_seed(6), **kwargs).frames, expected, atol=1e-6)
+
+
+def test_adapter_file_loads_with_model_and_renders_through_the_cli(folders, capsys):
+    pipe = load_pipeline(folders["ours"])
+    torch.manual_seed(2)
+    adapter = wan_adapter_for(pipe, gate_init=0.5)
+    path = save_adapter(adapter, folders["tmp"] / "wan-adapter.safetensors")
+    loaded = load_pipeline(folders["ours"], adapter=path)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.layout_adapter.state_dict().values(), adapter.state_dict().values()))
+    assert resolve_controls(loaded, RenderSettings())["layout_mode"] == "adapter"
+    assert resolve_controls(loaded, RenderSettings(layout_control="guidance"))["layout_mode"] == "mask"
+    with pytest.raises(ValueError, match="adapter"):
+        resolve_controls(pipe, RenderSettings(layout_control="adapter"))
+    out = folders["tmp"] / "wan-adapter.mp4"
+    argv = ["render", "--plan", str(folders["tmp"] / "plan.json"), "--model", str(folders["ours"]), "--adapter", str(path), "--steps", "2", "--out", str(out)]
+    assert cli_main(argv) == 0, capsys.readouterr().err
+    assert read_mp4(out)[0].shape == (8, 32, 32, 3)
+    wrong = save_adapter(WanLayoutAdapter(dim=48, heads=2, num_blocks=2, phrase_dim=32), folders["tmp"] / "wrong.safetensors")
+    with pytest.raises(AdapterMismatchError, match="shape mismatches"):
+        load_pipeline(folders["ours"], adapter=wrong)
+
+
+def _coco_images(folder, count=6):
+    """Toy-world images with known boxes and a COCO instances file: (images folder, JSON path)."""
+    from PIL import Image
+
+    from core.toyworld.world import ToyObject, render_frame
+
+    rng = np.random.default_rng(0)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for i in range(count):
+        x0, y0 = rng.uniform(0.05, 0.45, size=2)
+        box = (x0, y0, x0 + 0.45, y0 + 0.45)
+        Image.fromarray(render_frame("grass", [ToyObject(["ball", "square"][i % 2], "red", box)], size=32)).save(folder / "images" / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "width": 32, "height": 32})
+        annotations.append({"id": i, "image_id": i, "category_id": i % 2, "bbox": [box[0] * 32, box[1] * 32, 0.45 * 32, 0.45 * 32]})
+    coco = {"images": images, "annotations": annotations, "categories": [{"id": 0, "name": "ball"}, {"id": 1, "name": "square"}]}
+    (folder / "coco.json").write_text(json.dumps(coco))
+    return folder / "images", folder / "coco.json"
+
+
+def test_wan_adapter_training_lowers_the_flow_loss_and_the_command_writes_a_loadable_file(folders, capsys):
+    from core.training.adapter import encode_examples_wan, flow_matching_loss, grounding_examples, load_coco, train_wan_adapter
+    from core.training.cli import main as training_main
+    from core.training.config import AdapterTrainConfig
+
+    images, annotations = _coco_images(folders["tmp"] / "coco")
+    pipe = load_pipeline(folders["ours"])
+    examples = grounding_examples(load_coco(annotations), images, size=(32, 32), max_boxes=2)
+    data = encode_examples_wan(pipe, examples, max_boxes=2)
+    assert data["latents"].shape == (6, 16, 1, 4, 4)
+    generator = torch.Generator().manual_seed(5)
+    noise, sigmas = torch.randn(data["latents"].shape, generator=generator), torch.full((6,), 0.5)
+    before = wan_adapter_for(pipe, gate_init=0.0)
+    pipe.set_layout_adapter(before)
+    with torch.no_grad():
+        loss_before = float(flow_matching_loss(pipe, before, data, noise, sigmas))
+    adapter, losses = train_wan_adapter(pipe, data, AdapterTrainConfig(steps=60, batch=6, lr=3e-3, drop_grounding=0.0))
+    assert len(losses) == 60
+    with torch.no_grad():
+        loss_after = float(flow_matching_loss(pipe, adapter, data, noise, sigmas))
+    assert loss_after < 0.95 * loss_before, (loss_before, loss_after)
+    print(f"flow-matching loss on a fixed batch: {loss_before:.4f} before, {loss_after:.4f} after 60 steps")
+    out = folders["tmp"] / "trained-wan.safetensors"
+    argv = ["adapter", "--model", str(folders["ours"]), "--images", str(images), "--annotations", str(annotations), "--steps", "2", "--out", str(out)]
+    assert training_main(argv) == 0, capsys.readouterr().err
+    assert load_pipeline(folders["ours"], adapter=out).layout_adapter is not None
