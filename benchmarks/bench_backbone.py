@@ -7,8 +7,8 @@
 
 With ``--family wan`` (see :func:`main_wan`): the stock ``WanPipeline`` against our
 ``WanLayoutPipeline`` with layout off, with the training-free box mask on every step (three entities),
-and with the box mask plus per-frame prompts; FLOPs of the Wan 2.1 1.3B transformer counted on the
-``meta`` device at 81 x 480 x 832 (goal: training-free control <= 1.3x the stock step).
+with the box mask plus per-frame prompts, and with a layout adapter (``ff_mult=0``) on every step; FLOPs of the Wan 2.1 1.3B transformer counted on the
+``meta`` device at 81 x 480 x 832 (goals: training-free control <= 1.3x, adapter <= 1.10x the stock step).
 
 With ``--family modelscope`` (the default):
 
@@ -399,8 +399,13 @@ def main_wan() -> None:
     def run_stock(cb):
         stock(WAN_PROMPT, generator=torch.Generator().manual_seed(0), callback_on_step_end=cb, **common)
 
-    def run_ours(layout, alpha):
+    from core.pipelines.backbones import wan_adapter_for
+
+    adapter = wan_adapter_for(ours, gate_init=0.5).to(device=args.device, dtype=dtype)
+
+    def run_ours(layout, alpha, with_adapter=False):
         def run(cb):
+            ours.set_layout_adapter(adapter if with_adapter else None)
             ours(WAN_PROMPT, layout, layout_alpha=alpha, generator=torch.Generator().manual_seed(0), callback_on_step_end=cb, **common)
         return run
 
@@ -409,6 +414,7 @@ def main_wan() -> None:
         ("off", run_ours(None, 0.0)),
         ("boxes", run_ours(wan_layout(frames, frame_prompts=False), 1.0)),
         ("boxes+frame prompts", run_ours(wan_layout(frames, frame_prompts=True), 1.0)),
+        ("adapter", run_ours(wan_layout(frames, frame_prompts=False), 1.0, with_adapter=True)),
     ]
     for _, run in runs:
         run(lambda *a: a[-1] if isinstance(a[-1], dict) else None)  # warm-up
@@ -426,6 +432,7 @@ def main_wan() -> None:
         "off": "WanLayoutPipeline, layout off",
         "boxes": "WanLayoutPipeline, box mask on every step (3 entities)",
         "boxes+frame prompts": "WanLayoutPipeline, box mask + per-frame prompts",
+        "adapter": "WanLayoutPipeline, layout adapter (ff_mult 0) on every step",
     }
     s_stock = results["stock"][0]
     for name, (per_step, total, peak) in results.items():
