@@ -14,6 +14,9 @@ can, for the duration of one transformer call:
   on a DiT as in DiTraj, arXiv 2509.21839);
 - record the attention probabilities (averaged over heads), for tests and diagnostics.
 
+:class:`RegionBiasedSelfAttention` on ``attn1`` optionally adds a regional bias to the 3D
+self-attention (:func:`region_self_bias`), off unless a bias is set.
+
 With no control set it calls the processor it replaced, so the stock output is unchanged bit for bit.
 """
 
@@ -46,11 +49,15 @@ class CrossAttentionControl:
 
 class ControlState:
     """Shared by every controlled layer of one transformer: the control of the current call, and
-    the recorded probabilities (a list of (B * G, S / G, T) tensors, one per layer and call)."""
+    the recorded probabilities (a list of (B * G, S / G, T) tensors, one per layer and call).
+
+    ``self_bias``: an additive (1, 1, S, S) bias for the 3D self-attention of the current call, or None
+    (see :func:`region_self_bias`)."""
 
     def __init__(self):
         self.control: CrossAttentionControl | None = None
         self.records: list[torch.Tensor] | None = None
+        self.self_bias: torch.Tensor | None = None
 
     @contextmanager
     def use(self, control: CrossAttentionControl | None):
@@ -112,11 +119,49 @@ class ControlledCrossAttention:
         return attn.to_out[1](attn.to_out[0](out))
 
 
+class RegionBiasedSelfAttention:
+    """A processor for a ``WanAttention`` self-attention layer (``attn1``): the stock one, given the
+    state's ``self_bias`` as its additive attention mask while one is set (the stock processor
+    passes it to SDPA unchanged)."""
+
+    def __init__(self, state: ControlState, stock):
+        self.state = state
+        self.stock = stock
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        bias = self.state.self_bias
+        if bias is not None and attention_mask is None and encoder_hidden_states is None:
+            attention_mask = bias.to(device=hidden_states.device, dtype=hidden_states.dtype)
+        return self.stock(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+
+
+def region_self_bias(regions: torch.Tensor, strength: float) -> torch.Tensor:
+    """An additive self-attention bias that ties each entity's video tokens together across frames.
+
+    A query token inside entity n's region gets ``+strength`` on the keys inside the same region
+    (in every latent frame), so the tokens of an entity attend to one another more than to the
+    rest (a regional bias in the spirit of DiTraj's, arXiv 2509.21839). Dense: S x S entries, so
+    meant for short clips or small sizes (S = 32,760 tokens at 81x480x832 is 2 GB in bf16).
+
+    Args:
+        regions: (N, S) bool, entity n's video tokens (latent boxes on the token grid, frame-major).
+        strength: the bias added to a logit (0: none).
+
+    Returns:
+        torch.Tensor (1, 1, S, S) float32.
+    """
+    member = regions.float()  # (N, S)
+    same = (member.T @ member) > 0  # (S, S): query and key share an entity
+    return (same.float() * strength)[None, None]
+
+
 def install(transformer, state: ControlState) -> None:
-    """Put a :class:`ControlledCrossAttention` on every block's ``attn2`` of ``transformer`` (idempotent)."""
+    """Put a :class:`ControlledCrossAttention` on every block's ``attn2`` and a
+    :class:`RegionBiasedSelfAttention` on every ``attn1`` of ``transformer`` (idempotent)."""
     for block in transformer.blocks:
-        processor = block.attn2.processor
-        if isinstance(processor, ControlledCrossAttention):
-            processor.state = state
-        else:
-            block.attn2.set_processor(ControlledCrossAttention(state, processor))
+        for layer, kind in ((block.attn2, ControlledCrossAttention), (block.attn1, RegionBiasedSelfAttention)):
+            processor = layer.processor
+            if isinstance(processor, kind):
+                processor.state = state
+            else:
+                layer.set_processor(kind(state, processor))

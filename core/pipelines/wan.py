@@ -35,7 +35,7 @@ from diffusers import WanPipeline
 from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
 from core.models.wan_adapter import WanLayoutAdapter
-from core.models.wan_attention import ControlState, CrossAttentionControl, install
+from core.models.wan_attention import ControlState, CrossAttentionControl, install, region_self_bias
 from core.pipelines.guidance import phrase_token_weights
 from core.pipelines.layout2vid import Layout2VidPipelineOutput, LayoutConditioning
 from core.settings import GUIDANCE_SCALE, LAYOUT_ALPHA, STEPS
@@ -133,7 +133,7 @@ class WanLayoutPipeline(WanPipeline):
     # Inputs and conditioning
     # ---------------------------------------------------------------------------------------
 
-    def check_layout_inputs(self, prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, guidance_interval, layout_alpha, layout_mode, box_guidance):
+    def check_layout_inputs(self, prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, guidance_interval, layout_alpha, layout_mode, box_guidance, region_bias=0.0):
         """Raise ValueError naming the first argument outside its range."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"prompt: must be a non-empty string (got {prompt!r})")
@@ -151,6 +151,8 @@ class WanLayoutPipeline(WanPipeline):
             raise ValueError(f"layout_mode: must be 'mask', 'adapter' or None (got {layout_mode!r})")
         if layout_mode == "adapter" and self.layout_adapter is None:
             raise ValueError("layout_mode: 'adapter' needs a layout adapter (set_layout_adapter, or --adapter)")
+        if region_bias < 0:
+            raise ValueError(f"region_bias: must be >= 0 (got {region_bias})")
         if box_guidance is not None:
             raise ValueError("box_guidance: energy guidance is not implemented for Wan; its box control is the attention mask (layout_alpha)")
         if layout is not None:
@@ -219,6 +221,17 @@ class WanLayoutPipeline(WanPipeline):
         embeds = table[torch.tensor([[index[p] for p in row] for row in phrases], device=device)]  # (L, N, d_model)
         return self.layout_adapter.grounding_tokens(boxes.to(device, dtype), masks.to(device, dtype), embeds)
 
+    def token_regions(self, layout: LayoutConditioning, sources: list[list[int]], grid) -> torch.Tensor:
+        """(N, L * h * w) bool: each entity's video tokens (its latent boxes on the token grid, frame-major)."""
+        frames, rows, cols = grid
+        boxes, masks = latent_boxes(layout, sources)
+        regions = torch.zeros(layout.num_entities, frames, rows * cols, dtype=torch.bool)
+        for j in range(frames):
+            for n in range(layout.num_entities):
+                if masks[j, n] > 0:
+                    regions[n, j] = box_cells(boxes[j, n], rows, cols).flatten()
+        return regions.flatten(1)
+
     def paste_entity_noise(self, latents: torch.Tensor, layout: LayoutConditioning, sources: list[list[int]]) -> torch.Tensor:
         """latents (1, C, L, h, w) with each seeded entity's own (C, h, w) noise canvas under its latent
         boxes, top-left at the box's corner, so that an entity starts alike wherever it appears."""
@@ -254,6 +267,7 @@ class WanLayoutPipeline(WanPipeline):
         guidance_interval: tuple[float, float] | None = None,
         layout_alpha: float = 0.3,
         layout_mode: str | None = None,
+        region_bias: float = 0.0,
         unconditional_layout: str = "null",
         box_guidance=None,
         negative_prompt: str = "",
@@ -276,6 +290,9 @@ class WanLayoutPipeline(WanPipeline):
             layout_mode: ``"mask"`` (training-free: the box mask in the cross-attention), ``"adapter"``
                 (the layout adapter's gated self-attention; needs :meth:`set_layout_adapter`), or None:
                 the adapter when there is one, else the mask.
+            region_bias: with the mask, a logit bias (>= 0) in the 3D self-attention tying each
+                entity's video tokens together across frames, on the same steps (0: off, the default;
+                dense S x S, see :func:`core.models.wan_attention.region_self_bias`).
             unconditional_layout: accepted for the renderer's sake; the unconditional pass (negative
                 prompt) never sees the layout on Wan.
             box_guidance: must be None (energy guidance is not implemented for Wan).
@@ -294,7 +311,7 @@ class WanLayoutPipeline(WanPipeline):
         guidance_interval = guidance_interval or (0.0, 1.0)
         height = height or self.config.default_height
         width = width or self.config.default_width
-        self.check_layout_inputs(prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, guidance_interval, layout_alpha, layout_mode, box_guidance)
+        self.check_layout_inputs(prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, guidance_interval, layout_alpha, layout_mode, box_guidance, region_bias)
         self._guidance_scale = guidance_scale
         self._interrupt = False
         device = self._execution_device
@@ -322,10 +339,12 @@ class WanLayoutPipeline(WanPipeline):
         layout_mode = layout_mode or ("adapter" if self.layout_adapter is not None else "mask")
         grid = self.token_grid(len(sources), height, width)
         text_only = CrossAttentionControl(groups=groups) if groups > 1 else None
-        boxed, objs = text_only, None
+        boxed, objs, self_bias = text_only, None, None
         if layout is not None and layout.num_entities > 0 and layout_alpha > 0:
             if layout_mode == "mask":
                 boxed = self.box_control(layout, prompts, sources, grid, groups=groups, max_sequence_length=max_sequence_length)
+                if region_bias > 0:
+                    self_bias = region_self_bias(self.token_regions(layout, sources, grid), region_bias)
             else:
                 objs = self.grounding_tokens(layout, sources, device=device, dtype=dtype)
         adapter = self.layout_adapter
@@ -353,8 +372,12 @@ class WanLayoutPipeline(WanPipeline):
                 model_input = latents.to(dtype)
                 timestep = self.expand_timestep(t, latents)
                 grounded = adapter.grounding(objs if i < layout_steps else None, frames=grid[0], aspect=grid[1] / grid[2]) if adapter is not None else nullcontext()
-                with self.control_state.use(boxed if i < layout_steps else text_only), grounded:
-                    noise_pred = model(hidden_states=model_input, timestep=timestep, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
+                self.control_state.self_bias = self_bias if i < layout_steps else None
+                try:
+                    with self.control_state.use(boxed if i < layout_steps else text_only), grounded:
+                        noise_pred = model(hidden_states=model_input, timestep=timestep, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
+                finally:
+                    self.control_state.self_bias = None
                 if do_cfg and cfg_start <= i < cfg_end:
                     noise_uncond = model(hidden_states=model_input, timestep=timestep, encoder_hidden_states=negative_embeds, return_dict=False)[0]
                     noise_pred = noise_uncond + guidance_scale * (noise_pred - noise_uncond)

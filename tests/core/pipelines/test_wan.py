@@ -259,3 +259,21 @@ def test_wan_adapter_training_lowers_the_flow_loss_and_the_command_writes_a_load
     argv = ["adapter", "--model", str(folders["ours"]), "--images", str(images), "--annotations", str(annotations), "--steps", "2", "--out", str(out)]
     assert training_main(argv) == 0, capsys.readouterr().err
     assert load_pipeline(folders["ours"], adapter=out).layout_adapter is not None
+
+
+def test_region_bias_ties_an_entitys_tokens_and_is_off_by_default(pipes):
+    from core.models.wan_attention import region_self_bias
+
+    regions = torch.tensor([[True, True, False, False], [False, False, False, True]])
+    bias = region_self_bias(regions, 2.0)[0, 0]
+    assert bias.tolist() == [[2, 2, 0, 0], [2, 2, 0, 0], [0, 0, 0, 0], [0, 0, 0, 2]]
+    _, pipe = pipes
+    kwargs = {"num_frames": 9, "height": 32, "width": 32, "num_inference_steps": 2, "guidance_scale": 1.0, "output_type": "latent"}
+    mask_only = pipe(PROMPT, two_entity_layout(9), layout_alpha=1.0, generator=torch.Generator().manual_seed(8), **kwargs).frames
+    biased = pipe(PROMPT, two_entity_layout(9), layout_alpha=1.0, region_bias=3.0, generator=torch.Generator().manual_seed(8), **kwargs).frames
+    assert not torch.allclose(biased, mask_only, atol=1e-4)
+    assert pipe.control_state.self_bias is None
+    grid = pipe.token_grid(3, 32, 32)
+    assert pipe.token_regions(two_entity_layout(9), latent_frame_sources(9), grid).sum(1).tolist() == [6, 6]  # left / right column of 2x2, 3 frames
+    with pytest.raises(ValueError, match="region_bias"):
+        pipe(PROMPT, two_entity_layout(9), region_bias=-1.0, **kwargs)
