@@ -45,7 +45,7 @@ footer { display: none !important; }
 #left { overflow-y: auto; }
 #inspector { overflow-y: auto; overflow-x: hidden; }
 #centre { gap: 4px; }
-#box-editor canvas, #box-editor img { image-rendering: pixelated; }
+#box-editor canvas, #box-editor img, #video video, #renders img { image-rendering: pixelated; }
 #frame-status { font-size: 13px; }
 .tight { gap: 4px !important; }
 #timeline { border-top: 1px solid #ddd; padding-top: 2px; }
@@ -139,37 +139,38 @@ def build_app(workspace: Workspace, *, remote: bool = False) -> gr.Blocks:
         p.projects.focus(h.project_choices, None, p.projects, show_progress="hidden")
         pt.export.click(h.export_plan, [session], pt.export_file)
         # Undo and redo act on the scene and frame the tab shows (in the session).
-        then_graph(p.undo.click(wired(h.undo), [session], every, show_progress="hidden", trigger_mode="once"))
-        then_graph(p.redo.click(wired(h.redo), [session], every, show_progress="hidden", trigger_mode="once"))
+        # Every event that writes to the plan runs in one queue, in order (each takes milliseconds):
+        # an Undo pressed right after an Enter comes after that edit and after Gradio's repeat of it.
+        edits = dict(concurrency_limit=1, concurrency_id="edit")
+        then_graph(p.undo.click(wired(h.undo), [session], every, show_progress="hidden", **edits))
+        then_graph(p.redo.click(wired(h.redo), [session], every, show_progress="hidden", **edits))
 
         # Table edits: Enter (or leaving a cell) sends the table once; the edit applies to the
         # version the tab shows, so a repeat would be refused as stale rather than applied twice.
-        # One edit at a time (they take milliseconds): a repeat then sees the session the first left.
-        quiet = dict(show_progress="hidden", trigger_mode="always_last", concurrency_limit=1, concurrency_id="edit")
+        # One edit at a time: a repeat then sees the session the first left.
+        quiet = dict(show_progress="hidden", trigger_mode="always_last", **edits)
         then_graph(scenes.input(wired(h.edit_scenes), [session, scenes], every, **quiet))
         then_graph(entities.input(wired(h.edit_entities), [session, entities], every, **quiet))
         then_graph(events.input(wired(h.edit_events), [session, events], every, **quiet))
         then_graph(scenes.select(wired(h.pick_scene), [session], scene_views, show_progress="hidden"))
         then_graph(s.items.select(wired(h.pick_scene), [session], scene_views, show_progress="hidden"))
-        then_graph(s.add_scene.click(wired(h.add_scene), [session], every))
-        then_graph(s.delete_scene.click(wired(h.delete_scene), [session], every))
-        then_graph(s.move_up.click(wired(functools.partial(h.move_scene, offset=-1)), [session], every))
-        then_graph(s.move_down.click(wired(functools.partial(h.move_scene, offset=1)), [session], every))
+        then_graph(s.add_scene.click(wired(h.add_scene), [session], every, **edits))
+        then_graph(s.delete_scene.click(wired(h.delete_scene), [session], every, **edits))
+        then_graph(s.move_up.click(wired(functools.partial(h.move_scene, offset=-1)), [session], every, **edits))
+        then_graph(s.move_down.click(wired(functools.partial(h.move_scene, offset=1)), [session], every, **edits))
 
         # A frame picked in the filmstrip or the timeline, or stepped to with the keys: the canvas
-        # and the status only (the graph follows when it changed).
+        # and the status (and the scene graph when it changed), nothing else.
         # Every step is applied, in order (one at a time), so the canvas ends on the last frame asked for.
         for picker in (l.strip, timeline):
-            then_graph(
-                picker.select(
-                    wired(h.goto_frame), [session], frame_views, show_progress="hidden", trigger_mode="multiple", concurrency_limit=1, concurrency_id="frame"
-                )
+            picker.select(
+                wired(h.goto_frame), [session], [*frame_views, graph], show_progress="hidden", trigger_mode="multiple", concurrency_limit=1, concurrency_id="frame"
             )
         # The annotator also fires .change when the views set its value (a no-op: the boxes equal
         # the plan's); a drag's handler takes milliseconds, so no progress overlay covers it.
-        then_graph(l.boxes.change(wired(h.boxes_changed), [session, l.boxes], every, trigger_mode="always_last", show_progress="hidden"))
-        then_graph(l.remove_keyframe.click(wired(h.remove_keyframe), [session], every))
-        then_graph(l.absent.click(wired(lambda session, entity: h.make_absent(session, None, None, entity)), [session, l.entity], every))
+        then_graph(l.boxes.change(wired(h.boxes_changed), [session, l.boxes], every, trigger_mode="always_last", show_progress="hidden", **edits))
+        then_graph(l.remove_keyframe.click(wired(h.remove_keyframe), [session], every, **edits))
+        then_graph(l.absent.click(wired(lambda session, entity: h.make_absent(session, None, None, entity)), [session, l.entity], every, **edits))
 
         r.run.click(
             h.render, [session, r.steps, r.guidance, r.alpha, r.seed], [r.video, r.downloads, r.render_status, r.gallery],

@@ -271,7 +271,8 @@ class Handlers:
         if plan is None or index is None:
             return {"session": dict(session or {})}
         scene, _ = self._where(session, None, None)
-        return self._views(session, plan, scene, int(index), wanted=FRAME_VIEWS)
+        out = self._views(session, plan, scene, int(index), wanted=FRAME_VIEWS)
+        return {**out, **self.graph_view(out["session"])}  # the graph only when it changed (rarely)
 
     def select(self, session, scene, frame) -> dict:
         """Show ``scene`` and ``frame`` (every view that changed)."""

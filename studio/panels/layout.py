@@ -21,7 +21,7 @@ def render() -> SimpleNamespace:
         box_min_size=6,
         image_type="filepath",  # the handler reads only the file name (which frame the editor holds)
         elem_id="box-editor",
-        height=300,
+        height=340,
     )
     strip = filmstrip()
     with gr.Row(elem_classes="tight", equal_height=True):

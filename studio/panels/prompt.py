@@ -19,7 +19,7 @@ def toolbar() -> SimpleNamespace:
             show_label=False, lines=1, max_lines=2, scale=6, container=False, elem_id="prompt",
             placeholder="Prompt: a red ball rolls across the grass, then a blue star falls from the sky.",
         )
-        planner = gr.Radio(list(PLANNERS), value=PLANNERS[0], show_label=False, container=False, elem_id="planner", scale=0, min_width=150)
+        planner = gr.Radio(list(PLANNERS), value=PLANNERS[0], show_label=False, container=False, elem_id="planner", scale=0, min_width=190)
         generate = gr.Button("Generate plan", variant="primary", elem_id="generate", scale=0, min_width=120)
         undo = gr.Button("Undo", elem_id="undo", scale=0, min_width=60)
         redo = gr.Button("Redo", elem_id="redo", scale=0, min_width=60)

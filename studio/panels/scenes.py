@@ -43,6 +43,7 @@ def scenes_table() -> gr.Dataframe:
         elem_id="scenes-table",
         max_height=200,
         wrap=True,
+        column_widths=["9%", "43%", "20%", "16%", "12%"],
     )
 
 

@@ -79,7 +79,7 @@ S.stop = (open = true) => {
   const overlay = document.getElementById('play-overlay');
   if (overlay) overlay.remove();
   const button = element.querySelector('[data-act="play"]');
-  if (button) button.textContent = '▶';
+  if (button) button.textContent = 'Play';
   if (open && S.go) S.go(S.frame);
 };
 S.toggle = () => {
@@ -103,7 +103,7 @@ S.toggle = () => {
   tick();
   S.playing = setInterval(tick, 1000 / S.fps);
   const button = element.querySelector('[data-act="play"]');
-  if (button) button.textContent = '❚❚';
+  if (button) button.textContent = 'Pause';
 };
 element.addEventListener('click', (e) => {
   const act = e.target.closest('[data-act]');
@@ -120,9 +120,9 @@ element.addEventListener('click', (e) => {
 
 FILMSTRIP_TEMPLATE = """
 <div class="transport">
-  <button data-act="first" title="First frame">⏮</button><button data-act="prev" title="Previous frame (Left)">◀</button>
-  <button data-act="play" title="Play / pause (Space)">▶</button><button data-act="next" title="Next frame (Right)">▶|</button>
-  <button data-act="last" title="Last frame">⏭</button><span class="frame-label"></span>
+  <button data-act="first" title="First frame">|&lt;</button><button data-act="prev" title="Previous frame (Left)">&lt;</button>
+  <button data-act="play" title="Play / pause (Space)">Play</button><button data-act="next" title="Next frame (Right)">&gt;</button>
+  <button data-act="last" title="Last frame">&gt;|</button><span class="frame-label"></span>
 </div>
 ${value}
 """
