@@ -55,7 +55,7 @@ class WanLayoutAdapter(ModelMixin, ConfigMixin):
         self._hooks: list = []
 
     @classmethod
-    def for_transformer(cls, transformer, *, phrase_dim: int, gate_init: float = 0.0, fourier_freqs: int = 8, ff_mult: int = 0) -> "WanLayoutAdapter":
+    def for_transformer(cls, transformer, *, phrase_dim: int, gate_init: float = 0.0, fourier_freqs: int = 8, ff_mult: int = 0) -> WanLayoutAdapter:
         """An adapter shaped for ``transformer`` (a ``WanTransformer3DModel``)."""
         config = transformer.config
         return cls(

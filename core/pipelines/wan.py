@@ -26,8 +26,8 @@ output is the stock ``WanPipeline``'s for the same seed (tests/core/pipelines/te
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Callable
 
 import numpy as np
 import torch
