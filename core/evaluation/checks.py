@@ -11,6 +11,8 @@ count (kind, n), order_words (words), min_entities (n).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from core.plan import VideoPlan, interpolate_boxes
@@ -141,7 +143,7 @@ def _order_words(plan: VideoPlan, check: dict) -> bool:
     times = [_first_event_with(plan, word) for word in check["words"]]
     if any(t is None for t in times):
         return False
-    return all(a <= b for a, b in zip(times, times[1:])) and len(set(times)) == len(times)
+    return all(a <= b for a, b in itertools.pairwise(times)) and len(set(times)) == len(times)
 
 
 CHECKS = {

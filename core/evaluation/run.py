@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from core.evaluation.report import report_html, thumbnail_strip
 from core.evaluation.scoring import VideoScore, aggregate, score_video

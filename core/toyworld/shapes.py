@@ -121,8 +121,8 @@ def silhouette(frame: np.ndarray, detection: Detection, *, background: str | Non
     if count == 0:
         return None
     inside = np.zeros_like(mask)
-    ir0, ir1 = int(round(y0 * height)) - r0, int(round(y1 * height)) - r0
-    ic0, ic1 = int(round(x0 * width)) - c0, int(round(x1 * width)) - c0
+    ir0, ir1 = round(y0 * height) - r0, round(y1 * height) - r0
+    ic0, ic1 = round(x0 * width) - c0, round(x1 * width) - c0
     inside[max(0, ir0) : ir1, max(0, ic0) : ic1] = True
     votes = np.bincount(labels[inside & mask], minlength=count + 1)
     votes[0] = 0

@@ -29,7 +29,7 @@ def rolling_ball(color_change_at=None):
 def draw(plan, *, color_of=None, mirror=False):
     """Frames with each planned box drawn in its planned colour (or ``color_of(frame)``), optionally mirrored."""
     scene = plan.scenes[0]
-    boxes, masks = interpolate_boxes(scene, ["e1"])
+    boxes, _masks = interpolate_boxes(scene, ["e1"])
     colors = entity_colors(plan, scene)["e1"]
     frames = []
     for f in range(scene.num_frames):
