@@ -24,9 +24,6 @@ from studio.figures import scene_graph_figure
 from studio.views import ALL_VIEWS, FRAME_VIEWS, SCENE_VIEWS, SKETCH_SIZE, box_labels, clamp, escape_markdown, frame_of, events_key, rows_key, views
 
 
-REPEAT_S = 1.0  # the same table sent again within this many seconds is Gradio repeating one Enter
-
-
 def message(text: str | None, ok: str = "", plan: VideoPlan | None = None) -> str:
     """A status line: the core's error (plan text in it shown as typed, never as markup; a field
     path ``scenes[1]`` followed by the scene's id as the page shows it) or ``ok``."""
@@ -215,16 +212,16 @@ class Handlers:
         sent back only when the plan's rows differ from it (a refused edit, another tab's change, a
         normalised value)."""
         session = dict(session or {})
-        last = session.get("submitted") or [None, None, 0.0]
-        if (session.get("sent") or {}).get(name) == shown or (last[:2] == [name, shown] and time.monotonic() - last[2] < REPEAT_S):
-            # Nothing typed (the table holds what this tab was last sent), or Gradio's Dataframe
-            # sending one Enter twice (the repeat carries the rows typed on the version before the
-            # first's answer, so it would undo a fresh state): stopped here, before the store.
+        if (session.get("sent") or {}).get(name) == shown or session.get("refused") == [name, shown]:
+            # Nothing typed (the table holds what this tab was last sent or saved), or Gradio's
+            # Dataframe sending one Enter twice after the first was refused (stale or invalid): the
+            # repeat carries the rows typed before the fresh state came back and would overwrite it.
             return {"session": session}
-        session["submitted"] = [name, shown, time.monotonic()]
         session["sent"] = dict(session.get("sent") or {}, **{name: shown})
         scene, frame = self._where(session, scene, frame)
-        return self._edit(session, scene, frame, change, *args, ok=ok)
+        out = self._edit(session, scene, frame, change, *args, ok=ok)
+        out["session"]["refused"] = [name, shown] if out.get("message", "").startswith("⚠️") else None
+        return out
 
     def edit_scenes(self, session, rows, scene=None, frame=None) -> dict:
         rows = _rows(rows)

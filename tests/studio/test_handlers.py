@@ -412,3 +412,17 @@ def test_the_editor_picture_names_its_frame_so_a_late_change_lands_where_the_use
     assert "Keyframe saved at frame 5" in out["message"]
     plan = handlers.ws.store.current(tab.session["project"])[1]
     assert [k.frame for k in plan.scenes[0].keyframes] == [0, 5, 15]
+
+
+def test_a_refused_table_sent_again_is_dropped_not_applied_on_the_fresh_state(handlers):
+    # Gradio's Dataframe sends one Enter twice; when the first was refused as stale, the repeat
+    # (the same stale rows, now on the fresh version) must not overwrite the other tab's edit.
+    one = new_tab(handlers)
+    two = Tab(handlers)
+    two.open_project(one.session["project"])
+    one.edit_scenes([["s1", PROMPT, "snow", 16, ""]])
+    stale = [["s1", "A stale edit.", "grass", 16, ""]]
+    assert two.edit_scenes(stale)["shown"].startswith("⚠️ This project changed in another tab")
+    assert set(two.edit_scenes(stale)) == {"session"}
+    assert handlers.ws.store.current(one.session["project"])[1].scenes[0].background == "snow"
+    assert two.edit_scenes([["s1", "A fresh edit.", "snow", 16, ""]])["message"] == "Scenes saved."
