@@ -414,3 +414,18 @@ def test_one_enter_in_a_table_makes_one_edit(page, server):
     finally:
         server.workspace.edit = edit
     assert calls == ["update_scenes"] and versions(server) == before + 1
+
+
+def test_space_plays_the_layout_and_pausing_opens_the_frame_reached(page, server):
+    generate(page, server, "A red ball rolls from left to right across the grass.")
+    page.locator("#frame-status").click()
+    before = versions(server)
+    page.keyboard.press(" ")
+    page.wait_for_selector("#play-overlay")
+    time.sleep(0.8)  # about six frames at 8 per second
+    page.keyboard.press(" ")
+    page.wait_for_selector("#play-overlay", state="detached")
+    reached = page.evaluate("() => window.studio.frame")
+    assert reached > 0
+    wait_frame(page, reached)  # the canvas and the status show the frame where it paused
+    assert versions(server) == before
