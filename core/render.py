@@ -388,11 +388,12 @@ def _wan_controls(pipe, settings: RenderSettings) -> dict:
     if control == "adapter" and not has_adapter:
         raise ValueError("layout_control: 'adapter' needs a Wan layout adapter (pass --adapter), or use 'guidance'")
     alpha = settings.layout_alpha if settings.layout_alpha is not None else model_layout_alpha(pipe.config)
+    closed_world = bool(getattr(pipe.config, "backgrounds", None))  # the shipped miniature: trained on one caption per clip
     return {
         "layout_alpha": 0.0 if control == "none" else alpha,
         "layout_mode": "adapter" if control == "adapter" else "mask",
         "box_guidance": None,
-        "frame_prompts": settings.frame_prompts if settings.frame_prompts is not None else True,
+        "frame_prompts": settings.frame_prompts if settings.frame_prompts is not None else not closed_world,
         "guidance_scale": settings.guidance_scale if settings.guidance_scale is not None else model_guidance_scale(pipe.config),
     }
 

@@ -219,11 +219,25 @@ def model_family(index: dict) -> str:
 def load_wan(path: Path, torch_dtype):
     """A :class:`core.pipelines.wan.WanLayoutPipeline` from a folder saved by ``WanPipeline`` or by it.
 
+    A folder whose ``model_index.json`` names no text encoder and tokenizer (the shipped miniature,
+    ``assets/wan-toy``) gets the installed MiniLM; a ``layout_adapter/`` subfolder is attached.
+
     The VAE stays in float32 (as Wan's model card loads it); the rest takes ``torch_dtype``.
     """
     from core.pipelines.wan import WanLayoutPipeline
 
-    pipe = WanLayoutPipeline.from_pretrained(path, dtype=torch_dtype)
+    index = json.loads((Path(path) / "model_index.json").read_text())
+    text_parts = {}
+    if index.get("text_encoder", [None])[0] is None and index.get("tokenizer", [None])[0] is None:
+        from core.text import load_minilm  # the shipped miniature names no text encoder: the installed MiniLM
+
+        text_encoder, tokenizer = load_minilm()
+        text_parts = {"text_encoder": text_encoder.to(torch_dtype), "tokenizer": tokenizer}
+    pipe = WanLayoutPipeline.from_pretrained(path, dtype=torch_dtype, **text_parts)
+    if (Path(path) / "layout_adapter" / "config.json").exists():
+        from core.models.wan_adapter import WanLayoutAdapter
+
+        pipe.set_layout_adapter(WanLayoutAdapter.from_pretrained(Path(path) / "layout_adapter", torch_dtype=torch_dtype))
     for name in ("vae", "text_encoder", "tokenizer", "scheduler"):
         if getattr(pipe, name, None) is None:
             raise OSError(f"model: {path} has no {name}/ (a Wan pipeline needs vae, text_encoder, tokenizer, scheduler and a transformer)")

@@ -100,6 +100,10 @@ class WanLayoutPipeline(WanPipeline):
     Args:
         default_guidance_scale: the classifier-free guidance weight renders use when none is given.
         default_height, default_width: the pixel size renders use when none is given (Wan 2.1: 480x832).
+        max_sequence_length: text tokens per prompt when a render gives none (Wan 2.1: 512; the
+            shipped miniature: 32, the length it was trained with).
+        backgrounds: the backgrounds of a closed-world model (the toy world's), None for an open one
+            (:func:`core.vocabulary.model_vocabulary`).
     """
 
     family = "wan"
@@ -107,9 +111,13 @@ class WanLayoutPipeline(WanPipeline):
     def __init__(
         self, tokenizer, text_encoder, vae, scheduler, transformer=None, transformer_2=None, boundary_ratio: float | None = None,
         expand_timesteps: bool = False, default_guidance_scale: float = WAN_GUIDANCE_SCALE, default_height: int = 480, default_width: int = 832,
+        max_sequence_length: int = 512, backgrounds: list[str] | None = None,
     ):
         super().__init__(tokenizer, text_encoder, vae, scheduler, transformer, transformer_2, boundary_ratio, expand_timesteps)
-        self.register_to_config(default_guidance_scale=default_guidance_scale, default_height=default_height, default_width=default_width)
+        self.register_to_config(
+            default_guidance_scale=default_guidance_scale, default_height=default_height, default_width=default_width,
+            max_sequence_length=max_sequence_length, backgrounds=backgrounds,
+        )
         self.control_state = ControlState()
         for model in (transformer, transformer_2):
             if model is not None:
@@ -275,7 +283,7 @@ class WanLayoutPipeline(WanPipeline):
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
         output_type: str = "np",
-        max_sequence_length: int = 512,
+        max_sequence_length: int | None = None,
     ) -> Layout2VidPipelineOutput:
         """Render one scene.
 
@@ -300,7 +308,7 @@ class WanLayoutPipeline(WanPipeline):
             callback_on_step_end: ``f(pipe, step, timestep, {"latents": ...}) -> dict``; set
                 ``pipe._interrupt = True`` in it to stop early.
             output_type: ``"np"`` (uint8 frames) or ``"latent"``.
-            max_sequence_length: text tokens per prompt (the stock 512).
+            max_sequence_length: text tokens per prompt (None: ``config.max_sequence_length``, the stock 512).
 
         Returns:
             Layout2VidPipelineOutput whose ``frames`` is np.ndarray (F, H, W, 3) uint8, or the latents
@@ -311,6 +319,7 @@ class WanLayoutPipeline(WanPipeline):
         guidance_interval = guidance_interval or (0.0, 1.0)
         height = height or self.config.default_height
         width = width or self.config.default_width
+        max_sequence_length = max_sequence_length or self.config.max_sequence_length
         self.check_layout_inputs(prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, guidance_interval, layout_alpha, layout_mode, box_guidance, region_bias)
         self._guidance_scale = guidance_scale
         self._interrupt = False

@@ -21,6 +21,8 @@ from core.training.config import (
     GraphTrainConfig,
     RefineConfig,
     ToyTrainConfig,
+    WanExportConfig,
+    WanToyTrainConfig,
 )
 
 
@@ -111,6 +113,20 @@ def _adapter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wan_toy(args: argparse.Namespace) -> int:
+    from core.training.wan_toy import train_wan_toy
+
+    print(train_wan_toy(args.out, config_from_args(args, WanToyTrainConfig)))
+    return 0
+
+
+def _wan_export(args: argparse.Namespace) -> int:
+    from core.training.wan_toy import export_wan_toy
+
+    print(export_wan_toy(args.run, args.to, config_from_args(args, WanExportConfig)))
+    return 0
+
+
 # stage -> (help, config dataclass, runner)
 STAGES = {
     "toy": ("generate toy-world data and train (resumable)", ToyTrainConfig, _toy),
@@ -119,6 +135,8 @@ STAGES = {
     "decoder": ("stage 5: fine-tune the autoencoder's decoder, encoder frozen (after the toy stages)", DecoderTrainConfig, _decoder),
     "refine": ("stage 6: teach the decoder the denoiser's own samples (after stage 5)", RefineConfig, _refine),
     "export": ("write a trained run as a pipeline folder", ExportConfig, _export),
+    "wan-toy": ("model v2: the miniature Wan at 128x128 (resumable, at most --max-minutes per command)", WanToyTrainConfig, _wan_toy),
+    "wan-export": ("write a wan-toy run as a WanLayoutPipeline folder", WanExportConfig, _wan_export),
 }
 
 
@@ -130,17 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
         stage = sub.add_parser(name, help=help_text)
         if name == "toy":
             stage.add_argument("--out", type=Path, default=Path("runs/toy"))
+        elif name == "wan-toy":
+            stage.add_argument("--out", type=Path, default=Path("runs/wan-toy"))
         elif name == "adapter":
             stage.add_argument("--model", required=True, help="diffusers text-to-video folder or hub id")
             stage.add_argument("--images", type=Path, required=True, help="folder of the images named in the annotations")
             stage.add_argument("--annotations", type=Path, required=True, help="COCO instances JSON")
             stage.add_argument("--out", type=Path, default=Path("layout2vid.safetensors"))
         else:
-            stage.add_argument("--run", type=Path, default=Path("runs/toy"))
+            stage.add_argument("--run", type=Path, default=Path("runs/wan-toy" if name == "wan-export" else "runs/toy"))
         if name == "refine":
             stage.add_argument("--model", default="assets/layout2vid-toy", help="the pipeline whose samples the decoder learns")
-        if name == "export":
-            stage.add_argument("--to", type=Path, default=Path("assets/layout2vid-toy"))
+        if name in ("export", "wan-export"):
+            stage.add_argument("--to", type=Path, default=Path("assets/wan-toy" if name == "wan-export" else "assets/layout2vid-toy"))
         add_config_options(stage, config)
         if name == "adapter":
             stage.add_argument("--device", default="cpu")

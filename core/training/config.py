@@ -246,3 +246,59 @@ class ExportConfig:
             f"guidance_interval: must be START END with 0 <= START <= END <= 1 (got {tuple(interval)})"
             if interval is not None and not 0.0 <= interval[0] <= interval[1] <= 1.0 else "",
         ])
+
+
+@dataclass(frozen=True)
+class WanToyTrainConfig:
+    """Settings of the ``wan-toy`` stage: model v2, a miniature Wan at 128x128 (:mod:`core.models.toy_wan`).
+
+    Raises:
+        ValueError: ``max_minutes`` outside (0, 150], ``vae_frames`` not ``4k + 1``, ``vae_crop`` not a
+            multiple of 8 in [16, 128], or a share outside [0, 1] (the message names the field).
+    """
+
+    seed: int = 0
+    max_minutes: float = field(default=150.0, metadata=option("stop (checkpointed) after this many minutes, in (0, 150]; the same command resumes"))
+    threads: int = 2
+    checkpoint_every: int = 100
+    vae_steps: int = field(default=3000, metadata=option("autoencoder steps"))
+    vae_clips: int = field(default=4, metadata=option("autoencoder batch: clips of vae_frames consecutive frames"))
+    vae_crop: int = field(default=64, metadata=option("side of the random window each autoencoder clip is cut to (128: whole frames)"))
+    vae_frames: int = field(default=5, metadata=option("frames per autoencoder clip, 4k + 1 (AutoencoderKLWan encodes the first, then runs of 4)"))
+    vae_lr: float = 1e-3
+    vae_foreground_weight: float = field(default=8.0, metadata=option("autoencoder loss weight of shape pixels (background pixels 1)"))
+    clips: int = field(default=2000, metadata=option("training clips generated and encoded for the transformer"))
+    clip_frames: int = 16
+    transformer_steps: int = field(default=20000, metadata=option("transformer + layout adapter steps"))
+    transformer_batch: int = 4
+    transformer_lr: float = 3e-4
+    warmup: int = 200
+    drop_prompt: float = field(default=0.1, metadata=option("share of clips trained without the prompt (classifier-free guidance)"))
+    drop_layout: float = field(default=0.1, metadata=option("share of clips trained without grounding tokens"))
+    box_loss_weight: float = field(default=3.0, metadata=option("loss weight of latent cells inside an entity's box (1: plain MSE)"))
+    stats_frames: int = field(default=512, metadata=HIDDEN)  # frames encoded to measure the latents' mean and std
+
+    def __post_init__(self) -> None:
+        _first_problem([
+            f"max_minutes: must be in (0, 150] (got {self.max_minutes})" if not 0.0 < self.max_minutes <= 150.0 else "",
+            f"vae_frames: must be 4k + 1 (1, 5, 9, ...), as AutoencoderKLWan encodes the first frame, then runs of 4 (got {self.vae_frames})"
+            if self.vae_frames % 4 != 1 else "",
+            f"vae_crop: must be a multiple of 8 in [16, 128] (got {self.vae_crop})" if self.vae_crop % 8 or not 16 <= self.vae_crop <= 128 else "",
+            f"drop_prompt: must be in [0, 1] (got {self.drop_prompt})" if not 0.0 <= self.drop_prompt <= 1.0 else "",
+            f"drop_layout: must be in [0, 1] (got {self.drop_layout})" if not 0.0 <= self.drop_layout <= 1.0 else "",
+        ])
+
+
+@dataclass(frozen=True)
+class WanExportConfig:
+    """Settings of the ``wan-export`` stage.
+
+    Raises:
+        ValueError: ``guidance_scale`` outside ``core.settings.GUIDANCE_SCALE``'s range (0-30).
+    """
+
+    ema: bool = field(default=True, metadata=option("write the moving average of the weights (--no-ema: the last ones)"))
+    guidance_scale: float = field(default=4.0, metadata=option("default classifier-free guidance of the exported model (0-30)"))
+
+    def __post_init__(self) -> None:
+        _first_problem([_out_of_range(GUIDANCE_SCALE, self.guidance_scale)])

@@ -171,6 +171,9 @@ class TrainingLoop:
         log: the CSV loss log, appended to (a resumed run goes on in the same file), or None.
         log_header: a header row; given, the log is rewritten from the start instead.
         progress: keyword arguments of the tqdm bar (default: on stdout, redrawn every 10 s).
+        time_limit_s: stop :meth:`run` after the first step that ends this many seconds after it
+            began, writing the checkpoint first (a chunk of a long run; the same command resumes).
+            None: no limit.
 
     The peak learning rate of each parameter group is its ``base_lr`` entry when it has one (a
     resumed optimizer brings back the one it was saved with), else the group's ``lr`` when the loop
@@ -191,11 +194,13 @@ class TrainingLoop:
         log: Path | None = None,
         log_header: list[str] | None = None,
         progress: dict | None = None,
+        time_limit_s: float | None = None,
     ) -> None:
         self.name, self.state, self.params, self.schedule = name, state, list(params), schedule
         self.checkpoint, self.checkpoint_every, self.clip_grad_norm = checkpoint, checkpoint_every, clip_grad_norm
         self.ema_decay, self.log, self.log_header, self.progress = ema_decay, log, log_header, progress
         self.base_lrs = [group["lr"] for group in state.optimizer.param_groups]
+        self.time_limit_s = time_limit_s
 
     @property
     def step(self) -> int:
@@ -273,10 +278,14 @@ class TrainingLoop:
                     writer.writerow(row(record))
                 bar.update(1)
                 bar.set_postfix(loss=f"{record.loss:.4f}", **{k: f"{v:.3f}" for k, v in extra.items()})
-                if self.checkpoint is not None and (self.step % self.checkpoint_every == 0 or self.step == steps):
+                out_of_time = self.time_limit_s is not None and record.elapsed >= self.time_limit_s
+                if self.checkpoint is not None and (self.step % self.checkpoint_every == 0 or self.step == steps or out_of_time):
                     if handle is not None:
                         handle.flush()
                     self.save()
+                if out_of_time and self.step < steps:
+                    print(f"{self.name}: time limit reached at step {self.step} of {steps}; run the same command to resume", flush=True)
+                    break
         bar.close()
         return losses
 

@@ -103,3 +103,22 @@ def test_the_moving_average_is_checkpointed_and_resumed(tmp_path, capsys):
     loop.run(batch_loss)
     assert "starts from" not in capsys.readouterr().out  # resumed, not restarted
     assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["ema"]["optimization_step"] == 8
+
+
+def test_a_time_limit_stops_after_a_checkpoint_and_the_same_call_resumes_to_the_same_weights(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    model, state, batch_loss = _toy_problem()
+    straight = _loop(state, model, tmp_path / "a").run(batch_loss)
+    weights = model.weight.detach().clone()
+
+    model, state, batch_loss = _toy_problem()
+    chunk = _loop(state, model, tmp_path / "b", time_limit_s=0.0).run(batch_loss)  # every step is past the limit
+    assert len(chunk) == 1 and state.step == 1
+    assert torch.load(tmp_path / "b" / "ckpt.pt", weights_only=False)["step"] == 1  # saved although 1 is not a checkpoint step
+    model, state, batch_loss = _toy_problem()
+    loop = _loop(state, model, tmp_path / "b")
+    assert loop.resume() and not loop.finished
+    rest = loop.run(batch_loss)
+    assert chunk + rest == pytest.approx(straight)
+    assert torch.equal(model.weight, weights)

@@ -1,0 +1,349 @@
+"""The ``wan-toy`` stage: model v2, a miniature Wan 2.x with a layout adapter, at 128x128.
+
+    python -m core.training wan-toy --out runs/wan-toy            # repeat until it says "done"
+
+1. ``vae``: ``AutoencoderKLWan`` (:func:`core.models.toy_wan.build_toy_wan_vae`) on clips of
+   ``vae_frames`` consecutive random 128x128 toy frames: L1 + MSE with shape pixels weighted, plus a
+   small KL term; saved to ``run/vae`` with the latents' per-channel mean and std in its config
+   (``latents_mean`` / ``latents_std``, which ``WanPipeline`` normalises with);
+   checkpoints in ``run/vae_ckpt.pt``, loss in ``run/vae_loss.csv``.
+2. ``data``: ``clips`` random 16-frame clips, encoded and normalised as ``WanPipeline`` sees
+   latents, with their captions and per-frame phrases encoded by the pipeline's own
+   ``_get_t5_prompt_embeds`` and ``encode_phrases`` (the MiniLM text encoder), cached in
+   ``run/data.pt``.
+3. ``transformer``: ``WanTransformer3DModel`` + ``WanLayoutAdapter`` by flow matching (Wan 2.1's
+   objective: ``x_t = (1 - sigma) x_0 + sigma * noise``, the model predicts ``noise - x_0`` at
+   timestep ``1000 sigma``, with ``sigma`` drawn uniformly and shifted by
+   :data:`core.models.toy_wan.FLOW_SHIFT` as at inference), latent cells inside entity boxes weighted
+   ``box_loss_weight``, the prompt and the grounding dropped per clip for classifier-free guidance,
+   and an EMA of the weights; checkpoints in ``run/transformer_ckpt.pt``, loss in ``run/loss.csv``.
+
+Every part resumes from its checkpoint and a finished part is skipped, so a command that stops at
+its ``--max-minutes`` limit (150 at most) is simply run again.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.toyworld.world import sample_clip
+from core.training.config import WanExportConfig, WanToyTrainConfig
+from core.training.loop import CosineSchedule, StepLoss, TrainingLoop, TrainingState, atomic_save
+from core.training.losses import box_loss_weights
+from core.training.toy_data import MAX_TRAIN_ENTITIES, foreground_weights, frames_to_tensor, phrase_vocabulary
+
+EMA_DECAY = 0.999
+
+
+def random_frame_clips(rng: np.random.Generator, clips: int, frames: int, crop: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """``clips`` runs of ``frames`` consecutive random toy frames at 128x128, each run optionally
+    cut to one random ``crop`` x ``crop`` window (the autoencoder is convolutional: it trains on
+    crops at a quarter of the cost and encodes whole frames).
+
+    Returns:
+        (frames (clips, frames, side, side, 3) uint8 with side ``crop`` or 128, the clips' background names).
+    """
+    from core.models.toy_wan import FRAME_SIZE
+
+    runs, backgrounds = [], []
+    for _ in range(clips):
+        clip = sample_clip(rng, num_frames=2 * frames, size=FRAME_SIZE)
+        start = int(rng.integers(0, frames + 1))
+        run = clip.frames[start : start + frames]
+        if crop is not None and crop < FRAME_SIZE:
+            y, x = (int(v) for v in rng.integers(0, FRAME_SIZE - crop + 1, size=2))
+            run = run[:, y : y + crop, x : x + crop]
+        runs.append(run)
+        backgrounds.append(clip.background)
+    return np.stack(runs), backgrounds
+
+
+def video_tensor(frames: np.ndarray) -> torch.Tensor:
+    """(B, F, H, W, 3) uint8 -> (B, 3, F, H, W) float32 in [-1, 1], the Wan autoencoder's input."""
+    b, f = frames.shape[:2]
+    images = frames_to_tensor(frames.reshape(b * f, *frames.shape[2:]))  # (B * F, 3, H, W)
+    return images.reshape(b, f, *images.shape[1:]).permute(0, 2, 1, 3, 4)
+
+
+def train_wan_vae(run: Path, cfg: WanToyTrainConfig, time_limit_s: float) -> bool:
+    """Train the autoencoder (part 1); returns whether ``run/vae`` is complete.
+
+    AdamW at ``cfg.vae_lr`` with a cosine decay to 0; stops early (checkpointed) after
+    ``time_limit_s`` seconds.
+    """
+    from core.models.toy_wan import build_toy_wan_vae
+
+    if (run / "vae" / "config.json").exists():
+        return True
+    torch.manual_seed(cfg.seed)
+    vae = build_toy_wan_vae()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    rng = np.random.default_rng(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loop = TrainingLoop(
+        "vae", TrainingState({"model": vae}, optimizer, generator=generator, rng=rng), list(vae.parameters()), CosineSchedule(cfg.vae_steps),
+        checkpoint=run / "vae_ckpt.pt", checkpoint_every=cfg.checkpoint_every, clip_grad_norm=1.0, log=run / "vae_loss.csv",
+        time_limit_s=time_limit_s,
+    )
+    loop.resume()
+    vae.train()
+
+    def batch_loss(step: int) -> StepLoss:
+        frames, backgrounds = random_frame_clips(rng, cfg.vae_clips, cfg.vae_frames, cfg.vae_crop)
+        video = video_tensor(frames)  # (B, 3, F, crop, crop)
+        flat = frames.reshape(-1, *frames.shape[2:])
+        weight = foreground_weights(flat, [b for b in backgrounds for _ in range(cfg.vae_frames)], cfg.vae_foreground_weight)
+        weight = weight.reshape(len(frames), cfg.vae_frames, 1, *weight.shape[2:]).permute(0, 2, 1, 3, 4)
+        posterior = vae.encode(video).latent_dist
+        latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        recon = vae.decode(latents).sample
+        l1 = (weight * (recon - video).abs()).mean()
+        mse = (weight * (recon - video) ** 2).mean()
+        kl = 0.5 * (posterior.mean**2 + posterior.var - 1.0 - posterior.logvar).mean()
+        return StepLoss(l1 + mse + 1e-5 * kl, {"l1": l1, "mse": mse, "kl": kl})
+
+    loop.run(batch_loss)
+    if not loop.finished:
+        return False
+    vae.eval()
+    mean, std = latent_statistics(vae, np.random.default_rng(cfg.seed + 1), cfg.stats_frames)
+    vae.register_to_config(latents_mean=mean, latents_std=std)
+    vae.save_pretrained(run / "vae")
+    return True
+
+
+@torch.no_grad()
+def latent_statistics(vae, rng: np.random.Generator, count: int = 512) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the posterior means of about ``count`` random 128x128 frames
+    (``latents_mean`` and ``latents_std`` of the autoencoder's config)."""
+    frames, _ = random_frame_clips(rng, max(1, count // 5), 5)
+    latents = torch.cat([vae.encode(video_tensor(frames[i : i + 8])).latent_dist.mean for i in range(0, len(frames), 8)])
+    channels = latents.transpose(0, 1).flatten(1)  # (C, everything else)
+    return channels.mean(1).tolist(), channels.std(1).tolist()
+
+
+def encoding_pipeline(vae, transformer=None):
+    """A :class:`core.pipelines.wan.WanLayoutPipeline` of the miniature's parts, whose text encoding
+    (MiniLM in place of UMT5) the data part and inference share."""
+    from core.models.toy_wan import build_toy_wan_scheduler, build_toy_wan_transformer
+    from core.pipelines.wan import WanLayoutPipeline
+    from core.text import load_minilm
+
+    text_encoder, tokenizer = load_minilm()
+    return WanLayoutPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=build_toy_wan_scheduler(),
+        transformer=transformer if transformer is not None else build_toy_wan_transformer(),
+    )
+
+
+@torch.no_grad()
+def build_wan_dataset(run: Path, cfg: WanToyTrainConfig) -> dict:
+    """Generate, encode and cache the transformer's clips (part 2); an existing ``run/data.pt`` is loaded.
+
+    Returns:
+        A dict with
+        ``latents``: (clips, 16, F, 16, 16) float16, normalised with the autoencoder's ``latents_mean`` / ``latents_std``;
+        ``prompt_embeds``: (clips, PROMPT_TOKENS, 384) float16; ``empty_prompt``: (PROMPT_TOKENS, 384) float32;
+        ``boxes``: (clips, F, 3, 4) float32 xyxy in [0, 1]; ``masks``: (clips, F, 3) float32 0/1;
+        ``phrase_ids``: (clips, F, 3) int64 into ``phrase_embeds`` (64, 384) float32 (:func:`phrase_vocabulary`);
+        ``captions``: list of clips str.
+    """
+    from diffusers import AutoencoderKLWan
+    from tqdm import tqdm
+
+    from core.models.toy_wan import FRAME_SIZE, PROMPT_TOKENS
+
+    path = run / "data.pt"
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    vae = AutoencoderKLWan.from_pretrained(run / "vae").eval()
+    pipe = encoding_pipeline(vae)
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    vocab = phrase_vocabulary()
+    index = {p: i for i, p in enumerate(vocab)}
+    rng = np.random.default_rng(cfg.seed + 2)
+    n, f, e, side = cfg.clips, cfg.clip_frames, MAX_TRAIN_ENTITIES, FRAME_SIZE // 8
+    latents = torch.zeros(n, vae.config.z_dim, f, side, side, dtype=torch.float16)
+    boxes, masks = torch.zeros(n, f, e, 4), torch.zeros(n, f, e)
+    phrase_ids = torch.zeros(n, f, e, dtype=torch.long)
+    captions: list[str] = []
+    chunk = 4
+    for start in tqdm(range(0, n, chunk), desc="data", file=sys.stdout, mininterval=10):
+        clips = [sample_clip(rng, num_frames=f, size=FRAME_SIZE) for _ in range(min(chunk, n - start))]
+        video = np.stack([c.frames for c in clips])  # (B, F, H, W, 3); padded by repeating the last frame to 4k + 1
+        video = np.concatenate([video, np.repeat(video[:, -1:], (1 - f) % 4, axis=1)], axis=1)
+        z = vae.encode(video_tensor(video)).latent_dist.mean[:, :, :f]  # causal: the padding does not reach these
+        latents[start : start + len(clips)] = ((z - mean) / std).half()
+        for i, clip in enumerate(clips):
+            captions.append(clip.caption)
+            for j, track in enumerate(clip.tracks):
+                for t in range(f):
+                    phrase_ids[start + i, t, j] = index[f"{track.colors[t]} {track.kind}"]
+                    if track.boxes[t] is not None:
+                        boxes[start + i, t, j] = torch.tensor(track.boxes[t])
+                        masks[start + i, t, j] = 1.0
+    prompt_embeds = torch.cat(
+        [pipe._get_t5_prompt_embeds(prompt=captions[i : i + 256], max_sequence_length=PROMPT_TOKENS) for i in range(0, n, 256)]
+    )
+    data = {
+        "latents": latents,
+        "prompt_embeds": prompt_embeds.half(),
+        "empty_prompt": pipe._get_t5_prompt_embeds(prompt=[""], max_sequence_length=PROMPT_TOKENS)[0].float(),
+        "boxes": boxes,
+        "masks": masks,
+        "phrase_ids": phrase_ids,
+        "phrase_embeds": pipe.encode_phrases(vocab, max_sequence_length=PROMPT_TOKENS).float(),
+        "captions": captions,
+    }
+    atomic_save(data, path)
+    return data
+
+
+def flow_matching_loss(transformer, adapter, data: dict, idx: torch.Tensor, cfg: WanToyTrainConfig, generator: torch.Generator) -> StepLoss:
+    """Wan's flow-matching loss on the cached clips ``idx`` (B,), with per-clip condition dropout.
+
+    Clips without grounding go first in the batch: the adapter's fusers pass leading rows through
+    unchanged (:class:`core.models.layout.GroundedSelfAttention`), as at inference after
+    ``layout_alpha`` of the steps and in the unconditional pass.
+
+    Returns:
+        StepLoss: the box-weighted MSE between the prediction and ``noise - x_0``.
+    """
+    from core.models.toy_wan import FLOW_SHIFT
+
+    b = len(idx)
+    keep_layout = torch.rand(b, generator=generator) >= cfg.drop_layout
+    keep_prompt = torch.rand(b, generator=generator) >= cfg.drop_prompt
+    order = torch.argsort(keep_layout.int(), stable=True)
+    idx, keep_layout, keep_prompt = idx[order], keep_layout[order], keep_prompt[order]
+    x0 = data["latents"][idx].float()  # (B, C, F, h, w)
+    frames, side = x0.shape[2], x0.shape[-1]
+    prompts = torch.where(keep_prompt[:, None, None], data["prompt_embeds"][idx].float(), data["empty_prompt"][None])
+    noise = torch.randn(x0.shape, generator=generator)
+    u = torch.rand(b, generator=generator)
+    sigma = FLOW_SHIFT * u / (1 + (FLOW_SHIFT - 1) * u)
+    s = sigma.view(b, 1, 1, 1, 1)
+    x_t = (1 - s) * x0 + s * noise
+    grounded = idx[keep_layout]
+    objs = None
+    if len(grounded):
+        phrases = data["phrase_embeds"][data["phrase_ids"][grounded]]  # (G, F, N, 384)
+        objs = adapter.grounding_tokens(data["boxes"][grounded].flatten(0, 1), data["masks"][grounded].flatten(0, 1), phrases.flatten(0, 1))
+    with adapter.grounding(objs, frames=frames, aspect=1.0):
+        prediction = transformer(hidden_states=x_t, timestep=sigma * 1000, encoder_hidden_states=prompts, return_dict=False)[0]
+    weights = box_loss_weights(data["boxes"][idx], data["masks"][idx], side, cfg.box_loss_weight)  # (B, 1, F, h, w)
+    mse = (weights * (prediction - (noise - x0)) ** 2).mean()
+    return StepLoss(mse, {"sigma": sigma.mean()})
+
+
+def train_wan_transformer(run: Path, cfg: WanToyTrainConfig, data: dict, time_limit_s: float) -> bool:
+    """Train transformer + layout adapter (part 3); returns whether the run has done all its steps.
+
+    AdamW (weight decay 0.01) at ``cfg.transformer_lr``, ``cfg.warmup`` warm-up steps, cosine to 10 %,
+    gradients clipped at norm 1, EMA decay :data:`EMA_DECAY`; stops early (checkpointed) after
+    ``time_limit_s`` seconds.
+    """
+    from core.models.toy_wan import build_toy_wan_transformer
+    from core.models.wan_adapter import WanLayoutAdapter
+    from core.text import MINILM_DIM
+
+    torch.manual_seed(cfg.seed)
+    transformer = build_toy_wan_transformer()
+    adapter = WanLayoutAdapter.for_transformer(transformer, phrase_dim=MINILM_DIM, gate_init=0.1)
+    adapter.attach(transformer)
+    params = list(transformer.parameters()) + list(adapter.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.transformer_lr, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loop = TrainingLoop(
+        "transformer", TrainingState({"transformer": transformer, "adapter": adapter}, optimizer, generator=generator), params,
+        CosineSchedule(cfg.transformer_steps, warmup=cfg.warmup, floor=0.1), checkpoint=run / "transformer_ckpt.pt",
+        checkpoint_every=cfg.checkpoint_every, ema_decay=EMA_DECAY, log=run / "loss.csv", time_limit_s=time_limit_s,
+    )
+    loop.resume()
+    transformer.train()
+    adapter.train()
+    n = data["latents"].shape[0]
+    loop.run(lambda step: flow_matching_loss(transformer, adapter, data, torch.randint(0, n, (cfg.transformer_batch,), generator=generator), cfg, generator))
+    return loop.finished
+
+
+def export_wan_toy(run: Path, target: Path, cfg: WanExportConfig | None = None) -> Path:
+    """Write a ``wan-toy`` run as a :class:`core.pipelines.wan.WanLayoutPipeline` folder at ``target``.
+
+    The folder is a diffusers pipeline folder (``model_index.json``, ``vae/``, ``transformer/``,
+    ``scheduler/``) plus ``layout_adapter/``; its text encoder and tokenizer are ``null`` (the
+    loader supplies the installed MiniLM). Weights are written in float16; the config names the
+    toy world's backgrounds (a closed-world model), 128x128 renders and 32-token prompts.
+
+    Args:
+        run: the run folder; its ``transformer_ckpt.pt`` may be mid-run (any checkpoint exports).
+        cfg: ``ema`` writes the moving average of the weights (default), else the last ones;
+            ``guidance_scale`` becomes the model's default.
+
+    Returns:
+        ``target``.
+
+    Raises:
+        FileNotFoundError: the run lacks ``vae/`` or ``transformer_ckpt.pt``.
+        ValueError: ``cfg.ema`` and the checkpoint keeps no average.
+    """
+    from diffusers import AutoencoderKLWan
+
+    from core.models.toy_wan import FRAME_SIZE, PROMPT_TOKENS, build_toy_wan_scheduler, build_toy_wan_transformer
+    from core.models.wan_adapter import WanLayoutAdapter
+    from core.pipelines.wan import WanLayoutPipeline
+    from core.text import MINILM_DIM
+    from core.toyworld.world import BACKGROUNDS
+
+    cfg = cfg or WanExportConfig()
+    state = torch.load(run / "transformer_ckpt.pt", weights_only=False)
+    transformer = build_toy_wan_transformer()
+    transformer.load_state_dict(state["transformer"])
+    adapter = WanLayoutAdapter.for_transformer(transformer, phrase_dim=MINILM_DIM, gate_init=0.1)
+    adapter.load_state_dict(state["adapter"])
+    if cfg.ema:
+        if "ema" not in state:
+            raise ValueError(f"ema: {run / 'transformer_ckpt.pt'} keeps no moving average")
+        with torch.no_grad():
+            params = list(transformer.parameters()) + list(adapter.parameters())
+            for param, shadow in zip(params, state["ema"]["shadow_params"], strict=True):
+                param.copy_(shadow)
+    pipe = WanLayoutPipeline(
+        tokenizer=None, text_encoder=None, vae=AutoencoderKLWan.from_pretrained(run / "vae"), scheduler=build_toy_wan_scheduler(),
+        transformer=transformer, default_guidance_scale=cfg.guidance_scale, default_height=FRAME_SIZE, default_width=FRAME_SIZE,
+        max_sequence_length=PROMPT_TOKENS, backgrounds=list(BACKGROUNDS),
+    )
+    pipe.to(torch.float16)
+    pipe.save_pretrained(target, safe_serialization=True)
+    adapter.to(torch.float16).save_pretrained(Path(target) / "layout_adapter", safe_serialization=True)
+    return Path(target)
+
+
+def train_wan_toy(out: Path, cfg: WanToyTrainConfig) -> str:
+    """Run the stage's parts in ``out`` (created) until done or ``cfg.max_minutes`` pass.
+
+    Returns:
+        A one-line summary: ``"done"`` or which part stopped where.
+    """
+    started = time.time()
+    torch.set_num_threads(cfg.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    def left() -> float:
+        return cfg.max_minutes * 60 - (time.time() - started)
+
+    if not train_wan_vae(out, cfg, left()):
+        return "vae: stopped at the time limit; run the same command to resume"
+    data = build_wan_dataset(out, cfg)
+    if not train_wan_transformer(out, cfg, data, left()):
+        return "transformer: stopped at the time limit; run the same command to resume"
+    return "done"

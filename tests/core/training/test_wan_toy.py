@@ -1,0 +1,76 @@
+"""The ``wan-toy`` stage (model v2): a tiny run in chunks, its export, and a render through the Wan path."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core.training.cli import main
+from core.training.config import WanExportConfig, WanToyTrainConfig
+from core.training.wan_toy import export_wan_toy, random_frame_clips, train_wan_toy
+
+TINY = WanToyTrainConfig(
+    vae_steps=2, vae_clips=1, vae_crop=32, checkpoint_every=1, stats_frames=5, clips=2, transformer_steps=2, transformer_batch=1
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished tiny run, trained in two commands: the first stops at its time limit."""
+    run = tmp_path_factory.mktemp("wan-toy")
+    first = train_wan_toy(run, WanToyTrainConfig(**{**TINY.__dict__, "max_minutes": 1e-6}))
+    assert first.startswith("vae: stopped at the time limit")
+    assert torch.load(run / "vae_ckpt.pt", weights_only=False)["step"] == 1
+    assert train_wan_toy(run, TINY) == "done"
+    return run
+
+
+def test_a_run_stopped_by_its_time_limit_resumes_where_it_stopped(tiny_run):
+    rows = (tiny_run / "vae_loss.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows] == ["1", "2"]  # step 1 from the first command, step 2 from the second
+    assert torch.load(tiny_run / "transformer_ckpt.pt", weights_only=False)["step"] == 2
+    vae_config = json.loads((tiny_run / "vae" / "config.json").read_text())
+    assert len(vae_config["latents_mean"]) == 16 and all(s > 0 for s in vae_config["latents_std"])
+    assert vae_config["latents_std"] != [1.0] * 16  # measured, not the builder's placeholder
+
+
+def test_cached_clips_are_normalised_latents_of_16_frames_at_16x16(tiny_run):
+    data = torch.load(tiny_run / "data.pt", weights_only=False)
+    assert data["latents"].shape == (2, 16, 16, 16, 16)
+    assert data["prompt_embeds"].shape == (2, 32, 384) and data["phrase_embeds"].shape == (64, 384)
+    on = data["masks"] > 0
+    assert on.any() and (data["boxes"][on][:, 2:] > data["boxes"][on][:, :2]).all()
+
+
+def test_the_export_renders_a_plan_at_128x128_through_the_wan_pipeline(tiny_run, tmp_path):
+    from core.planner.rules import plan_with_rules
+    from core.render import RenderSettings, load_pipeline, render_plan
+    from core.vocabulary import model_vocabulary
+
+    folder = export_wan_toy(tiny_run, tmp_path / "model", WanExportConfig(guidance_scale=3.0))
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "WanLayoutPipeline" and index["text_encoder"] == [None, None]
+    pipe = load_pipeline(folder)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.family == "wan" and pipe.layout_adapter is not None
+    assert model_vocabulary(pipe.config).backgrounds == ("sky", "grass", "desert", "night", "ocean", "snow")
+    plan = plan_with_rules("a red ball rolls right on the grass")
+    frames = render_plan(pipe, plan, RenderSettings(num_inference_steps=2))
+    assert frames.shape == (plan.scenes[0].num_frames, 128, 128, 3) and frames.dtype == np.uint8
+
+
+def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["wan-toy", "--out", str(out), "--vae-frames", "3"]) == 2
+    assert main(["wan-toy", "--out", str(out), "--max-minutes", "151"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("error: --vae-frames: must be 4k + 1") and err[1] == "error: --max-minutes: must be in (0, 150] (got 151.0)"
+    assert not out.exists()
+
+
+def test_autoencoder_clips_are_consecutive_frames_cut_to_one_window():
+    frames, backgrounds = random_frame_clips(np.random.default_rng(0), 3, 5, crop=48)
+    assert frames.shape == (3, 5, 48, 48, 3) and len(backgrounds) == 3
+    whole, _ = random_frame_clips(np.random.default_rng(0), 1, 5)
+    assert whole.shape == (1, 5, 128, 128, 3)
