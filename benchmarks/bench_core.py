@@ -117,7 +117,7 @@ def main() -> None:
     # energy guidance's autograd.grad cannot run under the counter, so it has none.
     flops = {}
     for name, variant in variants.items():
-        if variant.layout_control == "guidance" and variant.box_guidance_method == "energy":
+        if variant.layout_control == "guidance" and (variant.box_guidance_method or "energy") == "energy":
             continue
         with FlopCounterMode(display=False) as counter:
             render_scene(pipe, plan, 0, variant)

@@ -125,7 +125,10 @@ def _guidance_interval_option(parser: argparse.ArgumentParser) -> None:
 def _box_guidance_options(parser: argparse.ArgumentParser) -> None:
     add_setting_option(parser, specs.BOX_GUIDANCE_ALPHA)
     add_setting_option(parser, specs.BOX_GUIDANCE_SCALE)
-    parser.add_argument("--box-guidance-method", choices=["energy", "mask"], default="energy", help="training-free box guidance: energy step or attention masking")
+    parser.add_argument(
+        "--box-guidance-method", choices=["energy", "mask"], default=None,
+        help="training-free box guidance: energy step or attention masking (default: energy on UNet3D, mask on Wan)",
+    )
     parser.add_argument(
         "--unconditional-layout", choices=["null", "none"], default="null",
         help="unconditional branch of classifier-free guidance: null grounding tokens (GLIGEN), or no gated attention (faster, weaker on the toy model)",

@@ -64,7 +64,9 @@ class RenderSettings(BaseModel):
         box_guidance_alpha, box_guidance_scale: fraction of steps (0-1) guided and the step size
             (0-10, energy method only) of the training-free guidance.
         box_guidance_method: ``energy`` (LVD's cross-attention energy step on the latents) or
-            ``mask`` (Peekaboo / TrailBlazer attention masking), see :mod:`core.pipelines.guidance`.
+            ``mask`` (Peekaboo / TrailBlazer attention masking), see :mod:`core.pipelines.guidance`;
+            None: the family's own, ``energy`` on UNet3D, ``mask`` on Wan (where ``energy`` is
+            :class:`core.pipelines.wan.WanBoxEnergy` for the first ``box_guidance_alpha`` of the steps).
         frame_prompts: give each frame its own prompt built from its scene graph; None: on for
             open-domain backbones, off for the toy model (trained on one caption per clip).
         use_scene_graph: take each frame's entity phrases (and frame prompts) from that frame's
@@ -83,7 +85,7 @@ class RenderSettings(BaseModel):
     unconditional_layout: Literal["null", "none"] = "null"
     box_guidance_alpha: float = Field(default=BOX_GUIDANCE_ALPHA.default, ge=BOX_GUIDANCE_ALPHA.low, le=BOX_GUIDANCE_ALPHA.high)
     box_guidance_scale: float = Field(default=BOX_GUIDANCE_SCALE.default, ge=BOX_GUIDANCE_SCALE.low, le=BOX_GUIDANCE_SCALE.high)
-    box_guidance_method: Literal["energy", "mask"] = "energy"
+    box_guidance_method: Literal["energy", "mask"] | None = None
     frame_prompts: bool | None = None
     use_scene_graph: bool = True
     seed: int = Field(default=SEED.default, ge=SEED.low, le=SEED.high)
@@ -367,7 +369,8 @@ def resolve_controls(pipe, settings: RenderSettings) -> dict:
     if control == "adapter" and not has_adapter:
         raise ValueError("layout_control: 'adapter' needs a model with a layout adapter (pass --adapter), or use 'guidance'")
     alpha = settings.layout_alpha if settings.layout_alpha is not None else model_layout_alpha(pipe.config)
-    guidance = BoxGuidance(alpha=settings.box_guidance_alpha, scale=settings.box_guidance_scale, method=settings.box_guidance_method) if control == "guidance" else None
+    method = settings.box_guidance_method or "energy"
+    guidance = BoxGuidance(alpha=settings.box_guidance_alpha, scale=settings.box_guidance_scale, method=method) if control == "guidance" else None
     return {
         "layout_alpha": alpha if control == "adapter" else 0.0,
         "box_guidance": guidance,
@@ -380,7 +383,11 @@ def _wan_controls(pipe, settings: RenderSettings) -> dict:
     """:func:`resolve_controls` for a Wan pipeline, with ``"layout_mode"`` added: ``guidance`` is the
     training-free cross-attention box mask (``"mask"``), ``adapter`` the layout adapter's gated
     attention, each for the first ``layout_alpha`` of the steps (:mod:`core.pipelines.wan`); ``auto``
-    the adapter when loaded, else the mask; ``none`` neither. The box_guidance_* settings do not apply."""
+    the adapter when loaded, else the mask; ``none`` neither. ``guidance`` with
+    ``box_guidance_method="energy"`` is energy guidance instead of the mask, for the first
+    ``box_guidance_alpha`` of the steps."""
+    from core.pipelines.guidance import BoxGuidance
+
     has_adapter = getattr(pipe, "layout_adapter", None) is not None
     control = settings.layout_control
     if control == "auto":
@@ -389,10 +396,11 @@ def _wan_controls(pipe, settings: RenderSettings) -> dict:
         raise ValueError("layout_control: 'adapter' needs a Wan layout adapter (pass --adapter), or use 'guidance'")
     alpha = settings.layout_alpha if settings.layout_alpha is not None else model_layout_alpha(pipe.config)
     closed_world = bool(getattr(pipe.config, "backgrounds", None))  # the shipped miniature: trained on one caption per clip
+    energy = control == "guidance" and settings.box_guidance_method == "energy"
     return {
-        "layout_alpha": 0.0 if control == "none" else alpha,
+        "layout_alpha": 0.0 if control == "none" or energy else alpha,
         "layout_mode": "adapter" if control == "adapter" else "mask",
-        "box_guidance": None,
+        "box_guidance": BoxGuidance(alpha=settings.box_guidance_alpha, scale=settings.box_guidance_scale, method="energy") if energy else None,
         "frame_prompts": settings.frame_prompts if settings.frame_prompts is not None else not closed_world,
         "guidance_scale": settings.guidance_scale if settings.guidance_scale is not None else model_guidance_scale(pipe.config),
     }

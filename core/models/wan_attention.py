@@ -12,7 +12,8 @@ can, for the duration of one transformer call:
 - forbid pairs of (video token, text token): an entity's phrase tokens are read only by the video
   tokens inside its box (Peekaboo-style masked cross-attention, Jain et al. 2024, arXiv 2312.07509;
   on a DiT as in DiTraj, arXiv 2509.21839);
-- record the attention probabilities (averaged over heads), for tests and diagnostics.
+- record the attention probabilities (averaged over heads), for tests and diagnostics, or with
+  gradients for energy guidance.
 
 :class:`RegionBiasedSelfAttention` on ``attn1`` optionally adds a regional bias to the 3D
 self-attention (:func:`region_self_bias`), off unless a bias is set.
@@ -57,6 +58,7 @@ class ControlState:
     def __init__(self):
         self.control: CrossAttentionControl | None = None
         self.records: list[torch.Tensor] | None = None
+        self.record_grad = False
         self.self_bias: torch.Tensor | None = None
 
     @contextmanager
@@ -69,13 +71,18 @@ class ControlState:
             self.control = previous
 
     @contextmanager
-    def recording(self):
-        """Record the controlled cross-attention probabilities of the calls inside; yields the list."""
+    def recording(self, *, grad: bool = False):
+        """Record the controlled cross-attention probabilities of the calls inside; yields the list.
+
+        With ``grad`` the layers compute their output from the recorded probabilities, so that a
+        loss on them (the box energy of :class:`core.pipelines.wan.WanBoxEnergy`) reaches the input.
+        """
         previous, self.records = self.records, []
+        previous_grad, self.record_grad = self.record_grad, grad
         try:
             yield self.records
         finally:
-            self.records = previous
+            self.records, self.record_grad = previous, previous_grad
 
 
 class ControlledCrossAttention:
@@ -109,6 +116,14 @@ class ControlledCrossAttention:
         if control.allowed is not None:
             batch = hidden_states.shape[0]
             mask = control.allowed.to(query.device).repeat(batch, 1, 1)[:, None]  # (B * G, 1, S / G, T)
+        if self.state.records is not None and self.state.record_grad:
+            scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            probs = scores.softmax(-1)  # (B * G, heads, S / G, T), with gradients
+            self.state.records.append(probs.mean(1))
+            out = rearrange(probs @ value, "(b g) h s d -> b (g s) (h d)", g=groups).type_as(query)
+            return attn.to_out[1](attn.to_out[0](out))
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
         if self.state.records is not None:
             scores = query.float() @ key.float().transpose(-1, -2) / math.sqrt(query.shape[-1])

@@ -90,6 +90,57 @@ def box_cells(box: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return cells
 
 
+class WanBoxEnergy:
+    """Energy guidance on a Wan transformer (LLM-grounded Video Diffusion, arXiv 2309.17444, sec. 4):
+    before each of the first ``guided_steps`` steps, one gradient step on the latents lowers
+
+        E = mean over layers, latent frames, on-screen named entities n of (1 - A_n(box_n) / A_n(all))^2
+
+    where ``A_n`` is the cross-attention of the video tokens to entity n's phrase tokens in the
+    conditional pass (:func:`core.pipelines.guidance.box_attention_energy`, the energy the UNet3D
+    path uses; the step is :func:`core.pipelines.guidance.guided_latents`).
+
+    Args:
+        pipe: the pipeline (its control state records the attention with gradients).
+        model: the transformer that runs the pass.
+        guidance: ``method="energy"``; ``scale`` is the step size.
+        guided_steps: how many of the first steps are guided.
+        control: the text grouping of the conditional pass (per-frame prompts or one).
+        prompt_embeds: (1, G * T, D) the conditional text.
+        token_weights: (L, N, T) each entity's tokens in its latent frame's prompt.
+        boxes: (L, N, 4) xyxy in [0, 1]. masks: (L, N). grid: (L, h, w) token grid.
+    """
+
+    def __init__(self, pipe, model, guidance, *, guided_steps: int, control, prompt_embeds, token_weights, boxes, masks, grid):
+        from core.models.layout import box_masks_on_grid
+
+        self.pipe, self.model, self.guidance, self.guided_steps = pipe, model, guidance, guided_steps
+        self.control, self.prompt_embeds, self.token_weights = control, prompt_embeds, token_weights
+        frames, rows, cols = grid
+        self.grid = grid
+        self.box_grid = box_masks_on_grid(boxes, masks, rows, cols)  # (L, N, h * w)
+
+    def energy(self, latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The box energy (a scalar with gradients) of ``latents`` (1, C, L, h', w') at timestep ``t``."""
+        from core.pipelines.guidance import box_attention_energy
+
+        state = self.pipe.control_state
+        with state.recording(grad=True) as records, state.use(self.control):
+            self.model(hidden_states=latents.to(self.model.dtype), timestep=self.pipe.expand_timestep(t, latents),
+                       encoder_hidden_states=self.prompt_embeds, return_dict=False)
+        frames, rows, cols = self.grid
+        weights, grid = self.token_weights.to(records[0]), self.box_grid.to(records[0])
+        return torch.stack([box_attention_energy(probs.reshape(frames, rows * cols, -1), weights, grid) for probs in records]).mean()
+
+    def __call__(self, step: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """The latents for step ``step``: guided while ``step < guided_steps``, else unchanged."""
+        from core.pipelines.guidance import guided_latents
+
+        if step >= self.guided_steps:
+            return latents
+        return guided_latents(latents, lambda x: self.energy(x, t), scale=self.guidance.scale)[0]
+
+
 class WanLayoutPipeline(WanPipeline):
     """Wan text-to-video with plan-scene conditioning (see the module docstring).
 
@@ -161,8 +212,8 @@ class WanLayoutPipeline(WanPipeline):
             raise ValueError("layout_mode: 'adapter' needs a layout adapter (set_layout_adapter, or --adapter)")
         if region_bias < 0:
             raise ValueError(f"region_bias: must be >= 0 (got {region_bias})")
-        if box_guidance is not None:
-            raise ValueError("box_guidance: energy guidance is not implemented for Wan; its box control is the attention mask (layout_alpha)")
+        if box_guidance is not None and box_guidance.method != "energy":
+            raise ValueError(f"box_guidance.method: must be 'energy' on Wan (got {box_guidance.method!r}); attention masking is layout_mode='mask'")
         if layout is not None:
             if layout.boxes.shape != (num_frames, layout.num_entities, 4) or layout.masks.shape != (num_frames, layout.num_entities):
                 raise ValueError(
@@ -303,7 +354,9 @@ class WanLayoutPipeline(WanPipeline):
                 dense S x S, see :func:`core.models.wan_attention.region_self_bias`).
             unconditional_layout: accepted for the renderer's sake; the unconditional pass (negative
                 prompt) never sees the layout on Wan.
-            box_guidance: must be None (energy guidance is not implemented for Wan).
+            box_guidance: a :class:`core.pipelines.guidance.BoxGuidance` with ``method="energy"``:
+                energy guidance (:class:`WanBoxEnergy`) for its first ``alpha`` of the steps, with
+                or without the layout control above; None: none.
             generator: torch.Generator for the initial noise (as the stock pipeline draws it).
             callback_on_step_end: ``f(pipe, step, timestep, {"latents": ...}) -> dict``; set
                 ``pipe._interrupt = True`` in it to stop early.
@@ -363,6 +416,7 @@ class WanLayoutPipeline(WanPipeline):
         timesteps = self.scheduler.timesteps
         self.scheduler.set_begin_index(0)
         layout_steps = round(layout_alpha * len(timesteps))
+        energy = self.box_energy(box_guidance, layout, prompts, sources, grid, groups=groups, steps=len(timesteps), prompt_embeds=prompt_embeds, max_sequence_length=max_sequence_length)
         cfg_start, cfg_end = (round(fraction * len(timesteps)) for fraction in guidance_interval)
         boundary = self.config.boundary_ratio * self.scheduler.config.num_train_timesteps if self.config.boundary_ratio is not None else None
 
@@ -378,6 +432,8 @@ class WanLayoutPipeline(WanPipeline):
             for i, t in enumerate(timesteps):
                 self._current_timestep = t
                 model = self.transformer if boundary is None or t >= boundary or self.transformer_2 is None else self.transformer_2
+                if energy is not None:
+                    latents = energy(i, t, latents)
                 model_input = latents.to(dtype)
                 timestep = self.expand_timestep(t, latents)
                 grounded = adapter.grounding(objs if i < layout_steps else None, frames=grid[0], aspect=grid[1] / grid[2]) if adapter is not None else nullcontext()
@@ -407,6 +463,18 @@ class WanLayoutPipeline(WanPipeline):
         frames = self.decode_latents(latents)[:num_frames]
         self.maybe_free_model_hooks()
         return Layout2VidPipelineOutput(frames=frames)
+
+    def box_energy(self, box_guidance, layout, prompts, sources, grid, *, groups: int, steps: int, prompt_embeds, max_sequence_length: int) -> WanBoxEnergy | None:
+        """The energy guidance of one render (:class:`WanBoxEnergy`), or None without guidance or entities."""
+        if box_guidance is None or layout is None or layout.num_entities == 0 or box_guidance.alpha <= 0:
+            return None
+        middle = [frames[len(frames) // 2] for frames in sources]
+        token_weights = phrase_token_weights(self.tokenizer, [prompt_clean(p) for p in prompts], [layout.phrases[f] for f in middle], max_length=max_sequence_length)
+        boxes, masks = latent_boxes(layout, sources)
+        return WanBoxEnergy(
+            self, self._denoiser, box_guidance, guided_steps=round(box_guidance.alpha * steps), control=CrossAttentionControl(groups=groups),
+            prompt_embeds=prompt_embeds, token_weights=token_weights, boxes=boxes, masks=masks, grid=grid,
+        )
 
     def expand_timestep(self, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """The transformer's timestep input: (B,), or (B, tokens) for Wan 2.2 TI2V (``expand_timesteps``)."""

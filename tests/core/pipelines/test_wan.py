@@ -277,3 +277,38 @@ def test_region_bias_ties_an_entitys_tokens_and_is_off_by_default(pipes):
     assert pipe.token_regions(two_entity_layout(9), latent_frame_sources(9), grid).sum(1).tolist() == [6, 6]  # left / right column of 2x2, 3 frames
     with pytest.raises(ValueError, match="region_bias"):
         pipe(PROMPT, two_entity_layout(9), region_bias=-1.0, **kwargs)
+
+
+def test_energy_guidance_steps_lower_the_box_energy_and_change_the_render(pipes):
+    from core.pipelines.guidance import BoxGuidance, guided_latents
+
+    _, pipe = pipes
+    layout = two_entity_layout(9)
+    sources = latent_frame_sources(9)
+    grid = pipe.token_grid(len(sources), 32, 32)
+    embeds = pipe.encode_prompt(PROMPT, do_classifier_free_guidance=False, max_sequence_length=512)[0]
+    energy = pipe.box_energy(BoxGuidance(alpha=0.5, scale=2.0), layout, [PROMPT] * len(sources), sources, grid, groups=1, steps=4,
+                             prompt_embeds=embeds, max_sequence_length=512)
+    assert energy.guided_steps == 2
+    latents = torch.randn(1, 16, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor(600.0)
+    before = float(energy.energy(latents, t).detach())
+    after = float(energy.energy(guided_latents(latents, lambda x: energy.energy(x, t), scale=2.0)[0], t).detach())
+    print(f"box energy before {before:.4f}, after one guidance step {after:.4f}")
+    assert 0 < after < before
+    assert torch.equal(energy(3, t, latents), latents)  # past the guided steps: unchanged
+
+    kwargs = {"num_frames": 9, "height": 32, "width": 32, "num_inference_steps": 4, "guidance_scale": 1.0, "layout_alpha": 0.0, "output_type": "latent"}
+    plain = pipe(PROMPT, layout, generator=torch.Generator().manual_seed(5), **kwargs).frames
+    guided = pipe(PROMPT, layout, box_guidance=BoxGuidance(alpha=0.5, scale=2.0), generator=torch.Generator().manual_seed(5), **kwargs).frames
+    assert not torch.allclose(plain, guided, atol=1e-4)
+    with pytest.raises(ValueError, match="^box_guidance.method: must be 'energy' on Wan"):
+        pipe(PROMPT, layout, box_guidance=BoxGuidance(method="mask"), **kwargs)
+
+
+def test_render_settings_choose_the_mask_by_default_and_energy_on_request(pipes):
+    _, pipe = pipes
+    default = resolve_controls(pipe, RenderSettings(layout_control="guidance"))
+    assert default["layout_mode"] == "mask" and default["box_guidance"] is None and default["layout_alpha"] > 0
+    energy = resolve_controls(pipe, RenderSettings(layout_control="guidance", box_guidance_method="energy", box_guidance_alpha=0.4))
+    assert energy["layout_alpha"] == 0.0 and energy["box_guidance"].method == "energy" and energy["box_guidance"].alpha == 0.4
