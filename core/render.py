@@ -143,7 +143,7 @@ def load_pipeline(
     device: str = "cpu",
     dtype: str = "fp32",
     scheduler: str | None = None,
-    cpu_offload: bool = False,
+    cpu_offload: str | bool | None = None,
     compile_unet: bool = False,
 ):
     """Load a Layout2VidPipeline, offline unless ``model`` is a hub id.
@@ -162,7 +162,10 @@ def load_pipeline(
             latter two on a GPU only).
         scheduler: ``ddim`` or ``dpm++``; None keeps the toy model's DDIM and gives backbones
             DPM-Solver++.
-        cpu_offload: keep only the running model on the GPU (diffusers' model CPU offload).
+        cpu_offload: ``"model"`` (or True): keep only the running model on the GPU (diffusers' model
+            CPU offload); ``"group"``: keep every model on the CPU and move one block at a time onto
+            the GPU, overlapping the copies with compute (diffusers' group offload, the lowest
+            memory); None: everything on the device. See :func:`apply_offload`.
         compile_unet: ``torch.compile`` the UNet (first call slower, later ones faster).
 
     Raises:
@@ -176,6 +179,9 @@ def load_pipeline(
     from core.pipelines.backbones import check_device
 
     check_device(device, dtype)
+    cpu_offload = "model" if cpu_offload is True else (cpu_offload or None)
+    if cpu_offload not in (None, *OFFLOAD_MODES):
+        raise ValueError(f"cpu_offload: must be one of {', '.join(OFFLOAD_MODES)} (got {cpu_offload!r})")
     if cpu_offload and not device.startswith("cuda"):
         raise ValueError(f"cpu_offload: needs a cuda device (got {device!r})")
     # Loading is quiet: a failure must stay one line on stderr (the CLI's contract).
@@ -223,14 +229,32 @@ def _load(model, adapter, device, dtype, scheduler, cpu_offload, compile_unet):
             layout_adapter.to(dtype=torch_dtype)
         layout_adapter.attach(pipe.unet)
         pipe.register_modules(layout_adapter=layout_adapter)
-    if cpu_offload:
-        pipe.enable_model_cpu_offload(device=device)
-    else:
-        pipe.to(device)
+    apply_offload(pipe, cpu_offload, device)
     if compile_unet:
         pipe.unet.compile()
     pipe.model_name = str(path) + (f"+{Path(adapter).name}" if adapter else "")
     return pipe
+
+
+OFFLOAD_MODES = ("model", "group")
+
+
+def apply_offload(pipe, mode: str | None, device: str) -> None:
+    """Place ``pipe`` on ``device`` the way ``mode`` says (see :func:`load_pipeline`'s ``cpu_offload``).
+
+    ``"group"`` is diffusers' ``enable_group_offload`` at block level, one block per group, with a
+    CUDA stream prefetching the next block when ``device`` is a CUDA device.
+    """
+    import torch
+
+    if mode == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif mode == "group":
+        onload = torch.device(device)
+        pipe.enable_group_offload(onload_device=onload, offload_device=torch.device("cpu"), offload_type="block_level",
+                                  num_blocks_per_group=1, use_stream=onload.type == "cuda")
+    else:
+        pipe.to(device)
 
 
 def _load_wan(path, adapter, device, torch_dtype, scheduler, cpu_offload, compile_unet):
@@ -242,13 +266,11 @@ def _load_wan(path, adapter, device, torch_dtype, scheduler, cpu_offload, compil
     pipe = load_wan(path, torch_dtype)
     if device.startswith("cuda"):
         pipe.vae.enable_tiling()
-    if cpu_offload:
-        pipe.enable_model_cpu_offload(device=device)
-    else:
-        pipe.to(device)
+    if pipe.layout_adapter is not None:  # the folder's own: runs inside the transformer's blocks, on the device
+        pipe.layout_adapter.to(device)
+    apply_offload(pipe, cpu_offload, device)
     if adapter is not None:
-        # Not a pipeline component: it runs inside the transformer's blocks, on the execution device.
-        pipe.set_layout_adapter(load_wan_adapter(adapter, pipe).to(device=pipe._execution_device, dtype=torch_dtype))
+        pipe.set_layout_adapter(load_wan_adapter(adapter, pipe).to(device=device, dtype=torch_dtype))
     if compile_unet:
         for model in (pipe.transformer, pipe.transformer_2):
             if model is not None:

@@ -100,7 +100,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda[:N] or mps")
     parser.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="default: fp32 on the cpu, fp16 on a GPU")
     parser.add_argument("--scheduler", default=None, choices=["ddim", "dpm++"], help="default: the toy model's DDIM, DPM-Solver++ for backbones")
-    parser.add_argument("--cpu-offload", action="store_true", help="model CPU offload for small GPUs")
+    parser.add_argument(
+        "--cpu-offload", nargs="?", const="model", default=None, choices=["model", "group"],
+        help="for small GPUs: 'model' (the default when given bare) keeps only the running model on the GPU, 'group' streams one block at a time",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet")
 
 

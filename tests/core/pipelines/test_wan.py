@@ -312,3 +312,21 @@ def test_render_settings_choose_the_mask_by_default_and_energy_on_request(pipes)
     assert default["layout_mode"] == "mask" and default["box_guidance"] is None and default["layout_alpha"] > 0
     energy = resolve_controls(pipe, RenderSettings(layout_control="guidance", box_guidance_method="energy", box_guidance_alpha=0.4))
     assert energy["layout_alpha"] == 0.0 and energy["box_guidance"].method == "energy" and energy["box_guidance"].alpha == 0.4
+
+
+def test_group_offload_renders_what_the_pipeline_renders_in_place(folders, pipes):
+    from core.render import apply_offload
+
+    _, pipe = pipes
+    kwargs = {"num_frames": 9, "height": 32, "width": 32, "num_inference_steps": 2, "output_type": "latent"}
+    expected = pipe(PROMPT, two_entity_layout(9), generator=torch.Generator().manual_seed(6), **kwargs).frames
+    offloaded = load_pipeline(folders["stock"])
+    offloaded.set_progress_bar_config(disable=True)
+    apply_offload(offloaded, "group", "cpu")  # the hooks a GPU gets, with the CPU as both homes
+    assert any(hasattr(m, "_diffusers_hook") for m in offloaded.transformer.modules())
+    got = offloaded(PROMPT, two_entity_layout(9), generator=torch.Generator().manual_seed(6), **kwargs).frames
+    assert torch.allclose(got, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="^cpu_offload: must be one of model, group"):
+        load_pipeline(folders["stock"], cpu_offload="disk")
+    with pytest.raises(ValueError, match="^cpu_offload: needs a cuda device"):
+        load_pipeline(folders["stock"], cpu_offload="group")
