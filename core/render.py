@@ -100,12 +100,15 @@ class RenderSettings(BaseModel):
 
 @dataclass
 class Progress:
-    """Where a render is: scene ``scene`` of ``scenes`` (0-based), step ``step`` of ``steps``."""
+    """Where a render is: scene ``scene`` of ``scenes`` (0-based), step ``step`` of ``steps``, and
+    every ``preview_every`` steps a ``preview``: the scene's middle frame decoded from the current
+    latents, np.ndarray (H, W, 3) uint8 (None on the other steps)."""
 
     scene: int
     scenes: int
     step: int
     steps: int
+    preview: np.ndarray | None = None
 
 
 def read_model_index(model: str | Path | None = None) -> dict:
@@ -442,10 +445,14 @@ def render_scene(
     scene_index: int,
     settings: RenderSettings,
     *,
-    on_step: Callable[[int, int], None] | None = None,
+    on_step: Callable[..., None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    preview_every: int = 0,
 ) -> np.ndarray:
     """Render one scene of a plan.
+
+    ``on_step(step, steps, preview)`` is called after every denoising step; ``preview`` is
+    :func:`preview_frame` of the latents every ``preview_every`` steps (0: never) and None otherwise.
 
     Returns:
         np.ndarray (num_frames, H, W, 3) uint8.
@@ -461,7 +468,8 @@ def render_scene(
 
     def callback(pipeline, step, timestep, tensors):
         if on_step is not None:
-            on_step(step + 1, settings.num_inference_steps)
+            due = preview_every > 0 and (step + 1) % preview_every == 0 and step + 1 < settings.num_inference_steps
+            on_step(step + 1, settings.num_inference_steps, preview_frame(pipeline, tensors["latents"]) if due else None)
         if should_cancel is not None and should_cancel():
             pipeline._interrupt = True
         return tensors
@@ -488,6 +496,20 @@ def render_scene(
     return output.frames
 
 
+def preview_frame(pipe, latents) -> np.ndarray:
+    """The middle frame of a scene decoded from its current latents (1, C, F, h, w) by ``pipe``'s
+    own decoder: noise early in the render, the frame itself near its end.
+
+    Returns:
+        np.ndarray (H, W, 3) uint8.
+    """
+    import torch
+
+    middle = latents.shape[2] // 2
+    with torch.no_grad():
+        return pipe.decode_latents(latents[:, :, middle : middle + 1])[0]
+
+
 def render_plan(
     pipe,
     plan: VideoPlan,
@@ -496,10 +518,13 @@ def render_plan(
     on_progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     cache=None,
+    preview_every: int = 0,
 ) -> np.ndarray:
     """Render every scene and concatenate them.
 
     Args:
+        on_progress: called after every denoising step with a :class:`Progress`, which carries a
+            preview frame every ``preview_every`` steps (0: no previews, the default).
         cache: optional mapping (a dict, or :class:`core.project.renders.SceneCache` on disk) from
             :func:`scene_cache_key` to frames, with ``get`` and ``[key] =``; scenes found there are
             not re-rendered and new ones are added.
@@ -517,11 +542,11 @@ def render_plan(
                 on_progress(Progress(index, len(plan.scenes), settings.num_inference_steps, settings.num_inference_steps))
             continue
 
-        def on_step(step, steps, index=index):
+        def on_step(step, steps, preview=None, index=index):
             if on_progress:
-                on_progress(Progress(index, len(plan.scenes), step, steps))
+                on_progress(Progress(index, len(plan.scenes), step, steps, preview))
 
-        frames = render_scene(pipe, plan, index, settings, on_step=on_step, should_cancel=should_cancel)
+        frames = render_scene(pipe, plan, index, settings, on_step=on_step, should_cancel=should_cancel, preview_every=preview_every)
         if cache is not None:
             cache[key] = frames
         clips.append(frames)

@@ -173,7 +173,7 @@ def build_app(workspace: Workspace, *, remote: bool = False) -> gr.Blocks:
         then_graph(l.absent.click(wired(lambda session, entity: h.make_absent(session, None, None, entity)), [session, l.entity], every, **edits))
 
         r.run.click(
-            h.render, [session, r.steps, r.guidance, r.alpha, r.seed], [r.video, r.downloads, r.render_status, r.gallery],
+            h.render, [session, r.steps, r.guidance, r.alpha, r.seed], [r.video, r.downloads, r.render_status, r.gallery, r.preview],
             concurrency_limit=1, concurrency_id="render",
         )
         r.gallery.select(h.play_render, [session], [r.video, r.downloads])

@@ -6,7 +6,10 @@ Every view handler returns a dict: ``session``, ``message`` and the views that c
 
 from __future__ import annotations
 
+import contextvars
+import queue
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from core.render import RenderCancelled, RenderSettings
 from core.scene_graph import build_scene_graphs
 from studio.figures import scene_graph_figure
 from studio.views import ALL_VIEWS, FRAME_VIEWS, SCENE_VIEWS, SKETCH_SIZE, box_labels, clamp, escape_markdown, frame_of, events_key, rows_key, views
+
+PREVIEW_EVERY = 5  # denoising steps between two render previews
 
 
 def message(text: str | None, ok: str = "", plan: VideoPlan | None = None) -> str:
@@ -324,7 +329,9 @@ class Handlers:
     # render ----------------------------------------------------------------------------------
 
     def render(self, session, steps, guidance, alpha, seed, request: gr.Request | None = None, progress=gr.Progress()):
-        """Render the open project; returns (video, downloads, status, gallery)."""
+        """Render the open project, yielding (video, downloads, status, gallery, preview) updates:
+        a preview of the current scene's middle frame every :data:`PREVIEW_EVERY` steps while the
+        render runs (in a worker thread), then the video."""
         project = self._project(session)
         if project is None:
             raise gr.Error("Generate or open a plan first.")
@@ -333,19 +340,41 @@ class Handlers:
         except ValueError as error:
             raise gr.Error(str(error).splitlines()[0]) from None
         start = time.perf_counter()
+        previews: queue.Queue = queue.Queue()
 
         def on_progress(p):
             done = (p.scene * p.steps + p.step) / (p.scenes * p.steps)
             elapsed = time.perf_counter() - start
             eta = f", about {elapsed * (1 - done) / done:.0f} s left" if done > 0.05 else ""
             progress(done, desc=f"scene {p.scene + 1}/{p.scenes}, step {p.step}/{p.steps}{eta}")
+            if p.preview is not None:
+                previews.put(p.preview)
 
         token = request.session_hash if request is not None else "default"
-        try:
-            record = self.ws.render(project, settings, session=token, on_progress=on_progress)
-        except RenderCancelled as error:
-            return gr.update(), gr.update(), message(f"{error}."), gr.update()
-        return record.video, [record.video, record.plan], f"Rendered {Path(record.video).name} in {record.seconds:.1f} s.", self.gallery(session)
+        outcome: dict = {}
+
+        def work():
+            try:
+                outcome["record"] = self.ws.render(project, settings, session=token, on_progress=on_progress, preview_every=PREVIEW_EVERY)
+            except Exception as error:  # handed to the event's thread below
+                outcome["error"] = error
+            finally:
+                previews.put(None)
+
+        # Gradio finds the event's progress bar through context variables: the worker runs in a copy of ours.
+        threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True, name=f"render-{token}").start()
+        yield gr.update(), gr.update(), gr.update(), gr.update(), gr.update(value=None, visible=True)
+        while (preview := previews.get()) is not None:
+            yield gr.update(), gr.update(), gr.update(), gr.update(), preview
+        hidden = gr.update(value=None, visible=False)
+        error = outcome.get("error")
+        if isinstance(error, RenderCancelled):
+            yield gr.update(), gr.update(), message(f"{error}."), gr.update(), hidden
+            return
+        if error is not None:
+            raise error
+        record = outcome["record"]
+        yield record.video, [record.video, record.plan], f"Rendered {Path(record.video).name} in {record.seconds:.1f} s.", self.gallery(session), hidden
 
     def gallery(self, session):
         """The open project's renders, newest first, as (video, caption) pairs for a gr.Gallery."""

@@ -213,8 +213,11 @@ class Workspace:
         """Ask the render of ``session`` to stop after its current denoising step."""
         self._cancel.setdefault(session, threading.Event()).set()
 
-    def render(self, project_id: int, settings, *, session: str = "default", on_progress=None) -> RenderRecord:
+    def render(self, project_id: int, settings, *, session: str = "default", on_progress=None, preview_every: int = 0) -> RenderRecord:
         """Render the current plan to ``outputs/``: the MP4, its plan and its record, written together.
+
+        ``on_progress`` gets a :class:`core.render.Progress` after every denoising step, with a
+        preview frame every ``preview_every`` steps (0: none).
 
         Scenes whose content, settings and model did not change since any earlier render come from
         the scene cache on disk (kept across restarts).
@@ -234,7 +237,9 @@ class Workspace:
         with self._render_lock:
             start = time.perf_counter()
             pipe = self.pipeline()
-            frames = render_plan(pipe, plan, settings, on_progress=on_progress, should_cancel=event.is_set, cache=self.scene_cache)
+            frames = render_plan(
+                pipe, plan, settings, on_progress=on_progress, should_cancel=event.is_set, cache=self.scene_cache, preview_every=preview_every
+            )
             seconds = time.perf_counter() - start
         stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"  # two renders in one second keep both
         video = self.output_dir / f"project{project_id}-v{version}-{stamp}.mp4"

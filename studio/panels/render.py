@@ -1,4 +1,4 @@
-"""The inspector's Render tab: sampling settings, render with progress, cancel, play and download."""
+"""The inspector's Render tab: sampling settings, render with progress and a preview, cancel, play and download."""
 
 from types import SimpleNamespace
 
@@ -19,6 +19,7 @@ def render(guidance_scale: float, layout_alpha: float) -> SimpleNamespace:
         run = gr.Button("Render", variant="primary", elem_id="render")
         cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
     render_status = gr.Markdown(elem_id="render-status")
+    preview = gr.Image(label="Preview (the middle frame, every few steps)", visible=False, interactive=False, height=220, elem_id="render-preview")
     video = gr.Video(label="Video", elem_id="video", autoplay=True, loop=True, height=220)
     downloads = gr.File(label="Downloads (MP4 and plan JSON)", file_count="multiple", elem_id="downloads")
     gallery = gr.Gallery(label="Renders of this project (kept across reloads and restarts)", columns=4, height=130, elem_id="renders", allow_preview=False)

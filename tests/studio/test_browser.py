@@ -286,7 +286,10 @@ def test_render_progress_download_and_cancel(page, server, shot):
     page.click("#render")
     # Progress: gr.Progress shows "scene i/n, step k/K" while the render runs.
     page.wait_for_function("() => /scene 1\\/1, step \\d+\\/8/.test(document.body.innerText)", timeout=60_000, polling=50)
+    # A preview of the middle frame appears after step 5, and makes way for the video at the end.
+    page.wait_for_selector("#render-preview img", timeout=60_000)
     page.wait_for_selector("#render-status:has-text('Rendered')", timeout=120_000)
+    page.wait_for_selector("#render-preview", state="hidden", timeout=10_000)
     link = page.locator("#downloads a").first
     with page.expect_download() as download:
         link.click()

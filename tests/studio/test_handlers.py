@@ -3,7 +3,9 @@
 import html
 import json
 import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core.project.workspace import Workspace
@@ -426,3 +428,14 @@ def test_a_refused_table_sent_again_is_dropped_not_applied_on_the_fresh_state(ha
     assert set(two.edit_scenes(stale)) == {"session"}
     assert handlers.ws.store.current(one.session["project"])[1].scenes[0].background == "snow"
     assert two.edit_scenes([["s1", "A fresh edit.", "snow", 16, ""]])["message"] == "Scenes saved."
+
+
+def test_a_render_shows_previews_of_the_middle_frame_then_the_video(handlers):
+    tab = new_tab(handlers)
+    updates = list(handlers.render(tab.session, 10, 2.5, 1.0, 0, progress=lambda *a, **k: None))
+    previews = [u[4] for u in updates if isinstance(u[4], np.ndarray)]
+    assert len(previews) == 1 and previews[0].shape == (64, 64, 3) and previews[0].dtype == np.uint8  # after step 5 of 10
+    video, downloads, status, gallery, preview = updates[-1]
+    assert Path(video).is_file() and status.startswith("Rendered ") and len(gallery) == 1
+    assert preview["visible"] is False  # the preview makes way for the video
+    assert updates[0][4]["visible"] is True
