@@ -11,10 +11,13 @@ No torch here: the studio reaches models only through ``core.project.workspace``
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import html
 import io
+import itertools
 import json
+import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from core.outputs import evict_least_recently_used
 from core.plan import VideoPlan
 from core.project.editing import frame_boxes, is_keyframe
 from core.scene_graph import display_names
@@ -124,15 +128,27 @@ def annotator_value(plan: VideoPlan, scene: int, frame: int, base=None, folder: 
     return {"image": image, "boxes": boxes}
 
 
+CANVAS_MAX_BYTES = 64 * 2**20  # the box editor's pictures kept on disk (least recently used go first)
+CANVAS_EVICT_EVERY = 64  # pictures written between two clean-ups
+_written = itertools.count(1)
+
+
 def _png_file(image: np.ndarray, folder: Path, scene: int, frame: int) -> str:
+    """The picture as a PNG in ``folder`` (written once per content; touched when reused), keeping
+    the folder under :data:`CANVAS_MAX_BYTES` by deleting the least recently used pictures."""
     path = folder / frame_name(scene, frame, hashlib.blake2b(image.tobytes(), digest_size=8).hexdigest())
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
-        tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")  # two events may draw the same frame at once
-        tmp.write_bytes(buffer.getvalue())
-        tmp.replace(path)
+    if path.exists():
+        with contextlib.suppress(OSError):
+            os.utime(path)
+        return str(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")  # two events may draw the same frame at once
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(path)
+    if next(_written) % CANVAS_EVICT_EVERY == 0:
+        evict_least_recently_used(folder, "*.png", CANVAS_MAX_BYTES)
     return str(path)
 
 

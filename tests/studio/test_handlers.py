@@ -439,3 +439,18 @@ def test_a_render_shows_previews_of_the_middle_frame_then_the_video(handlers):
     assert Path(video).is_file() and status.startswith("Rendered ") and len(gallery) == 1
     assert preview["visible"] is False  # the preview makes way for the video
     assert updates[0][4]["visible"] is True
+
+
+def test_the_editor_pictures_stay_under_their_cap_and_the_one_in_use_is_kept(tmp_path, monkeypatch):
+    import studio.views
+
+    monkeypatch.setattr(studio.views, "CANVAS_MAX_BYTES", 6_000)  # about three sketches
+    monkeypatch.setattr(studio.views, "CANVAS_EVICT_EVERY", 4)
+    folder = tmp_path / "canvas"
+    handlers = Handlers(Workspace(tmp_path / "data"), frames_dir=folder)
+    tab = new_tab(handlers)
+    for frame in range(1, 16):
+        shown = tab.select(0, frame)["boxes"]["image"]
+    pictures = list(folder.glob("*.png"))
+    assert sum(p.stat().st_size for p in pictures) <= 6_000 + 3 * max(p.stat().st_size for p in pictures)  # the cap, plus those written since the last clean-up
+    assert len(pictures) < 10 and Path(shown).is_file()
