@@ -1,7 +1,11 @@
-"""Render dev prompts with a model and save a picture: one row per prompt, every other frame, with
+"""Render prompts with a model and save a picture: one row per prompt, every other frame, with
 the planned boxes drawn over the frames (for the model card: look at the frames).
 
     .venv/bin/python benchmarks/sample_strip.py --out assets/layout2vid-toy/samples.png [--limit 6]
+    .venv/bin/python benchmarks/sample_strip.py --per-kind --model DIR --out DIR/kinds.png
+
+``--per-kind`` renders one clip per toy-world kind (``"a <colour> <kind> moves right on the
+<background>"``, colours and backgrounds taken in turn) instead of the dev prompts.
 """
 
 from __future__ import annotations
@@ -31,11 +35,18 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=6)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--scale", type=int, default=2)
+    parser.add_argument("--per-kind", action="store_true", help="one clip per toy-world kind instead of --prompts")
     args = parser.parse_args()
 
     pipe = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
-    prompts = [json.loads(line)["prompt"] for line in args.prompts.read_text().splitlines() if line.strip()][: args.limit]
+    if args.per_kind:
+        from core.toyworld.world import BACKGROUNDS, COLORS, KINDS
+
+        colours, backgrounds = list(COLORS), list(BACKGROUNDS)
+        prompts = [f"a {colours[i % len(colours)]} {kind} moves right on the {backgrounds[i % len(backgrounds)]}" for i, kind in enumerate(KINDS)]
+    else:
+        prompts = [json.loads(line)["prompt"] for line in args.prompts.read_text().splitlines() if line.strip()][: args.limit]
     rows = []
     for prompt in prompts:
         plan = plan_with_rules(prompt)
