@@ -6,8 +6,9 @@ scored as drawn and after encode -> decode.
 Each prompt is planned with the offline rules planner and drawn exactly by
 :func:`core.evaluation.scoring.draw_plan` (the toy world's own renderer: perfect boxes, colours and
 identities). The drawing is scored by :mod:`core.evaluation`'s detector and metrics, then every
-autoencoder given with ``--vae`` (a folder with an ``AutoencoderKL`` config; default: the shipped
-model's ``vae/``) reconstructs it from the posterior mean and the reconstruction is scored too. No
+autoencoder given with ``--vae`` (a folder with an ``AutoencoderKL`` config, drawn at 64x64, or an
+``AutoencoderKLWan`` one, model v2's, at 128x128; default: the shipped model's ``vae/``)
+reconstructs it from the posterior mean and the reconstruction is scored too. No
 denoiser is involved: a metric below the issue's bar here cannot be cleared by any UNet trained on
 these latents.
 """
@@ -24,10 +25,37 @@ sys.path.insert(0, str(ROOT))
 COLUMNS = ["box_miou", "box_ap50", "color_accuracy", "count_accuracy", "consistency", "kind_accuracy", "background_accuracy"]
 
 
-def main() -> None:
-    import torch
-    from diffusers import AutoencoderKL
+def load_autoencoder(path: Path):
+    """The autoencoder of a folder and the frame side it was trained at: an ``AutoencoderKL`` (the
+    shipped toy model's, 64) or an ``AutoencoderKLWan`` (model v2's, 128), by its config's class."""
+    import json
 
+    from diffusers import AutoencoderKL, AutoencoderKLWan
+
+    if json.loads((path / "config.json").read_text()).get("_class_name") == "AutoencoderKLWan":
+        return AutoencoderKLWan.from_pretrained(path).float().eval(), 128
+    return AutoencoderKL.from_pretrained(path).float().eval(), 64
+
+
+def reconstruct(vae, frames):
+    """frames (F, H, W, 3) uint8 -> the autoencoder's reconstruction from its posterior mean, same shape."""
+    import numpy as np
+    import torch
+    from diffusers import AutoencoderKLWan
+
+    images = torch.from_numpy(frames.copy()).permute(0, 3, 1, 2).float() / 127.5 - 1  # (F, 3, H, W)
+    with torch.no_grad():
+        if isinstance(vae, AutoencoderKLWan):  # a video: (1, 3, F, H, W), padded to 4k + 1 frames (encode reads runs of 4)
+            video = images.permute(1, 0, 2, 3)[None]
+            pad = (1 - video.shape[2]) % 4
+            video = torch.cat([video, video[:, :, -1:].expand(-1, -1, pad, -1, -1)], dim=2)
+            decoded = vae.decode(vae.encode(video).latent_dist.mean).sample[0, :, : len(frames)].permute(1, 0, 2, 3)
+        else:
+            decoded = vae.decode(vae.encode(images).latent_dist.mean).sample
+    return np.ascontiguousarray(((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+
+
+def main() -> None:
     from core.evaluation.run import read_prompts
     from core.evaluation.scoring import aggregate, draw_plan, score_video
     from core.planner.rules import plan_with_rules
@@ -37,24 +65,20 @@ def main() -> None:
     parser.add_argument("--vae", nargs="*", type=Path, default=[ROOT / "assets" / "layout2vid-toy" / "vae"])
     args = parser.parse_args()
 
-    vaes = {str(path): AutoencoderKL.from_pretrained(path).float().eval() for path in args.vae}
+    vaes = {str(path): load_autoencoder(path) for path in args.vae}
     print("| prompts | frames | " + " | ".join(COLUMNS) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in COLUMNS) + " |")
     for path in args.prompts:
         plans = [plan_with_rules(item["prompt"]) for item in read_prompts(path)]
-        drawn = [draw_plan(plan) for plan in plans]
-        rows = {"drawn": drawn}
-        for name, vae in vaes.items():
-            rows[name] = []
-            for frames in drawn:
-                images = torch.from_numpy(frames.copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
-                with torch.no_grad():
-                    decoded = vae.decode(vae.encode(images).latent_dist.mean).sample
-                rows[name].append(((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
-        for name, videos in rows.items():
-            metrics = aggregate([score_video(plan, frames) for plan, frames in zip(plans, videos)])
-            print(f"| {path.name} | {name} | " + " | ".join(f"{metrics[k]:.3f}" for k in COLUMNS) + " |")
-
+        for size in sorted({size for _, size in vaes.values()}):
+            drawn = [draw_plan(plan, size) for plan in plans]
+            rows = {f"drawn at {size}": drawn}
+            for name, (vae, vae_size) in vaes.items():
+                if vae_size == size:
+                    rows[name] = [reconstruct(vae, frames) for frames in drawn]
+            for name, videos in rows.items():
+                metrics = aggregate([score_video(plan, frames) for plan, frames in zip(plans, videos)])
+                print(f"| {path.name} | {name} | " + " | ".join(f"{metrics[k]:.3f}" for k in COLUMNS) + " |")
 
 if __name__ == "__main__":
     main()
