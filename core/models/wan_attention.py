@@ -62,13 +62,14 @@ class ControlState:
         self.self_bias: torch.Tensor | None = None
 
     @contextmanager
-    def use(self, control: CrossAttentionControl | None):
-        """Transformer calls inside run with ``control`` (None: stock)."""
+    def use(self, control: CrossAttentionControl | None, *, self_bias: torch.Tensor | None = None):
+        """Transformer calls inside run with ``control`` (None: stock) and ``self_bias`` (None: none)."""
         previous, self.control = self.control, control
+        previous_bias, self.self_bias = self.self_bias, self_bias
         try:
             yield
         finally:
-            self.control = previous
+            self.control, self.self_bias = previous, previous_bias
 
     @contextmanager
     def recording(self, *, grad: bool = False):

@@ -383,32 +383,16 @@ class WanLayoutPipeline(WanPipeline):
 
         # 2. Encode the prompt: one for every frame, or each latent frame's own (G = L runs of tokens).
         dtype = self._denoiser.dtype
-        frame_prompts = layout.frame_prompts if layout is not None else None
-        prompts = [frame_prompts[group[len(group) // 2]] for group in sources] if frame_prompts else [prompt] * len(sources)
-        groups = len(sources) if frame_prompts else 1
-        if frame_prompts:
-            embeds = self._get_t5_prompt_embeds(prompt=prompts, max_sequence_length=max_sequence_length, device=device)  # (L, T, D)
-            prompt_embeds = embeds.reshape(1, -1, embeds.shape[-1]).to(dtype)  # (1, L * T, D)
-            negative_embeds = self._get_t5_prompt_embeds(prompt=[negative_prompt], max_sequence_length=max_sequence_length, device=device).to(dtype) if do_cfg else None
-        else:
-            prompt_embeds, negative_embeds = self.encode_prompt(
-                prompt=prompt, negative_prompt=negative_prompt, do_classifier_free_guidance=do_cfg, max_sequence_length=max_sequence_length, device=device
-            )
-            prompt_embeds = prompt_embeds.to(dtype)
-            negative_embeds = negative_embeds.to(dtype) if negative_embeds is not None else None
+        prompts, groups, prompt_embeds, negative_embeds = self.encode_scene_prompts(
+            prompt, layout, sources, negative_prompt=negative_prompt, do_cfg=do_cfg, max_sequence_length=max_sequence_length, device=device, dtype=dtype
+        )
 
         # 3. Layout control of the conditional pass: per-frame text, and the box mask or the adapter's tokens.
-        layout_mode = layout_mode or ("adapter" if self.layout_adapter is not None else "mask")
         grid = self.token_grid(len(sources), height, width)
-        text_only = CrossAttentionControl(groups=groups) if groups > 1 else None
-        boxed, objs, self_bias = text_only, None, None
-        if layout is not None and layout.num_entities > 0 and layout_alpha > 0:
-            if layout_mode == "mask":
-                boxed = self.box_control(layout, prompts, sources, grid, groups=groups, max_sequence_length=max_sequence_length)
-                if region_bias > 0:
-                    self_bias = region_self_bias(self.token_regions(layout, sources, grid), region_bias)
-            else:
-                objs = self.grounding_tokens(layout, sources, device=device, dtype=dtype)
+        text_only, boxed, objs, self_bias = self.layout_controls(
+            layout, prompts, sources, grid, groups=groups, layout_alpha=layout_alpha, layout_mode=layout_mode, region_bias=region_bias,
+            max_sequence_length=max_sequence_length, device=device, dtype=dtype,
+        )
         adapter = self.layout_adapter
 
         # 4. Timesteps, and the steps on which each control is on.
@@ -436,13 +420,10 @@ class WanLayoutPipeline(WanPipeline):
                     latents = energy(i, t, latents)
                 model_input = latents.to(dtype)
                 timestep = self.expand_timestep(t, latents)
-                grounded = adapter.grounding(objs if i < layout_steps else None, frames=grid[0], aspect=grid[1] / grid[2]) if adapter is not None else nullcontext()
-                self.control_state.self_bias = self_bias if i < layout_steps else None
-                try:
-                    with self.control_state.use(boxed if i < layout_steps else text_only), grounded:
-                        noise_pred = model(hidden_states=model_input, timestep=timestep, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
-                finally:
-                    self.control_state.self_bias = None
+                controlled = i < layout_steps
+                grounded = adapter.grounding(objs if controlled else None, frames=grid[0], aspect=grid[1] / grid[2]) if adapter is not None else nullcontext()
+                with self.control_state.use(boxed if controlled else text_only, self_bias=self_bias if controlled else None), grounded:
+                    noise_pred = model(hidden_states=model_input, timestep=timestep, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
                 if do_cfg and cfg_start <= i < cfg_end:
                     noise_uncond = model(hidden_states=model_input, timestep=timestep, encoder_hidden_states=negative_embeds, return_dict=False)[0]
                     noise_pred = noise_uncond + guidance_scale * (noise_pred - noise_uncond)
@@ -463,6 +444,45 @@ class WanLayoutPipeline(WanPipeline):
         frames = self.decode_latents(latents)[:num_frames]
         self.maybe_free_model_hooks()
         return Layout2VidPipelineOutput(frames=frames)
+
+    def encode_scene_prompts(self, prompt, layout, sources, *, negative_prompt: str, do_cfg: bool, max_sequence_length: int, device, dtype):
+        """The text of one scene: with the layout's per-frame prompts each latent frame reads its middle
+        plan frame's (G = L groups), else ``prompt`` for all (G = 1).
+
+        Returns:
+            (prompts: the L prompts read, G, prompt_embeds (1, G * T, D), negative_embeds (1, T, D) or None without guidance).
+        """
+        frame_prompts = layout.frame_prompts if layout is not None else None
+        prompts = [frame_prompts[group[len(group) // 2]] for group in sources] if frame_prompts else [prompt] * len(sources)
+        if frame_prompts:
+            embeds = self._get_t5_prompt_embeds(prompt=prompts, max_sequence_length=max_sequence_length, device=device)  # (L, T, D)
+            negative = self._get_t5_prompt_embeds(prompt=[negative_prompt], max_sequence_length=max_sequence_length, device=device) if do_cfg else None
+            return prompts, len(sources), embeds.reshape(1, -1, embeds.shape[-1]).to(dtype), negative.to(dtype) if negative is not None else None
+        positive, negative = self.encode_prompt(
+            prompt=prompt, negative_prompt=negative_prompt, do_classifier_free_guidance=do_cfg, max_sequence_length=max_sequence_length, device=device
+        )
+        return prompts, 1, positive.to(dtype), negative.to(dtype) if negative is not None else None
+
+    def layout_controls(self, layout, prompts, sources, grid, *, groups: int, layout_alpha: float, layout_mode, region_bias: float, max_sequence_length: int, device, dtype):
+        """What the conditional pass runs with: ``text_only`` (the per-frame text grouping, or None)
+        after the layout steps; during them ``boxed`` (the box mask, ``layout_mode="mask"``) and
+        ``self_bias`` (:func:`region_self_bias`, with ``region_bias`` > 0), or ``objs`` (the
+        adapter's grounding tokens, ``"adapter"``; None: the adapter when there is one).
+
+        Returns:
+            (text_only, boxed, objs, self_bias).
+        """
+        layout_mode = layout_mode or ("adapter" if self.layout_adapter is not None else "mask")
+        text_only = CrossAttentionControl(groups=groups) if groups > 1 else None
+        boxed, objs, self_bias = text_only, None, None
+        if layout is not None and layout.num_entities > 0 and layout_alpha > 0:
+            if layout_mode == "mask":
+                boxed = self.box_control(layout, prompts, sources, grid, groups=groups, max_sequence_length=max_sequence_length)
+                if region_bias > 0:
+                    self_bias = region_self_bias(self.token_regions(layout, sources, grid), region_bias)
+            else:
+                objs = self.grounding_tokens(layout, sources, device=device, dtype=dtype)
+        return text_only, boxed, objs, self_bias
 
     def box_energy(self, box_guidance, layout, prompts, sources, grid, *, groups: int, steps: int, prompt_embeds, max_sequence_length: int) -> WanBoxEnergy | None:
         """The energy guidance of one render (:class:`WanBoxEnergy`), or None without guidance or entities."""
