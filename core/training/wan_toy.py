@@ -40,6 +40,7 @@ from core.training.losses import box_loss_weights
 from core.training.toy_data import MAX_TRAIN_ENTITIES, foreground_weights, frames_to_tensor, phrase_vocabulary
 
 EMA_DECAY = 0.999
+DATA_MINUTES = 30  # what encoding 2,000 clips may take on a 2-core CPU: the data part starts only with this much time left
 
 
 def random_frame_clips(rng: np.random.Generator, clips: int, frames: int, crop: int | None = None) -> tuple[np.ndarray, list[str]]:
@@ -343,6 +344,8 @@ def train_wan_toy(out: Path, cfg: WanToyTrainConfig) -> str:
 
     if not train_wan_vae(out, cfg, left()):
         return "vae: stopped at the time limit; run the same command to resume"
+    if not (out / "data.pt").exists() and left() < DATA_MINUTES * 60 * cfg.clips / 2000:
+        return "data: not started, too little of the time limit left; run the same command to go on"
     data = build_wan_dataset(out, cfg)
     if not train_wan_transformer(out, cfg, data, left()):
         return "transformer: stopped at the time limit; run the same command to resume"
