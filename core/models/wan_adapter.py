@@ -41,12 +41,22 @@ class WanLayoutAdapter(ModelMixin, ConfigMixin):
         fourier_freqs: GLIGEN's Fourier frequencies for xyxy boxes.
         gate_init: initial gate (0 leaves the backbone's output unchanged, GLIGEN's choice).
         ff_mult: width multiplier of GLIGEN's gated feed-forward (0: none, the default).
+        depth_slots: D > 0 adds a learned embedding of each entity's place in the layout's order to its
+            grounding tokens (entity n gets slot ``min(n, D - 1)``), so that where boxes overlap the
+            later entity can be drawn in front (the toy world draws later entities on top); 0: none.
+            Zero-initialised.
     """
 
     @register_to_config
-    def __init__(self, dim: int, heads: int, num_blocks: int, phrase_dim: int, fourier_freqs: int = 8, gate_init: float = 0.0, ff_mult: int = 0):
+    def __init__(
+        self, dim: int, heads: int, num_blocks: int, phrase_dim: int, fourier_freqs: int = 8, gate_init: float = 0.0, ff_mult: int = 0,
+        depth_slots: int = 0,
+    ):
         super().__init__()
         self.position_net = GLIGENTextBoundingboxProjection(positive_len=phrase_dim, out_dim=dim, feature_type="text-only", fourier_freqs=fourier_freqs)
+        self.depth = nn.Embedding(depth_slots, dim) if depth_slots > 0 else None
+        if self.depth is not None:
+            nn.init.zeros_(self.depth.weight)
         self.fusers = nn.ModuleList(
             GroundedSelfAttention(dim, dim, heads, dim // heads, fourier_freqs=fourier_freqs, gate_init=gate_init, ff_mult=ff_mult) for _ in range(num_blocks)
         )
@@ -55,12 +65,14 @@ class WanLayoutAdapter(ModelMixin, ConfigMixin):
         self._hooks: list = []
 
     @classmethod
-    def for_transformer(cls, transformer, *, phrase_dim: int, gate_init: float = 0.0, fourier_freqs: int = 8, ff_mult: int = 0) -> WanLayoutAdapter:
+    def for_transformer(
+        cls, transformer, *, phrase_dim: int, gate_init: float = 0.0, fourier_freqs: int = 8, ff_mult: int = 0, depth_slots: int = 0
+    ) -> WanLayoutAdapter:
         """An adapter shaped for ``transformer`` (a ``WanTransformer3DModel``)."""
         config = transformer.config
         return cls(
             dim=config.num_attention_heads * config.attention_head_dim, heads=config.num_attention_heads, num_blocks=len(transformer.blocks),
-            phrase_dim=phrase_dim, fourier_freqs=fourier_freqs, gate_init=gate_init, ff_mult=ff_mult,
+            phrase_dim=phrase_dim, fourier_freqs=fourier_freqs, gate_init=gate_init, ff_mult=ff_mult, depth_slots=depth_slots,
         )
 
     def grounding_tokens(self, boxes: torch.Tensor, masks: torch.Tensor, phrase_embeddings: torch.Tensor) -> torch.Tensor:
@@ -71,9 +83,14 @@ class WanLayoutAdapter(ModelMixin, ConfigMixin):
             phrase_embeddings: (latent frames, entities, phrase_dim).
 
         Returns:
-            torch.Tensor (latent frames, entities, dim).
+            torch.Tensor (latent frames, entities, dim); with ``depth_slots`` each on-screen entity's
+            token carries its order embedding.
         """
-        return self.position_net(boxes=boxes, masks=masks.to(boxes.dtype), positive_embeddings=phrase_embeddings)
+        tokens = self.position_net(boxes=boxes, masks=masks.to(boxes.dtype), positive_embeddings=phrase_embeddings)
+        if self.depth is None:
+            return tokens
+        slots = torch.arange(tokens.shape[1], device=tokens.device).clamp(max=self.depth.num_embeddings - 1)
+        return tokens + self.depth(slots).to(tokens.dtype)[None] * masks.to(tokens.dtype)[..., None]
 
     def attach(self, transformer) -> None:
         """Hook the fusers in after ``transformer``'s blocks; again is a no-op.

@@ -154,14 +154,15 @@ def load_adapter(path: str | Path, unet, text_encoder) -> LayoutAdapter:
     return _load_checked(adapter, state, path, "UNet")
 
 
-def wan_adapter_for(pipe, *, gate_init: float = 0.0, fourier_freqs: int = 8, ff_mult: int = 0):
+def wan_adapter_for(pipe, *, gate_init: float = 0.0, fourier_freqs: int = 8, ff_mult: int = 0, depth_slots: int = 0):
     """A new :class:`core.models.wan_adapter.WanLayoutAdapter` for a WanLayoutPipeline's transformer,
-    taking phrase embeddings of its text encoder's width."""
+    taking phrase embeddings of its text encoder's width (UMT5's ``d_model``, a BERT's ``hidden_size``)."""
     from core.models.wan_adapter import WanLayoutAdapter
 
+    text_config = pipe.text_encoder.config
     return WanLayoutAdapter.for_transformer(
-        pipe.transformer if pipe.transformer is not None else pipe.transformer_2, phrase_dim=pipe.text_encoder.config.d_model,
-        gate_init=gate_init, fourier_freqs=fourier_freqs, ff_mult=ff_mult,
+        pipe.transformer if pipe.transformer is not None else pipe.transformer_2, phrase_dim=getattr(text_config, "d_model", None) or text_config.hidden_size,
+        gate_init=gate_init, fourier_freqs=fourier_freqs, ff_mult=ff_mult, depth_slots=depth_slots,
     )
 
 
@@ -174,7 +175,9 @@ def load_wan_adapter(path: str | Path, pipe):
     """
     path = Path(path)
     config, state = _read_adapter_file(path)
-    adapter = wan_adapter_for(pipe, fourier_freqs=int(config.get("fourier_freqs", 8)), ff_mult=int(config.get("ff_mult", 0)))
+    adapter = wan_adapter_for(
+        pipe, fourier_freqs=int(config.get("fourier_freqs", 8)), ff_mult=int(config.get("ff_mult", 0)), depth_slots=int(config.get("depth_slots", 0))
+    )
     return _load_checked(adapter, state, path, "Wan transformer")
 
 

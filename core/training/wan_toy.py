@@ -16,7 +16,9 @@
    timestep ``1000 sigma``, with ``sigma`` drawn uniformly and shifted by
    :data:`core.models.toy_wan.FLOW_SHIFT` as at inference), latent cells inside entity boxes weighted
    ``box_loss_weight``, the prompt and the grounding dropped per clip for classifier-free guidance,
-   and an EMA of the weights; checkpoints in ``run/transformer_ckpt.pt``, loss in ``run/loss.csv``.
+   and an EMA of the weights. The adapter's grounding tokens carry each entity's place in the
+   clip's order (``depth_slots``): later entities are drawn on top, as a plan's later entities are.
+   Checkpoints in ``run/transformer_ckpt.pt``, loss in ``run/loss.csv``.
 
 Every part resumes from its checkpoint and a finished part is skipped, so a command that stops at
 its ``--max-minutes`` limit (150 at most) is simply run again.
@@ -258,7 +260,7 @@ def train_wan_transformer(run: Path, cfg: WanToyTrainConfig, data: dict, time_li
 
     torch.manual_seed(cfg.seed)
     transformer = build_toy_wan_transformer()
-    adapter = WanLayoutAdapter.for_transformer(transformer, phrase_dim=MINILM_DIM, gate_init=0.1)
+    adapter = WanLayoutAdapter.for_transformer(transformer, phrase_dim=MINILM_DIM, gate_init=0.1, depth_slots=MAX_TRAIN_ENTITIES)
     adapter.attach(transformer)
     params = list(transformer.parameters()) + list(adapter.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.transformer_lr, weight_decay=0.01)
@@ -308,7 +310,7 @@ def export_wan_toy(run: Path, target: Path, cfg: WanExportConfig | None = None) 
     state = torch.load(run / "transformer_ckpt.pt", weights_only=False)
     transformer = build_toy_wan_transformer()
     transformer.load_state_dict(state["transformer"])
-    adapter = WanLayoutAdapter.for_transformer(transformer, phrase_dim=MINILM_DIM, gate_init=0.1)
+    adapter = WanLayoutAdapter.for_transformer(transformer, phrase_dim=MINILM_DIM, gate_init=0.1, depth_slots=MAX_TRAIN_ENTITIES)
     adapter.load_state_dict(state["adapter"])
     if cfg.ema:
         if "ema" not in state:
