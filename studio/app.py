@@ -131,7 +131,7 @@ def build_app(workspace: Workspace, *, remote: bool = False) -> gr.Blocks:
                 .then(h.gallery, [session], r.gallery, show_progress="hidden")
             )
 
-        follow_project(app.load(wired(h.load), [session], every))
+        follow_project(app.load(wired(h.load), [session], every, queue=False))
         planner_inputs = [session, p.prompt, p.planner, pt.llm_model, pt.base_url, pt.api_key, pt.frames, pt.llm_timeout, pt.llm_retries]
         follow_project(p.generate.click(wired(h.generate), planner_inputs, every))
         follow_project(p.open_project.click(wired(h.open_project), [session, p.projects], every))
@@ -168,7 +168,7 @@ def build_app(workspace: Workspace, *, remote: bool = False) -> gr.Blocks:
             )
         # The annotator also fires .change when the views set its value (a no-op: the boxes equal
         # the plan's); a drag's handler takes milliseconds, so no progress overlay covers it.
-        then_graph(l.boxes.change(wired(h.boxes_changed), [session, l.boxes], every, trigger_mode="always_last", show_progress="hidden", **edits))
+        then_graph(l.boxes.change(wired(h.boxes_changed), [session, l.boxes], every, trigger_mode="always_last", show_progress="hidden", queue=False))
         then_graph(l.remove_keyframe.click(wired(h.remove_keyframe), [session], every, **edits))
         then_graph(l.absent.click(wired(lambda session, entity: h.make_absent(session, None, None, entity)), [session, l.entity], every, **edits))
 
