@@ -75,6 +75,29 @@ def video_tensor(frames: np.ndarray) -> torch.Tensor:
     return images.reshape(b, f, *images.shape[1:]).permute(0, 2, 1, 3, 4)
 
 
+def decode_unclamped(vae, latents: torch.Tensor) -> torch.Tensor:
+    """``vae.decode(latents)`` before its final clamp to [-1, 1], for training.
+
+    ``AutoencoderKLWan.decode`` clamps its output, and a clamp passes no gradient to a pixel beyond
+    it: a decoder that overshoots a colour early in training (white, night) stops learning that
+    pixel's channel for good. The decoder's own outputs (one call per latent frame) are read with a
+    forward hook and joined.
+
+    Args:
+        latents: (B, z_dim, F, h, w).
+
+    Returns:
+        torch.Tensor (B, 3, F, 8h, 8w), unbounded.
+    """
+    outputs: list[torch.Tensor] = []
+    hook = vae.decoder.register_forward_hook(lambda module, args, output: outputs.append(output))
+    try:
+        vae.decode(latents)
+    finally:
+        hook.remove()
+    return torch.cat(outputs, dim=2)
+
+
 def train_wan_vae(run: Path, cfg: WanToyTrainConfig, time_limit_s: float) -> bool:
     """Train the autoencoder (part 1); returns whether ``run/vae`` is complete.
 
@@ -106,7 +129,7 @@ def train_wan_vae(run: Path, cfg: WanToyTrainConfig, time_limit_s: float) -> boo
         weight = weight.reshape(len(frames), cfg.vae_frames, 1, *weight.shape[2:]).permute(0, 2, 1, 3, 4)
         posterior = vae.encode(video).latent_dist
         latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
-        recon = vae.decode(latents).sample
+        recon = decode_unclamped(vae, latents)
         l1 = (weight * (recon - video).abs()).mean()
         mse = (weight * (recon - video) ** 2).mean()
         kl = 0.5 * (posterior.mean**2 + posterior.var - 1.0 - posterior.logvar).mean()
