@@ -74,3 +74,20 @@ def test_autoencoder_clips_are_consecutive_frames_cut_to_one_window():
     assert frames.shape == (3, 5, 48, 48, 3) and len(backgrounds) == 3
     whole, _ = random_frame_clips(np.random.default_rng(0), 1, 5)
     assert whole.shape == (1, 5, 128, 128, 3)
+
+
+def test_the_autoencoder_trains_on_its_output_before_the_clamp():
+    from core.models.toy_wan import build_toy_wan_vae
+    from core.training.wan_toy import decode_unclamped
+
+    vae = build_toy_wan_vae()
+    with torch.no_grad():
+        vae.decoder.conv_out.bias.fill_(2.0)  # a decoder that overshoots every pixel
+    latents = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    raw = decode_unclamped(vae, latents)
+    with torch.no_grad():
+        assert torch.allclose(raw.clamp(-1, 1), vae.decode(latents).sample) and (raw > 1).all()
+    vae.decode(latents).sample.sum().backward()
+    assert vae.decoder.conv_out.bias.grad.abs().sum() == 0  # through the clamp: nothing to learn from
+    raw.sum().backward()
+    assert vae.decoder.conv_out.bias.grad.abs().sum() > 0
