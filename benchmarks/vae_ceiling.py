@@ -6,8 +6,8 @@ scored as drawn and after encode -> decode.
 Each prompt is planned with the offline rules planner and drawn exactly by
 :func:`core.evaluation.scoring.draw_plan` (the toy world's own renderer: perfect boxes, colours and
 identities). The drawing is scored by :mod:`core.evaluation`'s detector and metrics, then every
-autoencoder given with ``--vae`` (a folder with an ``AutoencoderKL`` config, drawn at 64x64, or an
-``AutoencoderKLWan`` one, model v2's, at 128x128; default: the shipped model's ``vae/``)
+autoencoder given with ``--vae`` (a folder with an ``AutoencoderKL`` config, drawn at 64x64, or a
+``FrameAutoencoderKL`` one, model v2's, at 128x128; default: the shipped model's ``vae/``)
 reconstructs it from the posterior mean and the reconstruction is scored too. No
 denoiser is involved: a metric below the issue's bar here cannot be cleared by any UNet trained on
 these latents.
@@ -27,32 +27,27 @@ COLUMNS = ["box_miou", "box_ap50", "color_accuracy", "count_accuracy", "consiste
 
 def load_autoencoder(path: Path):
     """The autoencoder of a folder and the frame side it was trained at: an ``AutoencoderKL`` (the
-    shipped toy model's, 64) or an ``AutoencoderKLWan`` (model v2's, 128), by its config's class."""
+    shipped toy model's, 64) or a :class:`core.models.toy_wan.FrameAutoencoderKL` (model v2's, 128),
+    by its config's class."""
     import json
 
-    from diffusers import AutoencoderKL, AutoencoderKLWan
+    from diffusers import AutoencoderKL
 
-    if json.loads((path / "config.json").read_text()).get("_class_name") == "AutoencoderKLWan":
-        return AutoencoderKLWan.from_pretrained(path).float().eval(), 128
+    from core.models.toy_wan import FrameAutoencoderKL
+
+    if json.loads((path / "config.json").read_text()).get("_class_name") == "FrameAutoencoderKL":
+        return FrameAutoencoderKL.from_pretrained(path).float().eval(), 128
     return AutoencoderKL.from_pretrained(path).float().eval(), 64
 
 
 def reconstruct(vae, frames):
     """frames (F, H, W, 3) uint8 -> the autoencoder's reconstruction from its posterior mean, same shape."""
-    import numpy as np
     import torch
-    from diffusers import AutoencoderKLWan
 
     images = torch.from_numpy(frames.copy()).permute(0, 3, 1, 2).float() / 127.5 - 1  # (F, 3, H, W)
     with torch.no_grad():
-        if isinstance(vae, AutoencoderKLWan):  # a video: (1, 3, F, H, W), padded to 4k + 1 frames (encode reads runs of 4)
-            video = images.permute(1, 0, 2, 3)[None]
-            pad = (1 - video.shape[2]) % 4
-            video = torch.cat([video, video[:, :, -1:].expand(-1, -1, pad, -1, -1)], dim=2)
-            decoded = vae.decode(vae.encode(video).latent_dist.mean).sample[0, :, : len(frames)].permute(1, 0, 2, 3)
-        else:
-            decoded = vae.decode(vae.encode(images).latent_dist.mean).sample
-    return np.ascontiguousarray(((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+        decoded = vae.decode(vae.encode(images).latent_dist.mean).sample
+    return ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def main() -> None:

@@ -253,8 +253,8 @@ class WanToyTrainConfig:
     """Settings of the ``wan-toy`` stage: model v2, a miniature Wan at 128x128 (:mod:`core.models.toy_wan`).
 
     Raises:
-        ValueError: ``max_minutes`` outside (0, 150], ``vae_frames`` not ``4k + 1``, ``vae_crop`` not a
-            multiple of 8 in [16, 128], or a share outside [0, 1] (the message names the field).
+        ValueError: ``max_minutes`` outside (0, 150], ``vae_crop`` not a multiple of 8 in [16, 128], or a
+            share outside [0, 1] (the message names the field).
     """
 
     seed: int = 0
@@ -262,9 +262,8 @@ class WanToyTrainConfig:
     threads: int = 2
     checkpoint_every: int = 100
     vae_steps: int = field(default=3000, metadata=option("autoencoder steps"))
-    vae_clips: int = field(default=4, metadata=option("autoencoder batch: clips of vae_frames consecutive frames"))
+    vae_batch: int = field(default=20, metadata=option("autoencoder batch: random frames, each cut to a vae_crop window"))
     vae_crop: int = field(default=64, metadata=option("side of the random window each autoencoder clip is cut to (128: whole frames)"))
-    vae_frames: int = field(default=5, metadata=option("frames per autoencoder clip, 4k + 1 (AutoencoderKLWan encodes the first, then runs of 4)"))
     vae_lr: float = 1e-3
     vae_foreground_weight: float = field(default=8.0, metadata=option("autoencoder loss weight of shape pixels (background pixels 1)"))
     clips: int = field(default=2000, metadata=option("training clips generated and encoded for the transformer"))
@@ -281,8 +280,6 @@ class WanToyTrainConfig:
     def __post_init__(self) -> None:
         _first_problem([
             f"max_minutes: must be in (0, 150] (got {self.max_minutes})" if not 0.0 < self.max_minutes <= 150.0 else "",
-            f"vae_frames: must be 4k + 1 (1, 5, 9, ...), as AutoencoderKLWan encodes the first frame, then runs of 4 (got {self.vae_frames})"
-            if self.vae_frames % 4 != 1 else "",
             f"vae_crop: must be a multiple of 8 in [16, 128] (got {self.vae_crop})" if self.vae_crop % 8 or not 16 <= self.vae_crop <= 128 else "",
             f"drop_prompt: must be in [0, 1] (got {self.drop_prompt})" if not 0.0 <= self.drop_prompt <= 1.0 else "",
             f"drop_layout: must be in [0, 1] (got {self.drop_layout})" if not 0.0 <= self.drop_layout <= 1.0 else "",

@@ -2,9 +2,9 @@
 
     python -m core.training wan-toy --out runs/wan-toy            # repeat until it says "done"
 
-1. ``vae``: ``AutoencoderKLWan`` (:func:`core.models.toy_wan.build_toy_wan_vae`) on clips of
-   ``vae_frames`` consecutive random 128x128 toy frames: L1 + MSE with shape pixels weighted, plus a
-   small KL term; saved to ``run/vae`` with the latents' per-channel mean and std in its config
+1. ``vae``: the frame autoencoder (:func:`core.models.toy_wan.build_toy_wan_vae`) on random
+   ``vae_crop``-pixel windows of random 128x128 toy frames: L1 + MSE with shape pixels weighted, plus
+   a small KL term; saved to ``run/vae`` with the latents' per-channel mean and std in its config
    (``latents_mean`` / ``latents_std``, which ``WanPipeline`` normalises with);
    checkpoints in ``run/vae_ckpt.pt``, loss in ``run/vae_loss.csv``.
 2. ``data``: ``clips`` random 16-frame clips, encoded and normalised as ``WanPipeline`` sees
@@ -75,29 +75,6 @@ def video_tensor(frames: np.ndarray) -> torch.Tensor:
     return images.reshape(b, f, *images.shape[1:]).permute(0, 2, 1, 3, 4)
 
 
-def decode_unclamped(vae, latents: torch.Tensor) -> torch.Tensor:
-    """``vae.decode(latents)`` before its final clamp to [-1, 1], for training.
-
-    ``AutoencoderKLWan.decode`` clamps its output, and a clamp passes no gradient to a pixel beyond
-    it: a decoder that overshoots a colour early in training (white, night) stops learning that
-    pixel's channel for good. The decoder's own outputs (one call per latent frame) are read with a
-    forward hook and joined.
-
-    Args:
-        latents: (B, z_dim, F, h, w).
-
-    Returns:
-        torch.Tensor (B, 3, F, 8h, 8w), unbounded.
-    """
-    outputs: list[torch.Tensor] = []
-    hook = vae.decoder.register_forward_hook(lambda module, args, output: outputs.append(output))
-    try:
-        vae.decode(latents)
-    finally:
-        hook.remove()
-    return torch.cat(outputs, dim=2)
-
-
 def train_wan_vae(run: Path, cfg: WanToyTrainConfig, time_limit_s: float) -> bool:
     """Train the autoencoder (part 1); returns whether ``run/vae`` is complete.
 
@@ -122,16 +99,15 @@ def train_wan_vae(run: Path, cfg: WanToyTrainConfig, time_limit_s: float) -> boo
     vae.train()
 
     def batch_loss(step: int) -> StepLoss:
-        frames, backgrounds = random_frame_clips(rng, cfg.vae_clips, cfg.vae_frames, cfg.vae_crop)
-        video = video_tensor(frames)  # (B, 3, F, crop, crop)
-        flat = frames.reshape(-1, *frames.shape[2:])
-        weight = foreground_weights(flat, [b for b in backgrounds for _ in range(cfg.vae_frames)], cfg.vae_foreground_weight)
-        weight = weight.reshape(len(frames), cfg.vae_frames, 1, *weight.shape[2:]).permute(0, 2, 1, 3, 4)
-        posterior = vae.encode(video).latent_dist
+        frames, backgrounds = random_frame_clips(rng, cfg.vae_batch, 1, cfg.vae_crop)
+        frames = frames[:, 0]  # (B, crop, crop, 3): one frame of each clip
+        images = frames_to_tensor(frames)
+        weight = foreground_weights(frames, backgrounds, cfg.vae_foreground_weight)
+        posterior = vae.encode(images).latent_dist
         latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
-        recon = decode_unclamped(vae, latents)
-        l1 = (weight * (recon - video).abs()).mean()
-        mse = (weight * (recon - video) ** 2).mean()
+        recon = vae.decode(latents).sample
+        l1 = (weight * (recon - images).abs()).mean()
+        mse = (weight * (recon - images) ** 2).mean()
         kl = 0.5 * (posterior.mean**2 + posterior.var - 1.0 - posterior.logvar).mean()
         return StepLoss(l1 + mse + 1e-5 * kl, {"l1": l1, "mse": mse, "kl": kl})
 
@@ -181,15 +157,14 @@ def build_wan_dataset(run: Path, cfg: WanToyTrainConfig) -> dict:
         ``phrase_ids``: (clips, F, 3) int64 into ``phrase_embeds`` (64, 384) float32 (:func:`phrase_vocabulary`);
         ``captions``: list of clips str.
     """
-    from diffusers import AutoencoderKLWan
     from tqdm import tqdm
 
-    from core.models.toy_wan import FRAME_SIZE, PROMPT_TOKENS
+    from core.models.toy_wan import FRAME_SIZE, LATENT_CHANNELS, PROMPT_TOKENS, FrameAutoencoderKL
 
     path = run / "data.pt"
     if path.exists():
         return torch.load(path, weights_only=False)
-    vae = AutoencoderKLWan.from_pretrained(run / "vae").eval()
+    vae = FrameAutoencoderKL.from_pretrained(run / "vae").eval()
     pipe = encoding_pipeline(vae)
     mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
@@ -197,16 +172,14 @@ def build_wan_dataset(run: Path, cfg: WanToyTrainConfig) -> dict:
     index = {p: i for i, p in enumerate(vocab)}
     rng = np.random.default_rng(cfg.seed + 2)
     n, f, e, side = cfg.clips, cfg.clip_frames, MAX_TRAIN_ENTITIES, FRAME_SIZE // 8
-    latents = torch.zeros(n, vae.config.z_dim, f, side, side, dtype=torch.float16)
+    latents = torch.zeros(n, LATENT_CHANNELS, f, side, side, dtype=torch.float16)
     boxes, masks = torch.zeros(n, f, e, 4), torch.zeros(n, f, e)
     phrase_ids = torch.zeros(n, f, e, dtype=torch.long)
     captions: list[str] = []
     chunk = 4
     for start in tqdm(range(0, n, chunk), desc="data", file=sys.stdout, mininterval=10):
         clips = [sample_clip(rng, num_frames=f, size=FRAME_SIZE) for _ in range(min(chunk, n - start))]
-        video = np.stack([c.frames for c in clips])  # (B, F, H, W, 3); padded by repeating the last frame to 4k + 1
-        video = np.concatenate([video, np.repeat(video[:, -1:], (1 - f) % 4, axis=1)], axis=1)
-        z = vae.encode(video_tensor(video)).latent_dist.mean[:, :, :f]  # causal: the padding does not reach these
+        z = vae.encode(video_tensor(np.stack([c.frames for c in clips]))).latent_dist.mean  # (B, C, F, h, w)
         latents[start : start + len(clips)] = ((z - mean) / std).half()
         for i, clip in enumerate(clips):
             captions.append(clip.caption)
@@ -321,9 +294,7 @@ def export_wan_toy(run: Path, target: Path, cfg: WanExportConfig | None = None) 
         FileNotFoundError: the run lacks ``vae/`` or ``transformer_ckpt.pt``.
         ValueError: ``cfg.ema`` and the checkpoint keeps no average.
     """
-    from diffusers import AutoencoderKLWan
-
-    from core.models.toy_wan import FRAME_SIZE, PROMPT_TOKENS, build_toy_wan_scheduler, build_toy_wan_transformer
+    from core.models.toy_wan import FRAME_SIZE, PROMPT_TOKENS, FrameAutoencoderKL, build_toy_wan_scheduler, build_toy_wan_transformer
     from core.models.wan_adapter import WanLayoutAdapter
     from core.pipelines.wan import WanLayoutPipeline
     from core.text import MINILM_DIM
@@ -343,7 +314,7 @@ def export_wan_toy(run: Path, target: Path, cfg: WanExportConfig | None = None) 
             for param, shadow in zip(params, state["ema"]["shadow_params"], strict=True):
                 param.copy_(shadow)
     pipe = WanLayoutPipeline(
-        tokenizer=None, text_encoder=None, vae=AutoencoderKLWan.from_pretrained(run / "vae"), scheduler=build_toy_wan_scheduler(),
+        tokenizer=None, text_encoder=None, vae=FrameAutoencoderKL.from_pretrained(run / "vae"), scheduler=build_toy_wan_scheduler(),
         transformer=transformer, default_guidance_scale=cfg.guidance_scale, default_height=FRAME_SIZE, default_width=FRAME_SIZE,
         max_sequence_length=PROMPT_TOKENS, backgrounds=list(BACKGROUNDS),
     )
