@@ -12,7 +12,9 @@ background. The detector:
 4. splits each fill colour's pixels into 8-connected components (``scipy.ndimage.label``) and keeps
    those of at least ``MIN_PIXELS`` pixels that survive a 3x3 erosion (so one-pixel strips of
    blended edge colours are not objects); the box is the component grown by up to two pixels into
-   the foreground (the outline). A detection has a colour, an xyxy box normalised to [0, 1], its
+   the foreground (the outline). Both scale with the frame: the outline is drawn 1/48 of the frame
+   thick, so on a 128-pixel frame the growth is four pixels and the least component 24 pixels
+   (``scale = side / 64``: growth ``round(2 * scale)``, at least 2; ``MIN_PIXELS * scale^2``). A detection has a colour, an xyxy box normalised to [0, 1], its
    pixel count and mean RGB.
 
 On frames drawn by :func:`core.toyworld.world.render_frame` it is exact for solid shapes (balls, squares:
@@ -89,6 +91,8 @@ def detect(frame: np.ndarray, *, background: str | None = None) -> list[Detectio
     if background not in BACKGROUNDS:
         raise ValueError(f"background: must be one of {', '.join(BACKGROUNDS)} (got {background!r})")
     height, width, _ = frame.shape
+    scale = max(height, width) / 64
+    grow, min_pixels = max(2, round(2 * scale)), max(MIN_PIXELS, round(MIN_PIXELS * scale**2))
     pixels = frame.astype(np.float32)
     foreground = np.linalg.norm(pixels - np.array(BACKGROUNDS[background], dtype=np.float32), axis=-1) > FOREGROUND_DISTANCE
     nearest = np.linalg.norm(pixels[..., None, :] - _PALETTE, axis=-1).argmin(-1)  # (H, W) palette index
@@ -102,9 +106,9 @@ def detect(frame: np.ndarray, *, background: str | None = None) -> list[Detectio
         for slc, component in zip(ndimage.find_objects(components), range(1, count + 1)):
             mask = components == component
             size = int(mask.sum())
-            if size < MIN_PIXELS or not (solid & mask).any():
+            if size < min_pixels or not (solid & mask).any():
                 continue  # specks and one-pixel strips are anti-aliased edges, not objects
-            extent = ndimage.binary_dilation(mask, structure=square, iterations=2) & foreground  # add the outline
+            extent = ndimage.binary_dilation(mask, structure=square, iterations=grow) & foreground  # add the outline
             rows, cols = np.flatnonzero(extent.any(1)), np.flatnonzero(extent.any(0))
             mean = pixels[mask].mean(axis=0)
             detections.append(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from core.toyworld.detect import box_iou, detect, frame_background
-from core.toyworld.world import BACKGROUNDS, COLORS, ToyObject, render_frame
+from core.toyworld.world import BACKGROUNDS, COLORS, KINDS, ToyObject, render_frame
 
 BOX = (0.125, 0.25, 0.5, 0.625)  # on the 64-pixel grid: columns 8-32, rows 16-40
 
@@ -45,3 +45,18 @@ def test_bad_frames_are_rejected_with_the_field_named():
         detect(np.zeros((8, 8), dtype=np.uint8))
     with pytest.raises(ValueError, match="background: must be one of"):
         detect(np.zeros((8, 8, 3), dtype=np.uint8), background="moon")
+
+
+def test_exact_drawings_are_read_as_well_at_128_pixels_as_at_64():
+    # The outline is 1/48 of the frame thick: the detector's growth into it scales with the frame.
+    def mean_iou(kind: str, size: int) -> float:
+        ious = []
+        for side in (0.2, 0.3, 0.45):
+            box = (0.3, 0.25, 0.3 + side, 0.25 + side)
+            found = detect(render_frame("grass", [ToyObject(kind, "red", box)], size), background="grass")
+            ious.append(max((box_iou(d.box, box) for d in found), default=0.0))
+        return sum(ious) / len(ious)
+
+    for kind in KINDS:
+        assert mean_iou(kind, 128) >= mean_iou(kind, 64) - 0.03, kind
+    assert mean_iou("square", 128) > 0.95 and mean_iou("ball", 128) > 0.95
