@@ -403,11 +403,13 @@ def main_wan() -> None:
 
     adapter = wan_adapter_for(ours, gate_init=0.5).to(device=args.device, dtype=dtype)
 
-    def run_ours(layout, alpha, with_adapter=False):
+    def run_ours(layout, alpha, with_adapter=False, box_guidance=None):
         def run(cb):
             ours.set_layout_adapter(adapter if with_adapter else None)
-            ours(WAN_PROMPT, layout, layout_alpha=alpha, generator=torch.Generator().manual_seed(0), callback_on_step_end=cb, **common)
+            ours(WAN_PROMPT, layout, layout_alpha=alpha, box_guidance=box_guidance, generator=torch.Generator().manual_seed(0), callback_on_step_end=cb, **common)
         return run
+
+    from core.pipelines.guidance import BoxGuidance
 
     runs = [
         ("stock", run_stock),
@@ -415,6 +417,7 @@ def main_wan() -> None:
         ("boxes", run_ours(wan_layout(frames, frame_prompts=False), 1.0)),
         ("boxes+frame prompts", run_ours(wan_layout(frames, frame_prompts=True), 1.0)),
         ("adapter", run_ours(wan_layout(frames, frame_prompts=False), 1.0, with_adapter=True)),
+        ("energy", run_ours(wan_layout(frames, frame_prompts=False), 0.0, box_guidance=BoxGuidance(alpha=0.2, scale=1.0))),
     ]
     for _, run in runs:
         run(lambda *a: a[-1] if isinstance(a[-1], dict) else None)  # warm-up
@@ -433,6 +436,7 @@ def main_wan() -> None:
         "boxes": "WanLayoutPipeline, box mask on every step (3 entities)",
         "boxes+frame prompts": "WanLayoutPipeline, box mask + per-frame prompts",
         "adapter": "WanLayoutPipeline, layout adapter (ff_mult 0) on every step",
+        "energy": "WanLayoutPipeline, energy guidance on 20 % of the steps (the median step is unguided: compare the calls)",
     }
     s_stock = results["stock"][0]
     for name, (per_step, total, peak) in results.items():
