@@ -34,6 +34,7 @@ import torch
 from diffusers import WanPipeline
 from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
+from core.models.toy_wan import FrameAutoencoderKL  # noqa: F401  (imported so that from_pretrained can load model v2's autoencoder)
 from core.models.wan_adapter import WanLayoutAdapter
 from core.models.wan_attention import ControlState, CrossAttentionControl, install, region_self_bias
 from core.pipelines.guidance import phrase_token_weights

@@ -1,6 +1,8 @@
 """The ``wan-toy`` stage (model v2): a tiny run in chunks, its export, and a render through the Wan path."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -58,6 +60,9 @@ def test_the_export_renders_a_plan_at_128x128_through_the_wan_pipeline(tiny_run,
     plan = plan_with_rules("a red ball rolls right on the grass")
     frames = render_plan(pipe, plan, RenderSettings(num_inference_steps=2))
     assert frames.shape == (plan.scenes[0].num_frames, 128, 128, 3) and frames.dtype == np.uint8
+    # A fresh interpreter loads it too (diffusers imports no module a model_index.json names).
+    fresh = subprocess.run([sys.executable, "-c", f"from core.render import load_pipeline; load_pipeline({str(folder)!r})"], capture_output=True, text=True)
+    assert fresh.returncode == 0, fresh.stderr[-500:]
 
 
 def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
