@@ -69,7 +69,7 @@ def random_frame_clips(rng: np.random.Generator, clips: int, frames: int, crop: 
 
 
 def video_tensor(frames: np.ndarray) -> torch.Tensor:
-    """(B, F, H, W, 3) uint8 -> (B, 3, F, H, W) float32 in [-1, 1], the Wan autoencoder's input."""
+    """(B, F, H, W, 3) uint8 -> (B, 3, F, H, W) float32 in [-1, 1], a video as FrameAutoencoderKL.encode takes it."""
     b, f = frames.shape[:2]
     images = frames_to_tensor(frames.reshape(b * f, *frames.shape[2:]))  # (B * F, 3, H, W)
     return images.reshape(b, f, *images.shape[1:]).permute(0, 2, 1, 3, 4)
