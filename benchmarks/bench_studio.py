@@ -72,16 +72,10 @@ class Studio:
 
     def drag_first_box(self, box: list[float], dx: float) -> None:
         """Drag the box ``box`` (xyxy in [0, 1] of the frame) by ``dx`` pixels of the page."""
-        from studio.views import SKETCH_SIZE
-
         page = self.page
-        tool = page.locator("#box-editor button[title*='Drag']")
-        if tool.count():
-            tool.first.click()
-        bbox = page.locator("#box-editor canvas").first.bounding_box()
-        scale = min(bbox["width"], bbox["height"]) / SKETCH_SIZE  # the sketch is drawn centred at this scale
-        x = bbox["x"] + (bbox["width"] - SKETCH_SIZE * scale) / 2 + (box[0] + box[2]) / 2 * SKETCH_SIZE * scale
-        y = bbox["y"] + (bbox["height"] - SKETCH_SIZE * scale) / 2 + (box[1] + box[3]) / 2 * SKETCH_SIZE * scale
+        bbox = page.locator("#box-editor .be-stage").first.bounding_box()
+        x = bbox["x"] + (box[0] + box[2]) / 2 * bbox["width"]
+        y = bbox["y"] + (box[1] + box[3]) / 2 * bbox["height"]
         page.mouse.move(x, y)
         page.mouse.down()
         page.mouse.move(x + dx, y, steps=4)

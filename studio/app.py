@@ -45,7 +45,7 @@ footer { display: none !important; }
 #left { overflow-y: auto; }
 #inspector { overflow-y: auto; overflow-x: hidden; }
 #centre { gap: 4px; }
-#box-editor canvas, #box-editor img, #video video, #renders img { image-rendering: pixelated; }
+#box-editor img, #video video, #renders img { image-rendering: pixelated; }
 #frame-status { font-size: 13px; }
 .tight { gap: 4px !important; }
 #timeline { border-top: 1px solid #ddd; padding-top: 2px; }
@@ -166,9 +166,9 @@ def build_app(workspace: Workspace, *, remote: bool = False) -> gr.Blocks:
             picker.select(
                 wired(h.goto_frame), [session], [*frame_views, graph], show_progress="hidden", trigger_mode="multiple", concurrency_limit=1, concurrency_id="frame"
             )
-        # The annotator also fires .change when the views set its value (a no-op: the boxes equal
-        # the plan's); a drag's handler takes milliseconds, so no progress overlay covers it.
-        then_graph(l.boxes.change(wired(h.boxes_changed), [session, l.boxes], every, trigger_mode="always_last", show_progress="hidden", queue=False))
+        # The box editor fires .input on a release only (never when the views set its value); a
+        # drag's handler takes milliseconds, so no progress overlay covers it.
+        then_graph(l.boxes.input(wired(h.boxes_changed), [session, l.boxes], every, trigger_mode="always_last", show_progress="hidden", queue=False))
         then_graph(l.remove_keyframe.click(wired(h.remove_keyframe), [session], every, **edits))
         then_graph(l.absent.click(wired(lambda session, entity: h.make_absent(session, None, None, entity)), [session, l.entity], every, **edits))
 
@@ -188,9 +188,9 @@ def frames_dir(workspace: Workspace) -> Path:
 
 def warm_up() -> None:
     """Build every view once for a small plan, so the first page load does not pay for first calls
-    (plotly figure classes, networkx layout, PIL drawing)."""
+    (networkx layout, PIL drawing)."""
     from core.plan import parse_plan
-    from studio.figures import scene_graph_figure
+    from studio.figures import scene_graph_svg
     from studio.views import views
 
     plan = parse_plan(
@@ -207,7 +207,7 @@ def warm_up() -> None:
         }
     )
     views(plan, 0, 3)
-    scene_graph_figure(plan, 0, 3)
+    scene_graph_svg(plan, 0, 3)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -280,7 +280,7 @@ def serve(workspace: Workspace, *, host: str = "127.0.0.1", port: int = 7860, au
     """Build the studio for ``workspace``, start it in the background and prime it; returns (app, url).
 
     Priming builds every view once and fetches the page once from the running server, so that the
-    first visitor does not pay for first calls (plotly, networkx, PIL, Gradio's page config).
+    first visitor does not pay for first calls (networkx, PIL, Gradio's page config).
     """
     warm_up()
     # Gradio's copies of served files (videos, exports, sketches) go under the data folder, private

@@ -1,6 +1,6 @@
-"""Pictures of a plan for the studio: layout sketches, scene-graph networks and event timelines.
+"""Pictures of a plan for the studio: layout sketches, filmstrip thumbnails and scene-graph drawings.
 
-Plain functions returning numpy images or plotly figures; no UI code.
+Plain functions returning numpy images or SVG markup; no UI code.
 """
 
 from __future__ import annotations
@@ -9,11 +9,10 @@ import html
 
 import networkx as nx
 import numpy as np
-import plotly.graph_objects as go
 from PIL import Image, ImageDraw
 
 from core.plan import VideoPlan, interpolate_boxes
-from core.scene_graph import build_scene_graphs, display_names
+from core.scene_graph import build_scene_graphs
 from core.toyworld.world import BACKGROUNDS, COLORS
 
 NEUTRAL_BACKGROUND = (128, 128, 136)
@@ -84,63 +83,44 @@ def frame_thumbnail(plan: VideoPlan, scene_index: int, frame: int, *, size: int 
     return np.asarray(image)
 
 
-def scene_graph_figure(plan: VideoPlan, scene_index: int, frame: int) -> go.Figure:
-    """The scene graph of one frame as a network (networkx spring layout, fixed seed)."""
+GRAPH_WIDTH, GRAPH_HEIGHT = 480, 260  # the SVG's user units (it scales to its box)
+
+
+def scene_graph_svg(plan: VideoPlan, scene_index: int, frame: int) -> str:
+    """The scene graph of one frame as an SVG drawing: networkx's spring layout (fixed seed), edges
+    as lines, nodes as dots coloured by type (:data:`NODE_COLORS`) with their labels above, a legend
+    and a title. Markup rather than a plotly figure: plotly's first render blocked the browser for
+    about a second after every page load.
+
+    Returns:
+        str: an ``<svg>`` element (viewBox ``GRAPH_WIDTH`` x ``GRAPH_HEIGHT``); every label is escaped.
+    """
     graph = build_scene_graphs(plan, plan.scenes[scene_index]).frames[frame]
-    # Lay out the union of all frames' nodes so positions stay put while the slider moves.
     positions = nx.spring_layout(graph, seed=0) if graph.number_of_nodes() else {}
-    edge_x, edge_y = [], []
+    top, bottom, side = 44, 30, 40  # room for the title, the legend, and labels at the edges
+
+    def xy(node) -> tuple[float, float]:
+        x, y = positions[node]  # spring_layout puts nodes in [-1, 1]
+        return side + (x + 1) / 2 * (GRAPH_WIDTH - 2 * side), top + (1 - y) / 2 * (GRAPH_HEIGHT - top - bottom)
+
+    parts = [
+        f'<svg class="scene-graph" viewBox="0 0 {GRAPH_WIDTH} {GRAPH_HEIGHT}" role="img" xmlns="http://www.w3.org/2000/svg">',
+        f'<text class="title" x="8" y="18">Scene graph, scene {html.escape(plan.scenes[scene_index].id)}, frame {frame}</text>',
+    ]
     for a, b in graph.edges():
-        edge_x += [positions[a][0], positions[b][0], None]
-        edge_y += [positions[a][1], positions[b][1], None]
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=edge_x, y=edge_y, mode="lines", line=dict(color="#aaa", width=1.5), hoverinfo="skip", showlegend=False))
-    for node_type, color in NODE_COLORS.items():
-        nodes = [n for n, d in graph.nodes(data=True) if d["type"] == node_type]
-        if not nodes:
-            continue
-        fig.add_trace(
-            go.Scatter(
-                x=[positions[n][0] for n in nodes],
-                y=[positions[n][1] for n in nodes],
-                mode="markers+text",
-                text=[html.escape(graph.nodes[n]["label"]) for n in nodes],  # plotly renders a subset of HTML in text
-                textposition="top center",
-                marker=dict(size=18 if node_type == "object" else 12, color=color),
-                name=node_type,
-            )
+        (x0, y0), (x1, y1) = xy(a), xy(b)
+        parts.append(f'<line x1="{x0:.1f}" y1="{y0:.1f}" x2="{x1:.1f}" y2="{y1:.1f}" stroke="#aaa" stroke-width="1.5"/>')
+    for node, data in graph.nodes(data=True):
+        x, y = xy(node)
+        radius = 8 if data["type"] == "object" else 5
+        label = html.escape(str(data["label"]))
+        parts.append(
+            f'<g class="node {data["type"]}"><title>{data["type"]}: {label}</title>'
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius}" fill="{NODE_COLORS[data["type"]]}"/>'
+            f'<text x="{x:.1f}" y="{y - radius - 3:.1f}" text-anchor="middle">{label}</text></g>'
         )
-    fig.update_layout(
-        title=f"Scene graph, scene {plan.scenes[scene_index].id}, frame {frame}",
-        # spring_layout puts nodes in [-1, 1]; the margins keep the labels above the top nodes in view
-        xaxis=dict(visible=False, range=[-1.3, 1.3]),
-        yaxis=dict(visible=False, range=[-1.2, 1.35]),
-        height=300,
-        margin=dict(l=10, r=10, t=40, b=10),
-        legend=dict(orientation="h"),
-    )
-    return fig
-
-
-def events_timeline(plan: VideoPlan, scene_index: int, frame: int | None = None) -> go.Figure:
-    """The scene's events as a Gantt chart: one bar per (agent, predicate, target) over [start, end]."""
-    scene = plan.scenes[scene_index]
-    names = display_names(plan)
-    labels, starts, lengths, colors = [], [], [], []
-    for i, event in enumerate(scene.events):
-        target = names.get(event.target, event.target) if event.target else ""
-        labels.append(html.escape(f"{i}: {names.get(event.agent, event.agent)} {event.predicate} {target}".strip()))
-        starts.append(event.start)
-        lengths.append(event.end - event.start + 1)
-        colors.append("#%02x%02x%02x" % entity_rgb(plan, event.agent) if event.agent in names else "#999")
-    fig = go.Figure(go.Bar(y=labels, x=lengths, base=starts, orientation="h", marker_color=colors, marker_line=dict(color="#333", width=1)))
-    if frame is not None:
-        fig.add_vline(x=frame + 0.5, line_dash="dash", line_color="#d62728")
-    fig.update_layout(
-        title=f"Events, scene {scene.id}",
-        xaxis=dict(title="frame", range=[0, scene.num_frames]),
-        yaxis=dict(autorange="reversed"),
-        height=120 + 30 * max(1, len(labels)),
-        margin=dict(l=10, r=10, t=40, b=30),
-    )
-    return fig
+    for i, (node_type, color) in enumerate(NODE_COLORS.items()):
+        x = 8 + i * 90
+        parts.append(f'<circle cx="{x + 5}" cy="{GRAPH_HEIGHT - 10}" r="5" fill="{color}"/><text x="{x + 14}" y="{GRAPH_HEIGHT - 6}">{node_type}</text>')
+    parts.append("</svg>")
+    return "".join(parts)

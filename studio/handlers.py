@@ -23,8 +23,8 @@ from core.project import editing
 from core.project.workspace import Workspace
 from core.render import RenderCancelled, RenderSettings
 from core.scene_graph import build_scene_graphs
-from studio.figures import scene_graph_figure
-from studio.views import ALL_VIEWS, FRAME_VIEWS, SCENE_VIEWS, SKETCH_SIZE, box_labels, clamp, escape_markdown, frame_of, events_key, rows_key, views
+from studio.figures import scene_graph_svg
+from studio.views import ALL_VIEWS, FRAME_VIEWS, SCENE_VIEWS, SKETCH_SIZE, box_labels, clamp, escape_markdown, events_key, frame_of, rows_key, views
 
 PREVIEW_EVERY = 5  # denoising steps between two render previews
 
@@ -127,7 +127,7 @@ class Handlers:
     def load(self, session, request: gr.Request | None = None) -> dict:
         """Page load: open the project named in the page's address (``?project=N``, so a reload keeps
         it), else the tab's own; a new tab starts on the project list, not on another tab's project.
-        The scene graph is drawn by :meth:`graph_view` right after (plotly is the slow part of a load)."""
+        The scene graph is drawn by :meth:`graph_view` right after, outside the first response."""
         session = dict(session or {}, sent={})
         project = _project_in_url(request) or self._project(session)
         if project is None or not self.ws.store.exists(project):
@@ -156,7 +156,7 @@ class Handlers:
             return {"session": session}
         sent["graph"] = key
         session["sent"] = sent
-        return {"session": session, "graph": scene_graph_figure(plan, sel.scene, sel.frame)}
+        return {"session": session, "graph": scene_graph_svg(plan, sel.scene, sel.frame)}
 
     def generate(self, session, prompt, planner, llm_model, base_url, api_key, frames, llm_timeout=DEFAULT_TIMEOUT_S, llm_retries=DEFAULT_RETRIES):
         session = dict(session or {})

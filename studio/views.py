@@ -106,7 +106,7 @@ def frame_of(path) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def annotator_value(plan: VideoPlan, scene: int, frame: int, base=None, folder: Path | None = None) -> dict:
+def box_editor_value(plan: VideoPlan, scene: int, frame: int, base=None, folder: Path | None = None) -> dict:
     """The box editor's value: the sketch (or rendered frame) and the frame's boxes in pixels. With
     ``folder``, the picture is a PNG file there named after the frame (:func:`frame_name`)."""
     labels = box_labels(plan)
@@ -264,7 +264,7 @@ def views(plan: VideoPlan, scene, frame, wanted=ALL_VIEWS, sent: dict | None = N
         "filmstrip": (lambda: layout_key, lambda: filmstrip_html(plan, scene, frame, rendered)),
         "boxes": (
             lambda: _digest(layout_key, frame),
-            lambda: annotator_value(plan, scene, frame, None if rendered is None or frame >= len(rendered) else rendered[frame], folder),
+            lambda: box_editor_value(plan, scene, frame, None if rendered is None or frame >= len(rendered) else rendered[frame], folder),
         ),
         "status": (lambda: _digest(scene, s.id, keyframes, s.num_frames, frame), lambda: frame_status(plan, scene, frame)),
     }

@@ -85,7 +85,7 @@ S.stop = (open = true) => {
 S.toggle = () => {
   if (S.playing) { S.stop(true); return; }
   const editor = document.querySelector('#box-editor');
-  const canvas = editor && editor.querySelector('canvas');
+  const canvas = editor && editor.querySelector('.be-stage');
   if (!canvas) return;
   const r = canvas.getBoundingClientRect(), er = editor.getBoundingClientRect(), size = Math.min(r.width, r.height);
   const img = document.createElement('img');

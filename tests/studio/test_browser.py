@@ -154,13 +154,9 @@ def wait_frame(page, frame):
 
 def drag_box(page, box, dx, dy):
     """Drag the box ``box`` (xyxy in [0, 1] of the frame) by (dx, dy) pixels of the page."""
-    drag_tool = page.locator("#box-editor button[title*='Drag']")
-    if drag_tool.count():
-        drag_tool.first.click()
-    canvas, bbox = canvas_box(page)
-    scale = min(bbox["width"], bbox["height"]) / 256
-    cx = bbox["x"] + (bbox["width"] - 256 * scale) / 2 + (box[0] + box[2]) / 2 * 256 * scale
-    cy = bbox["y"] + (bbox["height"] - 256 * scale) / 2 + (box[1] + box[3]) / 2 * 256 * scale
+    _, bbox = canvas_box(page)
+    cx = bbox["x"] + (box[0] + box[2]) / 2 * bbox["width"]
+    cy = bbox["y"] + (box[1] + box[3]) / 2 * bbox["height"]
     page.mouse.move(cx, cy)
     page.mouse.down()
     page.mouse.move(cx + dx / 2, cy + dy / 2, steps=8)
@@ -169,7 +165,7 @@ def drag_box(page, box, dx, dy):
 
 
 def canvas_box(page):
-    canvas = page.locator("#box-editor canvas").first
+    canvas = page.locator("#box-editor .be-stage").first
     return canvas, canvas.bounding_box()
 
 
@@ -198,6 +194,25 @@ def test_drag_box_on_frame_0_becomes_keyframe_in_export(page, server, shot):
     shot(page, "#box-editor", "layout.png")
 
 
+def test_a_corner_handle_resizes_and_a_box_stays_inside_the_frame(page, server):
+    generate(page, server, "A red ball rolls from left to right across the grass.")
+    before = current_plan(server)["scenes"][0]["keyframes"][0]["boxes"]["e1"]
+    time.sleep(0.5)
+    _, bbox = canvas_box(page)
+    x, y = bbox["x"] + before[2] * bbox["width"], bbox["y"] + before[3] * bbox["height"]  # the bottom-right handle
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 30, y + 20, steps=6)
+    page.mouse.up()
+    resized = wait_for(lambda: (b := current_plan(server)["scenes"][0]["keyframes"][0]["boxes"]["e1"]) != before and b, what="the resized box")
+    assert resized[:2] == pytest.approx(before[:2], abs=0.01)  # the opposite corner stays
+    assert resized[2] > before[2] + 0.05 and resized[3] > before[3] + 0.03
+    time.sleep(0.5)
+    drag_box(page, resized, -2000, 0)  # far past the left edge
+    moved = wait_for(lambda: (b := current_plan(server)["scenes"][0]["keyframes"][0]["boxes"]["e1"]) != resized and b, what="the moved box")
+    assert moved[0] == 0.0 and moved[2] - moved[0] == pytest.approx(resized[2] - resized[0], abs=0.01)
+
+
 def red_box_x(page) -> float:
     """Mean x (pixels) of the red box drawn on the box editor's canvas, from a screenshot."""
     import io
@@ -205,7 +220,7 @@ def red_box_x(page) -> float:
     import numpy as np
     from PIL import Image
 
-    image = np.asarray(Image.open(io.BytesIO(page.locator("#box-editor canvas").first.screenshot())).convert("RGB")).astype(int)
+    image = np.asarray(Image.open(io.BytesIO(page.locator("#box-editor .be-stage").first.screenshot())).convert("RGB")).astype(int)
     red = (image[..., 0] > 150) & (image[..., 1] < 120) & (image[..., 2] < 120)
     assert red.sum() > 50, "no red box on the canvas"
     return float(red.nonzero()[1].mean())
@@ -347,8 +362,8 @@ def test_the_page_fits_a_desktop_window_without_scrolling(page, server, shot):
     assert page.evaluate("() => document.scrollingElement.scrollHeight") <= VIEWPORT["height"] + 4
     assert page.evaluate("() => document.scrollingElement.scrollWidth") <= VIEWPORT["width"] + 4
     # The canvas is not covered by a label and not blown up: the 64 px video at a whole multiple, unsmoothed.
-    box = page.locator("#box-editor canvas").first.bounding_box()
-    assert 256 <= min(box["width"], box["height"]) <= 420
+    box = page.locator("#box-editor .be-stage").first.bounding_box()
+    assert 256 <= min(box["width"], box["height"]) <= 420 and min(box["width"], box["height"]) % 64 == 0
     shot(page, None, "studio.png")
 
 

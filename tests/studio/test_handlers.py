@@ -11,7 +11,7 @@ import pytest
 from core.project.workspace import Workspace
 from studio.app import auth_pair, parse_args
 from studio.handlers import Handlers
-from studio.views import ALL_VIEWS, SKETCH_SIZE, annotator_value
+from studio.views import ALL_VIEWS, SKETCH_SIZE, box_editor_value
 
 PROMPT = "A red ball rolls from left to right across the grass."
 
@@ -80,7 +80,7 @@ def test_generate_shows_the_plan_in_every_panel(handlers):
 def editor_value(tab: Tab, frame: int) -> dict:
     """The box editor's value at ``frame`` of the tab's plan (what the page holds after showing it)."""
     plan = tab.handlers.ws.store.current(tab.session["project"])[1]
-    return annotator_value(plan, 0, frame)
+    return box_editor_value(plan, 0, frame)
 
 
 def drag_first_box(tab: Tab, frame: int) -> dict:
@@ -148,7 +148,7 @@ def test_editing_an_event_updates_timeline_and_graph_and_not_the_table_it_came_f
     assert "events" not in out  # the table already shows what was typed
     assert "turns blue" in out["timeline"]
     graph = tab.graph_view()["graph"]
-    assert "blue" in [text for trace in graph.data for text in (trace.text or [])]
+    assert ">blue</text>" in graph  # the new attribute is a node of the scene graph
 
 
 def test_a_scene_seed_typed_in_the_table_is_saved(handlers):
@@ -275,9 +275,9 @@ def test_page_load_shows_the_layout_first_and_the_scene_graph_next(handlers):
     project = new_tab(handlers).session["project"]
     out = named(handlers.load({"project": project}))
     assert out["session"]["project"] == 1 and "Frame 0" in out["status"] and 'data-frame="15"' in out["timeline"]
-    assert "graph" not in out  # drawn next: plotly is the slow part of a load
+    assert "graph" not in out  # drawn next, outside the first response
     graph = handlers.graph_view(out["session"])["graph"]
-    assert any(trace.type == "scatter" for trace in graph.data)
+    assert graph.startswith("<svg") and graph.count("<circle") > 4  # nodes and legend
     assert handlers.graph_view({}) == {"session": {}}
 
 
