@@ -7,11 +7,16 @@
    a small KL term; saved to ``run/vae`` with the latents' per-channel mean and std in its config
    (``latents_mean`` / ``latents_std``, which ``WanPipeline`` normalises with);
    checkpoints in ``run/vae_ckpt.pt``, loss in ``run/vae_loss.csv``.
-2. ``data``: ``clips`` random 16-frame clips, encoded and normalised as ``WanPipeline`` sees
+2. ``decoder``: the autoencoder's decoder alone, fine-tuned on whole 128x128 frames with the encoder
+   frozen (so the latents, and everything trained on them, stay valid): the same weighted L1 + MSE
+   plus an L1 between the images' horizontal and vertical differences, which rewards the sharp
+   silhouettes that tell a star from a ball; saved to ``run/decoder``, checkpoints in
+   ``run/decoder_ckpt.pt``, loss in ``run/decoder_loss.csv``. This is the autoencoder a run exports.
+3. ``data``: ``clips`` random 16-frame clips, encoded and normalised as ``WanPipeline`` sees
    latents, with their captions and per-frame phrases encoded by the pipeline's own
    ``_get_t5_prompt_embeds`` and ``encode_phrases`` (the MiniLM text encoder), cached in
    ``run/data.pt``.
-3. ``transformer``: ``WanTransformer3DModel`` + ``WanLayoutAdapter`` by flow matching (Wan 2.1's
+4. ``transformer``: ``WanTransformer3DModel`` + ``WanLayoutAdapter`` by flow matching (Wan 2.1's
    objective: ``x_t = (1 - sigma) x_0 + sigma * noise``, the model predicts ``noise - x_0`` at
    timestep ``1000 sigma``, with ``sigma`` drawn uniformly and shifted by
    :data:`core.models.toy_wan.FLOW_SHIFT` as at inference), latent cells inside entity boxes weighted
@@ -118,6 +123,68 @@ def train_wan_vae(run: Path, cfg: WanToyTrainConfig, time_limit_s: float) -> boo
     mean, std = latent_statistics(vae, np.random.default_rng(cfg.seed + 1), cfg.stats_frames)
     vae.register_to_config(latents_mean=mean, latents_std=std)
     vae.save_pretrained(run / "vae")
+    return True
+
+
+def image_differences(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Horizontal and vertical neighbour differences of (N, C, H, W) images: (N, C, H, W - 1) and (N, C, H - 1, W)."""
+    return images[..., :, 1:] - images[..., :, :-1], images[..., 1:, :] - images[..., :-1, :]
+
+
+def train_wan_decoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float) -> bool:
+    """Fine-tune the autoencoder's decoder with its encoder frozen (part 2); returns whether
+    ``run/decoder`` is complete.
+
+    Each step decodes posterior samples of ``cfg.decoder_batch`` whole random 128x128 frames; the
+    loss is the autoencoder part's foreground-weighted L1 + MSE plus ``cfg.decoder_edge_weight``
+    times the weighted L1 between the reconstruction's and the frame's neighbour differences
+    (:func:`image_differences`). AdamW at ``cfg.decoder_lr``, cosine to 0; stops early
+    (checkpointed) after ``time_limit_s`` seconds. The saved folder keeps ``run/vae``'s config,
+    latent statistics included.
+    """
+    from core.models.toy_wan import FrameAutoencoderKL
+
+    if (run / "decoder" / "config.json").exists():
+        return True
+    torch.manual_seed(cfg.seed)
+    vae = FrameAutoencoderKL.from_pretrained(run / "vae")
+    vae.requires_grad_(False)
+    tuned = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    for param in tuned:
+        param.requires_grad_(True)
+    vae.encoder.eval()
+    vae.decoder.train()
+    optimizer = torch.optim.AdamW(tuned, lr=cfg.decoder_lr, weight_decay=0.0)
+    rng = np.random.default_rng(cfg.seed + 3)
+    generator = torch.Generator().manual_seed(cfg.seed + 3)
+    loop = TrainingLoop(
+        "decoder", TrainingState({"model": vae}, optimizer, generator=generator, rng=rng), tuned, CosineSchedule(cfg.decoder_steps),
+        checkpoint=run / "decoder_ckpt.pt", checkpoint_every=cfg.checkpoint_every, clip_grad_norm=1.0, log=run / "decoder_loss.csv",
+        time_limit_s=time_limit_s,
+    )
+    loop.resume()
+
+    def batch_loss(step: int) -> StepLoss:
+        frames, backgrounds = random_frame_clips(rng, cfg.decoder_batch, 1)
+        frames = frames[:, 0]  # (B, 128, 128, 3)
+        images = frames_to_tensor(frames)
+        weight = foreground_weights(frames, backgrounds, cfg.vae_foreground_weight)
+        with torch.no_grad():
+            posterior = vae.encode(images).latent_dist
+            latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        recon = vae.decode(latents).sample
+        l1 = (weight * (recon - images).abs()).mean()
+        mse = (weight * (recon - images) ** 2).mean()
+        (rx, ry), (ix, iy) = image_differences(recon), image_differences(images)
+        wx, wy = torch.maximum(weight[..., :, 1:], weight[..., :, :-1]), torch.maximum(weight[..., 1:, :], weight[..., :-1, :])
+        edge = 0.5 * ((wx * (rx - ix).abs()).mean() + (wy * (ry - iy).abs()).mean())
+        return StepLoss(l1 + mse + cfg.decoder_edge_weight * edge, {"l1": l1, "mse": mse, "edge": edge})
+
+    loop.run(batch_loss)
+    if not loop.finished:
+        return False
+    vae.eval()
+    vae.save_pretrained(run / "decoder")
     return True
 
 
@@ -283,7 +350,8 @@ def export_wan_toy(run: Path, target: Path, cfg: WanExportConfig | None = None) 
     toy world's backgrounds (a closed-world model), 128x128 renders and 32-token prompts.
 
     Args:
-        run: the run folder; its ``transformer_ckpt.pt`` may be mid-run (any checkpoint exports).
+        run: the run folder; its ``transformer_ckpt.pt`` may be mid-run (any checkpoint exports). The
+            autoencoder is ``run/decoder`` (fine-tuned decoder) where that part is done, else ``run/vae``.
         cfg: ``ema`` writes the moving average of the weights (default), else the last ones;
             ``guidance_scale`` becomes the model's default.
 
@@ -301,6 +369,7 @@ def export_wan_toy(run: Path, target: Path, cfg: WanExportConfig | None = None) 
     from core.toyworld.world import BACKGROUNDS
 
     cfg = cfg or WanExportConfig()
+    vae_dir = run / "decoder" if (run / "decoder" / "config.json").exists() else run / "vae"
     state = torch.load(run / "transformer_ckpt.pt", weights_only=False)
     transformer = build_toy_wan_transformer()
     transformer.load_state_dict(state["transformer"])
@@ -314,7 +383,7 @@ def export_wan_toy(run: Path, target: Path, cfg: WanExportConfig | None = None) 
             for param, shadow in zip(params, state["ema"]["shadow_params"], strict=True):
                 param.copy_(shadow)
     pipe = WanLayoutPipeline(
-        tokenizer=None, text_encoder=None, vae=FrameAutoencoderKL.from_pretrained(run / "vae"), scheduler=build_toy_wan_scheduler(),
+        tokenizer=None, text_encoder=None, vae=FrameAutoencoderKL.from_pretrained(vae_dir), scheduler=build_toy_wan_scheduler(),
         transformer=transformer, default_guidance_scale=cfg.guidance_scale, default_height=FRAME_SIZE, default_width=FRAME_SIZE,
         max_sequence_length=PROMPT_TOKENS, backgrounds=list(BACKGROUNDS),
     )
@@ -340,6 +409,8 @@ def train_wan_toy(out: Path, cfg: WanToyTrainConfig) -> str:
 
     if not train_wan_vae(out, cfg, left()):
         return "vae: stopped at the time limit; run the same command to resume"
+    if not train_wan_decoder(out, cfg, left()):
+        return "decoder: stopped at the time limit; run the same command to resume"
     if not (out / "data.pt").exists() and left() < DATA_MINUTES * 60 * cfg.clips / 2000:
         return "data: not started, too little of the time limit left; run the same command to go on"
     data = build_wan_dataset(out, cfg)

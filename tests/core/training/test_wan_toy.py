@@ -13,7 +13,8 @@ from core.training.config import WanExportConfig, WanToyTrainConfig
 from core.training.wan_toy import export_wan_toy, random_frame_clips, train_wan_toy
 
 TINY = WanToyTrainConfig(
-    vae_steps=2, vae_batch=2, vae_crop=32, checkpoint_every=1, stats_frames=5, clips=2, transformer_steps=2, transformer_batch=1
+    vae_steps=2, vae_batch=2, vae_crop=32, checkpoint_every=1, stats_frames=5, decoder_steps=2, decoder_batch=1, clips=2,
+    transformer_steps=2, transformer_batch=1,
 )
 
 
@@ -35,6 +36,23 @@ def test_a_run_stopped_by_its_time_limit_resumes_where_it_stopped(tiny_run):
     vae_config = json.loads((tiny_run / "vae" / "config.json").read_text())
     assert len(vae_config["latents_mean"]) == 16 and all(s > 0 for s in vae_config["latents_std"])
     assert vae_config["latents_std"] != [1.0] * 16  # measured, not the builder's placeholder
+
+
+def test_the_decoder_part_tunes_the_decoder_only_and_is_what_the_export_ships(tiny_run, tmp_path):
+    from safetensors.torch import load_file
+
+    first = load_file(tiny_run / "vae" / "diffusion_pytorch_model.safetensors")
+    tuned = load_file(tiny_run / "decoder" / "diffusion_pytorch_model.safetensors")
+    encoder = [k for k in first if k.startswith(("encoder.", "quant_conv."))]
+    decoder = [k for k in first if k.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder and decoder and len(encoder) + len(decoder) == len(first)
+    assert all(torch.equal(first[k], tuned[k]) for k in encoder)  # the cached latents stay valid
+    assert any(not torch.equal(first[k], tuned[k]) for k in decoder)
+    assert json.loads((tiny_run / "decoder" / "config.json").read_text())["latents_std"] == json.loads((tiny_run / "vae" / "config.json").read_text())["latents_std"]
+    assert [row.split(",")[0] for row in (tiny_run / "decoder_loss.csv").read_text().splitlines()] == ["1", "2"]
+    shipped = load_file(export_wan_toy(tiny_run, tmp_path / "model") / "vae" / "diffusion_pytorch_model.safetensors")
+    name = decoder[0]
+    assert torch.equal(shipped[name], tuned[name].half())
 
 
 def test_cached_clips_are_normalised_latents_of_16_frames_at_16x16(tiny_run):
