@@ -266,10 +266,13 @@ class WanToyTrainConfig:
     vae_crop: int = field(default=64, metadata=option("side of the random window each autoencoder clip is cut to (128: whole frames)"))
     vae_lr: float = 1e-3
     vae_foreground_weight: float = field(default=8.0, metadata=option("autoencoder loss weight of shape pixels (background pixels 1)"))
-    decoder_steps: int = field(default=1500, metadata=option("decoder fine-tuning steps (encoder frozen), on whole 128x128 frames"))
-    decoder_batch: int = field(default=8, metadata=option("decoder fine-tuning batch, whole frames"))
+    refine_steps: int = field(default=3000, metadata=option("autoencoder refinement steps (encoder and decoder) on whole 128x128 frames, outlines weighted"))
+    refine_lr: float = 3e-4
+    decoder_steps: int = field(default=1500, metadata=option("decoder-only steps after the refinement (encoder frozen)"))
     decoder_lr: float = 3e-4
-    decoder_edge_weight: float = field(default=1.0, metadata=option("decoder loss weight of the image-difference (edge) L1 term"))
+    tune_batch: int = field(default=8, metadata=option("whole frames per refinement and decoder step"))
+    boundary_weight: float = field(default=4.0, metadata=option("extra loss weight (a factor) of pixels within 2 px of a shape's outline, in refinement and decoder steps"))
+    edge_weight: float = field(default=1.0, metadata=option("loss weight of the image-difference (edge) L1 term in refinement and decoder steps"))
     clips: int = field(default=2000, metadata=option("training clips generated and encoded for the transformer"))
     clip_frames: int = 16
     transformer_steps: int = field(default=20000, metadata=option("transformer + layout adapter steps"))

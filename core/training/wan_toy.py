@@ -7,16 +7,17 @@
    a small KL term; saved to ``run/vae`` with the latents' per-channel mean and std in its config
    (``latents_mean`` / ``latents_std``, which ``WanPipeline`` normalises with);
    checkpoints in ``run/vae_ckpt.pt``, loss in ``run/vae_loss.csv``.
-2. ``decoder``: the autoencoder's decoder alone, fine-tuned on whole 128x128 frames with the encoder
-   frozen (so the latents, and everything trained on them, stay valid): the same weighted L1 + MSE
-   plus an L1 between the images' horizontal and vertical differences, which rewards the sharp
-   silhouettes that tell a star from a ball; saved to ``run/decoder``, checkpoints in
-   ``run/decoder_ckpt.pt``, loss in ``run/decoder_loss.csv``. This is the autoencoder a run exports.
-3. ``data``: ``clips`` random 16-frame clips, encoded and normalised as ``WanPipeline`` sees
+2. ``refine``: encoder and decoder together on whole 128x128 frames (:func:`tune_autoencoder`), with
+   pixels near shapes' outlines weighted ``boundary_weight`` times more and an L1 between the
+   images' horizontal and vertical differences: the thin parts that tell a star from a ball and a
+   ring from a disc; saved to ``run/refine`` with the latents' statistics measured again.
+3. ``decoder``: the decoder alone, the encoder frozen, with the same loss; saved to ``run/decoder``.
+   This is the autoencoder the data part encodes with and a run exports.
+4. ``data``: ``clips`` random 16-frame clips, encoded and normalised as ``WanPipeline`` sees
    latents, with their captions and per-frame phrases encoded by the pipeline's own
    ``_get_t5_prompt_embeds`` and ``encode_phrases`` (the MiniLM text encoder), cached in
    ``run/data.pt``.
-4. ``transformer``: ``WanTransformer3DModel`` + ``WanLayoutAdapter`` by flow matching (Wan 2.1's
+5. ``transformer``: ``WanTransformer3DModel`` + ``WanLayoutAdapter`` by flow matching (Wan 2.1's
    objective: ``x_t = (1 - sigma) x_0 + sigma * noise``, the model predicts ``noise - x_0`` at
    timestep ``1000 sigma``, with ``sigma`` drawn uniformly and shifted by
    :data:`core.models.toy_wan.FLOW_SHIFT` as at inference), latent cells inside entity boxes weighted
@@ -131,45 +132,68 @@ def image_differences(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return images[..., :, 1:] - images[..., :, :-1], images[..., 1:, :] - images[..., :-1, :]
 
 
-def train_wan_decoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float) -> bool:
-    """Fine-tune the autoencoder's decoder with its encoder frozen (part 2); returns whether
-    ``run/decoder`` is complete.
+def boundary_weights(frames: np.ndarray, backgrounds: list[str], weight: float, width: int = 2) -> torch.Tensor:
+    """Per-pixel loss weights that single out shapes' outlines: ``weight`` on pixels within ``width``
+    pixels of a shape's edge (inside or outside: a star's points, a ring's band and its hole), 1 elsewhere.
 
-    Each step decodes posterior samples of ``cfg.decoder_batch`` whole random 128x128 frames; the
-    loss is the autoencoder part's foreground-weighted L1 + MSE plus ``cfg.decoder_edge_weight``
-    times the weighted L1 between the reconstruction's and the frame's neighbour differences
-    (:func:`image_differences`). AdamW at ``cfg.decoder_lr``, cosine to 0; stops early
-    (checkpointed) after ``time_limit_s`` seconds. The saved folder keeps ``run/vae``'s config,
-    latent statistics included.
+    Args:
+        frames: (N, H, W, 3) uint8; backgrounds: their background names.
+
+    Returns:
+        torch.Tensor of shape (N, 1, H, W), float32.
+    """
+    from scipy import ndimage
+
+    shape = foreground_weights(frames, backgrounds, 2.0)[:, 0].numpy() > 1.5  # (N, H, W) shape pixels
+    structure = np.ones((1, 2 * width + 1, 2 * width + 1), dtype=bool)
+    band = ndimage.binary_dilation(shape, structure) & ~ndimage.binary_erosion(shape, structure)
+    return torch.from_numpy(1.0 + (weight - 1.0) * band.astype(np.float32))[:, None]
+
+
+def tune_autoencoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, part: str, source: str, steps: int, lr: float, encoder: bool) -> bool:
+    """Fine-tune the frame autoencoder of ``run/source`` on whole 128x128 frames (parts 2 and 3);
+    returns whether ``run/part`` is complete.
+
+    Each step reconstructs posterior samples of ``cfg.tune_batch`` random frames; the loss is the
+    autoencoder part's L1 + MSE, weighted by :func:`foreground_weights` times
+    :func:`boundary_weights` (``cfg.boundary_weight``), plus ``cfg.edge_weight`` times the weighted L1
+    between the reconstruction's and the frame's neighbour differences (:func:`image_differences`)
+    and the small KL term. AdamW at ``lr``, cosine to 0, over ``steps``; stops early (checkpointed)
+    after ``time_limit_s`` seconds; checkpoints in ``run/<part>_ckpt.pt``, loss in ``run/<part>_loss.csv``.
+
+    Args:
+        encoder: train the encoder too (the latents change: their statistics are measured again
+            for the saved config); else only the decoder, so latents cached from ``run/source`` stay valid.
     """
     from core.models.toy_wan import FrameAutoencoderKL
 
-    if (run / "decoder" / "config.json").exists():
+    if (run / part / "config.json").exists():
         return True
     torch.manual_seed(cfg.seed)
-    vae = FrameAutoencoderKL.from_pretrained(run / "vae")
-    vae.requires_grad_(False)
-    tuned = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    vae = FrameAutoencoderKL.from_pretrained(run / source)
+    vae.requires_grad_(encoder)
+    tuned = list(vae.parameters()) if encoder else [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
     for param in tuned:
         param.requires_grad_(True)
-    vae.encoder.eval()
-    vae.decoder.train()
-    optimizer = torch.optim.AdamW(tuned, lr=cfg.decoder_lr, weight_decay=0.0)
+    vae.train()
+    if not encoder:
+        vae.encoder.eval()
+    optimizer = torch.optim.AdamW(tuned, lr=lr, weight_decay=0.0)
     rng = np.random.default_rng(cfg.seed + 3)
     generator = torch.Generator().manual_seed(cfg.seed + 3)
     loop = TrainingLoop(
-        "decoder", TrainingState({"model": vae}, optimizer, generator=generator, rng=rng), tuned, CosineSchedule(cfg.decoder_steps),
-        checkpoint=run / "decoder_ckpt.pt", checkpoint_every=cfg.checkpoint_every, clip_grad_norm=1.0, log=run / "decoder_loss.csv",
+        part, TrainingState({"model": vae}, optimizer, generator=generator, rng=rng), tuned, CosineSchedule(steps),
+        checkpoint=run / f"{part}_ckpt.pt", checkpoint_every=cfg.checkpoint_every, clip_grad_norm=1.0, log=run / f"{part}_loss.csv",
         time_limit_s=time_limit_s,
     )
     loop.resume()
 
     def batch_loss(step: int) -> StepLoss:
-        frames, backgrounds = random_frame_clips(rng, cfg.decoder_batch, 1)
+        frames, backgrounds = random_frame_clips(rng, cfg.tune_batch, 1)
         frames = frames[:, 0]  # (B, 128, 128, 3)
         images = frames_to_tensor(frames)
-        weight = foreground_weights(frames, backgrounds, cfg.vae_foreground_weight)
-        with torch.no_grad():
+        weight = foreground_weights(frames, backgrounds, cfg.vae_foreground_weight) * boundary_weights(frames, backgrounds, cfg.boundary_weight)
+        with torch.set_grad_enabled(encoder):
             posterior = vae.encode(images).latent_dist
             latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
         recon = vae.decode(latents).sample
@@ -178,13 +202,17 @@ def train_wan_decoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float) ->
         (rx, ry), (ix, iy) = image_differences(recon), image_differences(images)
         wx, wy = torch.maximum(weight[..., :, 1:], weight[..., :, :-1]), torch.maximum(weight[..., 1:, :], weight[..., :-1, :])
         edge = 0.5 * ((wx * (rx - ix).abs()).mean() + (wy * (ry - iy).abs()).mean())
-        return StepLoss(l1 + mse + cfg.decoder_edge_weight * edge, {"l1": l1, "mse": mse, "edge": edge})
+        kl = 0.5 * (posterior.mean**2 + posterior.var - 1.0 - posterior.logvar).mean() if encoder else torch.zeros(())
+        return StepLoss(l1 + mse + cfg.edge_weight * edge + 1e-5 * kl, {"l1": l1, "mse": mse, "edge": edge})
 
     loop.run(batch_loss)
     if not loop.finished:
         return False
     vae.eval()
-    vae.save_pretrained(run / "decoder")
+    if encoder:
+        mean, std = latent_statistics(vae, np.random.default_rng(cfg.seed + 1), cfg.stats_frames)
+        vae.register_to_config(latents_mean=mean, latents_std=std)
+    vae.save_pretrained(run / part)
     return True
 
 
@@ -214,7 +242,7 @@ def encoding_pipeline(vae, transformer=None):
 
 @torch.no_grad()
 def build_wan_dataset(run: Path, cfg: WanToyTrainConfig) -> dict:
-    """Generate, encode and cache the transformer's clips (part 2); an existing ``run/data.pt`` is loaded.
+    """Generate, encode and cache the transformer's clips (part 4); an existing ``run/data.pt`` is loaded.
 
     Returns:
         A dict with
@@ -231,7 +259,7 @@ def build_wan_dataset(run: Path, cfg: WanToyTrainConfig) -> dict:
     path = run / "data.pt"
     if path.exists():
         return torch.load(path, weights_only=False)
-    vae = FrameAutoencoderKL.from_pretrained(run / "vae").eval()
+    vae = FrameAutoencoderKL.from_pretrained(run / "decoder").eval()  # the refined encoder; its latent statistics
     pipe = encoding_pipeline(vae)
     mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
@@ -311,7 +339,7 @@ def flow_matching_loss(transformer, adapter, data: dict, idx: torch.Tensor, cfg:
 
 
 def train_wan_transformer(run: Path, cfg: WanToyTrainConfig, data: dict, time_limit_s: float) -> bool:
-    """Train transformer + layout adapter (part 3); returns whether the run has done all its steps.
+    """Train transformer + layout adapter (part 5); returns whether the run has done all its steps.
 
     AdamW (weight decay 0.01) at ``cfg.transformer_lr``, ``cfg.warmup`` warm-up steps, cosine to 10 %,
     gradients clipped at norm 1, EMA decay :data:`EMA_DECAY`; stops early (checkpointed) after
@@ -369,7 +397,9 @@ def export_wan_toy(run: Path, target: Path, cfg: WanExportConfig | None = None) 
     from core.toyworld.world import BACKGROUNDS
 
     cfg = cfg or WanExportConfig()
-    vae_dir = run / "decoder" if (run / "decoder" / "config.json").exists() else run / "vae"
+    vae_dir = run / "decoder"
+    if not (vae_dir / "config.json").exists():
+        raise FileNotFoundError(f"run: {vae_dir} is missing; finish the run's decoder part first")
     state = torch.load(run / "transformer_ckpt.pt", weights_only=False)
     transformer = build_toy_wan_transformer()
     transformer.load_state_dict(state["transformer"])
@@ -409,7 +439,9 @@ def train_wan_toy(out: Path, cfg: WanToyTrainConfig) -> str:
 
     if not train_wan_vae(out, cfg, left()):
         return "vae: stopped at the time limit; run the same command to resume"
-    if not train_wan_decoder(out, cfg, left()):
+    if not tune_autoencoder(out, cfg, left(), part="refine", source="vae", steps=cfg.refine_steps, lr=cfg.refine_lr, encoder=True):
+        return "refine: stopped at the time limit; run the same command to resume"
+    if not tune_autoencoder(out, cfg, left(), part="decoder", source="refine", steps=cfg.decoder_steps, lr=cfg.decoder_lr, encoder=False):
         return "decoder: stopped at the time limit; run the same command to resume"
     if not (out / "data.pt").exists() and left() < DATA_MINUTES * 60 * cfg.clips / 2000:
         return "data: not started, too little of the time limit left; run the same command to go on"

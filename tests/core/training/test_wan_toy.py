@@ -13,7 +13,7 @@ from core.training.config import WanExportConfig, WanToyTrainConfig
 from core.training.wan_toy import export_wan_toy, random_frame_clips, train_wan_toy
 
 TINY = WanToyTrainConfig(
-    vae_steps=2, vae_batch=2, vae_crop=32, checkpoint_every=1, stats_frames=5, decoder_steps=2, decoder_batch=1, clips=2,
+    vae_steps=2, vae_batch=2, vae_crop=32, checkpoint_every=1, stats_frames=5, refine_steps=2, decoder_steps=2, tune_batch=1, clips=2,
     transformer_steps=2, transformer_batch=1,
 )
 
@@ -38,21 +38,34 @@ def test_a_run_stopped_by_its_time_limit_resumes_where_it_stopped(tiny_run):
     assert vae_config["latents_std"] != [1.0] * 16  # measured, not the builder's placeholder
 
 
-def test_the_decoder_part_tunes_the_decoder_only_and_is_what_the_export_ships(tiny_run, tmp_path):
+def test_refine_tunes_the_whole_autoencoder_then_decoder_only_and_the_export_ships_it(tiny_run, tmp_path):
     from safetensors.torch import load_file
 
-    first = load_file(tiny_run / "vae" / "diffusion_pytorch_model.safetensors")
-    tuned = load_file(tiny_run / "decoder" / "diffusion_pytorch_model.safetensors")
+    first, refined, tuned = (load_file(tiny_run / part / "diffusion_pytorch_model.safetensors") for part in ("vae", "refine", "decoder"))
     encoder = [k for k in first if k.startswith(("encoder.", "quant_conv."))]
     decoder = [k for k in first if k.startswith(("decoder.", "post_quant_conv."))]
     assert encoder and decoder and len(encoder) + len(decoder) == len(first)
-    assert all(torch.equal(first[k], tuned[k]) for k in encoder)  # the cached latents stay valid
-    assert any(not torch.equal(first[k], tuned[k]) for k in decoder)
-    assert json.loads((tiny_run / "decoder" / "config.json").read_text())["latents_std"] == json.loads((tiny_run / "vae" / "config.json").read_text())["latents_std"]
-    assert [row.split(",")[0] for row in (tiny_run / "decoder_loss.csv").read_text().splitlines()] == ["1", "2"]
+    assert any(not torch.equal(first[k], refined[k]) for k in encoder)  # refine trains the encoder
+    assert all(torch.equal(refined[k], tuned[k]) for k in encoder)  # the decoder part does not: cached latents stay valid
+    assert any(not torch.equal(refined[k], tuned[k]) for k in decoder)
+    stats = {part: json.loads((tiny_run / part / "config.json").read_text())["latents_std"] for part in ("vae", "refine", "decoder")}
+    assert stats["refine"] != stats["vae"] and stats["decoder"] == stats["refine"]  # measured again for the new encoder
+    for part in ("refine", "decoder"):
+        assert [row.split(",")[0] for row in (tiny_run / f"{part}_loss.csv").read_text().splitlines()] == ["1", "2"]
     shipped = load_file(export_wan_toy(tiny_run, tmp_path / "model") / "vae" / "diffusion_pytorch_model.safetensors")
-    name = decoder[0]
-    assert torch.equal(shipped[name], tuned[name].half())
+    assert torch.equal(shipped[decoder[0]], tuned[decoder[0]].half())
+
+
+def test_outline_weights_cover_a_ring_band_and_its_hole():
+    from core.toyworld.world import ToyObject, render_frame
+    from core.training.wan_toy import boundary_weights
+
+    frame = render_frame("ocean", [ToyObject("ring", "white", (0.25, 0.25, 0.75, 0.75))], 128)
+    weights = boundary_weights(frame[None], ["ocean"], 4.0)[0, 0]
+    assert weights[64, 64] == 1.0 and weights[2, 2] == 1.0  # the middle of the hole and the far background
+    assert weights[64, 31] == 4.0 and weights[64, 33] == 4.0  # just outside and just inside the outer edge
+    inner = weights[64, 36:64]
+    assert (inner == 4.0).any() and (inner == 1.0).any()  # the band's inner edge, then the open hole
 
 
 def test_cached_clips_are_normalised_latents_of_16_frames_at_16x16(tiny_run):
