@@ -271,7 +271,7 @@ class WanToyTrainConfig:
     decoder_steps: int = field(default=1500, metadata=option("decoder-only steps after the refinement (encoder frozen)"))
     decoder_lr: float = 3e-4
     tune_batch: int = field(default=8, metadata=option("whole frames per refinement and decoder step"))
-    boundary_weight: float = field(default=4.0, metadata=option("extra loss weight (a factor) of pixels within 2 px of a shape's outline, in refinement and decoder steps"))
+    boundary_weight: float = field(default=4.0, metadata=option("loss weight factor of pixels within 3 px of a shape's outline (inside or out) over shape pixels, in refinement and decoder steps"))
     edge_weight: float = field(default=1.0, metadata=option("loss weight of the image-difference (edge) L1 term in refinement and decoder steps"))
     clips: int = field(default=2000, metadata=option("training clips generated and encoded for the transformer"))
     clip_frames: int = 16

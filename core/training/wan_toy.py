@@ -132,9 +132,11 @@ def image_differences(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return images[..., :, 1:] - images[..., :, :-1], images[..., 1:, :] - images[..., :-1, :]
 
 
-def boundary_weights(frames: np.ndarray, backgrounds: list[str], weight: float, width: int = 2) -> torch.Tensor:
-    """Per-pixel loss weights that single out shapes' outlines: ``weight`` on pixels within ``width``
-    pixels of a shape's edge (inside or outside: a star's points, a ring's band and its hole), 1 elsewhere.
+def outline_weights(frames: np.ndarray, backgrounds: list[str], foreground_weight: float, boundary_weight: float, width: int = 3) -> torch.Tensor:
+    """Per-pixel loss weights: ``foreground_weight`` on shape pixels (:func:`foreground_weights`), 1 on
+    the background, and ``foreground_weight * boundary_weight`` on every pixel within ``width`` pixels of
+    a shape's outline, inside or outside. The outside counts as much as the inside: a haze of the
+    shape's colour on the background around it fills a star's notches and a ring's hole.
 
     Args:
         frames: (N, H, W, 3) uint8; backgrounds: their background names.
@@ -144,10 +146,11 @@ def boundary_weights(frames: np.ndarray, backgrounds: list[str], weight: float, 
     """
     from scipy import ndimage
 
-    shape = foreground_weights(frames, backgrounds, 2.0)[:, 0].numpy() > 1.5  # (N, H, W) shape pixels
+    weights = foreground_weights(frames, backgrounds, foreground_weight)
+    shape = weights[:, 0].numpy() > 1.0  # (N, H, W) shape pixels
     structure = np.ones((1, 2 * width + 1, 2 * width + 1), dtype=bool)
-    band = ndimage.binary_dilation(shape, structure) & ~ndimage.binary_erosion(shape, structure)
-    return torch.from_numpy(1.0 + (weight - 1.0) * band.astype(np.float32))[:, None]
+    band = torch.from_numpy(ndimage.binary_dilation(shape, structure) & ~ndimage.binary_erosion(shape, structure))[:, None]
+    return torch.where(band, foreground_weight * boundary_weight, weights)
 
 
 def tune_autoencoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, part: str, source: str, steps: int, lr: float, encoder: bool) -> bool:
@@ -155,8 +158,8 @@ def tune_autoencoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, 
     returns whether ``run/part`` is complete.
 
     Each step reconstructs posterior samples of ``cfg.tune_batch`` random frames; the loss is the
-    autoencoder part's L1 + MSE, weighted by :func:`foreground_weights` times
-    :func:`boundary_weights` (``cfg.boundary_weight``), plus ``cfg.edge_weight`` times the weighted L1
+    autoencoder part's L1 + MSE, weighted by :func:`outline_weights` (``cfg.vae_foreground_weight``,
+    ``cfg.boundary_weight``), plus ``cfg.edge_weight`` times the weighted L1
     between the reconstruction's and the frame's neighbour differences (:func:`image_differences`)
     and the small KL term. AdamW at ``lr``, cosine to 0, over ``steps``; stops early (checkpointed)
     after ``time_limit_s`` seconds; checkpoints in ``run/<part>_ckpt.pt``, loss in ``run/<part>_loss.csv``.
@@ -192,7 +195,7 @@ def tune_autoencoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, 
         frames, backgrounds = random_frame_clips(rng, cfg.tune_batch, 1)
         frames = frames[:, 0]  # (B, 128, 128, 3)
         images = frames_to_tensor(frames)
-        weight = foreground_weights(frames, backgrounds, cfg.vae_foreground_weight) * boundary_weights(frames, backgrounds, cfg.boundary_weight)
+        weight = outline_weights(frames, backgrounds, cfg.vae_foreground_weight, cfg.boundary_weight)
         with torch.set_grad_enabled(encoder):
             posterior = vae.encode(images).latent_dist
             latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)

@@ -56,16 +56,15 @@ def test_refine_tunes_the_whole_autoencoder_then_decoder_only_and_the_export_shi
     assert torch.equal(shipped[decoder[0]], tuned[decoder[0]].half())
 
 
-def test_outline_weights_cover_a_ring_band_and_its_hole():
+def test_outline_weights_cover_both_sides_of_a_ring_band_and_leave_its_hole_open():
     from core.toyworld.world import ToyObject, render_frame
-    from core.training.wan_toy import boundary_weights
+    from core.training.wan_toy import outline_weights
 
     frame = render_frame("ocean", [ToyObject("ring", "white", (0.25, 0.25, 0.75, 0.75))], 128)
-    weights = boundary_weights(frame[None], ["ocean"], 4.0)[0, 0]
-    assert weights[64, 64] == 1.0 and weights[2, 2] == 1.0  # the middle of the hole and the far background
-    assert weights[64, 31] == 4.0 and weights[64, 33] == 4.0  # just outside and just inside the outer edge
-    inner = weights[64, 36:64]
-    assert (inner == 4.0).any() and (inner == 1.0).any()  # the band's inner edge, then the open hole
+    row = outline_weights(frame[None], ["ocean"], 8.0, 4.0)[0, 0, 64]
+    assert row[64] == 1.0 and row[2] == 1.0  # the middle of the hole and the far background
+    assert row[30] == 32.0 and row[34] == 32.0  # just outside and just inside the outer edge
+    assert (row[36:64] == 8.0).any() and (row[36:64] == 32.0).any()  # the band's inside, then its inner edge
 
 
 def test_cached_clips_are_normalised_latents_of_16_frames_at_16x16(tiny_run):
