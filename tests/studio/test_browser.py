@@ -213,6 +213,18 @@ def test_a_corner_handle_resizes_and_a_box_stays_inside_the_frame(page, server):
     assert moved[0] == 0.0 and moved[2] - moved[0] == pytest.approx(resized[2] - resized[0], abs=0.01)
 
 
+def test_a_box_label_is_shown_as_typed_not_as_markup(page, server):
+    generate(page, server, "A red ball rolls from left to right across the grass.")
+    show_tab(page, "Entities")
+    name = "<b onmouseover=alert(1)>ball</b>"
+    edit_cell(page, "#entities-table", "cell-0-1", name)
+    wait_for(lambda: current_plan(server)["entities"][0]["name"] == name, what="the renamed entity")
+    label = page.locator("#box-editor .be-box text").first
+    label.wait_for()
+    page.wait_for_function("(n) => document.querySelector('#box-editor .be-box text').textContent === n", arg=name, polling=20)
+    assert page.locator("#box-editor svg b").count() == 0
+
+
 def red_box_x(page) -> float:
     """Mean x (pixels) of the red box drawn on the box editor's canvas, from a screenshot."""
     import io
