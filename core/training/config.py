@@ -281,6 +281,7 @@ class WanToyTrainConfig:
     warmup: int = 200
     drop_prompt: float = field(default=0.1, metadata=option("share of clips trained without the prompt (classifier-free guidance)"))
     drop_layout: float = field(default=0.1, metadata=option("share of clips trained without grounding tokens"))
+    bf16: bool = field(default=True, metadata=option("transformer forward passes under CPU bf16 autocast (about 1.75x faster on CPUs with AVX512-BF16 or AMX; weights and optimizer stay float32)"))
     box_loss_weight: float = field(default=3.0, metadata=option("loss weight of latent cells inside an entity's box (1: plain MSE)"))
     stats_frames: int = field(default=512, metadata=HIDDEN)  # frames encoded to measure the latents' mean and std
 

@@ -311,6 +311,9 @@ def flow_matching_loss(transformer, adapter, data: dict, idx: torch.Tensor, cfg:
     unchanged (:class:`core.models.layout.GroundedSelfAttention`), as at inference after
     ``layout_alpha`` of the steps and in the unconditional pass.
 
+    With ``cfg.bf16`` the forward pass runs under CPU bf16 autocast (matmuls in bfloat16; weights,
+    gradients, optimizer state and the loss stay float32).
+
     Returns:
         StepLoss: the box-weighted MSE between the prediction and ``noise - x_0``.
     """
@@ -334,8 +337,9 @@ def flow_matching_loss(transformer, adapter, data: dict, idx: torch.Tensor, cfg:
     if len(grounded):
         phrases = data["phrase_embeds"][data["phrase_ids"][grounded]]  # (G, F, N, 384)
         objs = adapter.grounding_tokens(data["boxes"][grounded].flatten(0, 1), data["masks"][grounded].flatten(0, 1), phrases.flatten(0, 1))
-    with adapter.grounding(objs, frames=frames, aspect=1.0):
+    with adapter.grounding(objs, frames=frames, aspect=1.0), torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
         prediction = transformer(hidden_states=x_t, timestep=sigma * 1000, encoder_hidden_states=prompts, return_dict=False)[0]
+    prediction = prediction.float()
     weights = box_loss_weights(data["boxes"][idx], data["masks"][idx], side, cfg.box_loss_weight)  # (B, 1, F, h, w)
     mse = (weights * (prediction - (noise - x0)) ** 2).mean()
     return StepLoss(mse, {"sigma": sigma.mean()})
