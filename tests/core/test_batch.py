@@ -72,7 +72,7 @@ def test_two_workers_render_four_jobs_record_the_invalid_one_lose_nothing_to_a_k
     jobs = write_jobs(
         tmp_path / "jobs.jsonl",
         [
-            {"id": "slow", "plan": plan, "num_inference_steps": 12},
+            {"id": "slow", "plan": plan, "num_inference_steps": 48},  # still rendering when the first quick job is done, even on a cold machine
             {"id": "seed-5", "plan": plan, "seed": 5},
             {"plan": plan},
             {"id": "guided", "plan": plan, "guidance_scale": 4.0},
@@ -106,7 +106,7 @@ def test_two_workers_render_four_jobs_record_the_invalid_one_lose_nothing_to_a_k
         assert frames.shape == (8, 64, 64, 3) and fps == 8
         assert (out / entry["outputs"][1]).is_file()
     assert all(_pid(e["worker"]) != killed[0] for e in entries[:4] if e["seconds"] > 0 and e["id"] == "slow")  # redone by another process
-    assert [e["settings"]["render"]["num_inference_steps"] for e in entries[:4]] == [12, 2, 2, 2]
+    assert [e["settings"]["render"]["num_inference_steps"] for e in entries[:4]] == [48, 2, 2, 2]
     assert entries[1]["settings"]["render"]["seed"] == 5 and entries[3]["settings"]["render"]["guidance_scale"] == 4.0
     assert len({e["plan_hash"] for e in entries[:4]}) == 1  # one plan, four settings
     broken = entries[4]
