@@ -262,7 +262,7 @@ def build_wan_dataset(run: Path, cfg: WanToyTrainConfig) -> dict:
     path = run / "data.pt"
     if path.exists():
         return torch.load(path, weights_only=False)
-    vae = FrameAutoencoderKL.from_pretrained(run / "decoder").eval()  # the refined encoder; its latent statistics
+    vae = FrameAutoencoderKL.from_pretrained(run / "decoder").eval()  # the refined encoder and its latent statistics
     pipe = encoding_pipeline(vae)
     mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
@@ -386,7 +386,7 @@ def export_wan_toy(run: Path, target: Path, cfg: WanExportConfig | None = None) 
 
     Args:
         run: the run folder; its ``transformer_ckpt.pt`` may be mid-run (any checkpoint exports). The
-            autoencoder is ``run/decoder`` (fine-tuned decoder) where that part is done, else ``run/vae``.
+            autoencoder is ``run/decoder``, the one the cached clips were encoded with.
         cfg: ``ema`` writes the moving average of the weights (default), else the last ones;
             ``guidance_scale`` becomes the model's default.
 
@@ -394,7 +394,7 @@ def export_wan_toy(run: Path, target: Path, cfg: WanExportConfig | None = None) 
         ``target``.
 
     Raises:
-        FileNotFoundError: the run lacks ``vae/`` or ``transformer_ckpt.pt``.
+        FileNotFoundError: the run lacks ``decoder/`` or ``transformer_ckpt.pt``.
         ValueError: ``cfg.ema`` and the checkpoint keeps no average.
     """
     from core.models.toy_wan import FRAME_SIZE, PROMPT_TOKENS, FrameAutoencoderKL, build_toy_wan_scheduler, build_toy_wan_transformer
