@@ -172,10 +172,10 @@ def _random_box(rng: np.random.Generator, side: float) -> np.ndarray:
     return np.array([x0, y0, x0 + w, y0 + h])
 
 
-def _sample_track(rng: np.random.Generator, num_frames: int) -> tuple[ToyTrack, str]:
+def _sample_track(rng: np.random.Generator, num_frames: int, min_side: float) -> tuple[ToyTrack, str]:
     kind = str(rng.choice(KINDS))
     color = str(rng.choice(list(COLORS)))
-    side = rng.uniform(0.18, 0.42)
+    side = rng.uniform(min_side, 0.42)
     start = _random_box(rng, side)
     motion = rng.choice(["static", "move", "move", "move", "grow", "shrink"])
     end = start.copy()
@@ -218,15 +218,18 @@ def _sample_track(rng: np.random.Generator, num_frames: int) -> tuple[ToyTrack, 
     return ToyTrack(kind=kind, colors=colors, boxes=boxes), f"{article} {color} {kind} {phrase}".strip()
 
 
-def sample_clip(rng: np.random.Generator, num_frames: int = 8, size: int = 64) -> ToyClip:
+def sample_clip(rng: np.random.Generator, num_frames: int = 8, size: int = 64, min_side: float = 0.18) -> ToyClip:
     """Sample a random toy clip with 1-3 entities, a background and a caption.
+
+    Each entity's box side is drawn from [``min_side``, 0.42] of the frame (then stretched by
+    0.8-1.25 per axis); growing and shrinking entities span 0.12-0.6 whatever ``min_side`` is.
 
     Returns:
         ToyClip whose ``frames`` has shape (num_frames, size, size, 3), dtype uint8.
     """
     background = str(rng.choice(list(BACKGROUNDS)))
     count = int(rng.choice([1, 1, 2, 2, 3]))
-    tracks, phrases = zip(*(_sample_track(rng, num_frames) for _ in range(count)))
+    tracks, phrases = zip(*(_sample_track(rng, num_frames, min_side) for _ in range(count)))
     frames = np.stack(
         [
             render_frame(

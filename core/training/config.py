@@ -253,14 +253,15 @@ class WanToyTrainConfig:
     """Settings of the ``wan-toy`` stage: model v2, a miniature Wan at 128x128 (:mod:`core.models.toy_wan`).
 
     Raises:
-        ValueError: ``max_minutes`` outside (0, 150], ``vae_crop`` not a multiple of 8 in [16, 128], or a
-            share outside [0, 1] (the message names the field).
+        ValueError: ``max_minutes`` outside (0, 150], ``vae_crop`` not a multiple of 8 in [16, 128],
+            ``min_side`` outside [0.05, 0.42] or a share outside [0, 1] (the message names the field).
     """
 
     seed: int = 0
     max_minutes: float = field(default=150.0, metadata=option("stop (checkpointed) after this many minutes, in (0, 150]; the same command resumes"))
     threads: int = 2
     checkpoint_every: int = 100
+    min_side: float = field(default=0.12, metadata=option("smallest side of a shape in every part's training frames, as a share of the frame, in [0.05, 0.42] (plans draw shapes from 0.13)"))
     vae_steps: int = field(default=3000, metadata=option("autoencoder steps"))
     vae_batch: int = field(default=20, metadata=option("autoencoder batch: random frames, each cut to a vae_crop window"))
     vae_crop: int = field(default=64, metadata=option("side of the random window each autoencoder clip is cut to (128: whole frames)"))
@@ -268,7 +269,7 @@ class WanToyTrainConfig:
     vae_foreground_weight: float = field(default=8.0, metadata=option("autoencoder loss weight of shape pixels (background pixels 1)"))
     refine_steps: int = field(default=6000, metadata=option("autoencoder refinement steps (encoder and decoder) on whole 128x128 frames, outlines weighted"))
     refine_lr: float = 3e-4
-    decoder_steps: int = field(default=1500, metadata=option("decoder-only steps after the refinement (encoder frozen)"))
+    decoder_steps: int = field(default=3000, metadata=option("decoder-only steps after the refinement (encoder frozen)"))
     decoder_lr: float = 3e-4
     tune_batch: int = field(default=8, metadata=option("whole frames per refinement and decoder step"))
     boundary_weight: float = field(default=4.0, metadata=option("loss weight factor of pixels within 3 px of a shape's outline (inside or out) over shape pixels, in refinement and decoder steps"))
@@ -289,6 +290,7 @@ class WanToyTrainConfig:
         _first_problem([
             f"max_minutes: must be in (0, 150] (got {self.max_minutes})" if not 0.0 < self.max_minutes <= 150.0 else "",
             f"vae_crop: must be a multiple of 8 in [16, 128] (got {self.vae_crop})" if self.vae_crop % 8 or not 16 <= self.vae_crop <= 128 else "",
+            f"min_side: must be in [0.05, 0.42] (got {self.min_side})" if not 0.05 <= self.min_side <= 0.42 else "",
             f"drop_prompt: must be in [0, 1] (got {self.drop_prompt})" if not 0.0 <= self.drop_prompt <= 1.0 else "",
             f"drop_layout: must be in [0, 1] (got {self.drop_layout})" if not 0.0 <= self.drop_layout <= 1.0 else "",
         ])

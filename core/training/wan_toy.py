@@ -10,13 +10,14 @@
 2. ``refine``: encoder and decoder together on whole 128x128 frames (:func:`tune_autoencoder`), with
    pixels near shapes' outlines weighted ``boundary_weight`` times more and an L1 between the
    images' horizontal and vertical differences: the thin parts that tell a star from a ball and a
-   ring from a disc; saved to ``run/refine`` with the latents' statistics measured again.
-3. ``decoder``: the decoder alone, the encoder frozen, with the same loss; saved to ``run/decoder``.
-   This is the autoencoder the data part encodes with and a run exports.
-4. ``data``: ``clips`` random 16-frame clips, encoded and normalised as ``WanPipeline`` sees
-   latents, with their captions and per-frame phrases encoded by the pipeline's own
-   ``_get_t5_prompt_embeds`` and ``encode_phrases`` (the MiniLM text encoder), cached in
+   ring from a disc; saved to ``run/refine`` with the latents' statistics measured again. Its
+   encoder is the one a run ships.
+3. ``data``: ``clips`` random 16-frame clips, encoded by ``run/refine`` and normalised as
+   ``WanPipeline`` sees latents, with their captions and per-frame phrases encoded by the pipeline's
+   own ``_get_t5_prompt_embeds`` and ``encode_phrases`` (the MiniLM text encoder), cached in
    ``run/data.pt``.
+4. ``decoder``: the decoder alone, the encoder frozen (so the cached latents stay valid), with the
+   same loss; saved to ``run/decoder``, the autoencoder a run exports.
 5. ``transformer``: ``WanTransformer3DModel`` + ``WanLayoutAdapter`` by flow matching (Wan 2.1's
    objective: ``x_t = (1 - sigma) x_0 + sigma * noise``, the model predicts ``noise - x_0`` at
    timestep ``1000 sigma``, with ``sigma`` drawn uniformly and shifted by
@@ -51,10 +52,13 @@ EMA_DECAY = 0.999
 DATA_MINUTES = 30  # what encoding 2,000 clips may take on a 2-core CPU: the data part starts only with this much time left
 
 
-def random_frame_clips(rng: np.random.Generator, clips: int, frames: int, crop: int | None = None) -> tuple[np.ndarray, list[str]]:
+def random_frame_clips(
+    rng: np.random.Generator, clips: int, frames: int, crop: int | None = None, min_side: float = 0.18
+) -> tuple[np.ndarray, list[str]]:
     """``clips`` runs of ``frames`` consecutive random toy frames at 128x128, each run optionally
     cut to one random ``crop`` x ``crop`` window (the autoencoder is convolutional: it trains on
-    crops at a quarter of the cost and encodes whole frames).
+    crops at a quarter of the cost and encodes whole frames). Shapes' sides start at ``min_side``
+    of the frame (:func:`core.toyworld.world.sample_clip`).
 
     Returns:
         (frames (clips, frames, side, side, 3) uint8 with side ``crop`` or 128, the clips' background names).
@@ -63,7 +67,7 @@ def random_frame_clips(rng: np.random.Generator, clips: int, frames: int, crop: 
 
     runs, backgrounds = [], []
     for _ in range(clips):
-        clip = sample_clip(rng, num_frames=2 * frames, size=FRAME_SIZE)
+        clip = sample_clip(rng, num_frames=2 * frames, size=FRAME_SIZE, min_side=min_side)
         start = int(rng.integers(0, frames + 1))
         run = clip.frames[start : start + frames]
         if crop is not None and crop < FRAME_SIZE:
@@ -105,7 +109,7 @@ def train_wan_vae(run: Path, cfg: WanToyTrainConfig, time_limit_s: float) -> boo
     vae.train()
 
     def batch_loss(step: int) -> StepLoss:
-        frames, backgrounds = random_frame_clips(rng, cfg.vae_batch, 1, cfg.vae_crop)
+        frames, backgrounds = random_frame_clips(rng, cfg.vae_batch, 1, cfg.vae_crop, cfg.min_side)
         frames = frames[:, 0]  # (B, crop, crop, 3): one frame of each clip
         images = frames_to_tensor(frames)
         weight = foreground_weights(frames, backgrounds, cfg.vae_foreground_weight)
@@ -121,7 +125,7 @@ def train_wan_vae(run: Path, cfg: WanToyTrainConfig, time_limit_s: float) -> boo
     if not loop.finished:
         return False
     vae.eval()
-    mean, std = latent_statistics(vae, np.random.default_rng(cfg.seed + 1), cfg.stats_frames)
+    mean, std = latent_statistics(vae, np.random.default_rng(cfg.seed + 1), cfg.stats_frames, cfg.min_side)
     vae.register_to_config(latents_mean=mean, latents_std=std)
     vae.save_pretrained(run / "vae")
     return True
@@ -154,7 +158,7 @@ def outline_weights(frames: np.ndarray, backgrounds: list[str], foreground_weigh
 
 
 def tune_autoencoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, part: str, source: str, steps: int, lr: float, encoder: bool) -> bool:
-    """Fine-tune the frame autoencoder of ``run/source`` on whole 128x128 frames (parts 2 and 3);
+    """Fine-tune the frame autoencoder of ``run/source`` on whole 128x128 frames (parts 2 and 4);
     returns whether ``run/part`` is complete.
 
     Each step reconstructs posterior samples of ``cfg.tune_batch`` random frames; the loss is the
@@ -192,7 +196,7 @@ def tune_autoencoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, 
     loop.resume()
 
     def batch_loss(step: int) -> StepLoss:
-        frames, backgrounds = random_frame_clips(rng, cfg.tune_batch, 1)
+        frames, backgrounds = random_frame_clips(rng, cfg.tune_batch, 1, min_side=cfg.min_side)
         frames = frames[:, 0]  # (B, 128, 128, 3)
         images = frames_to_tensor(frames)
         weight = outline_weights(frames, backgrounds, cfg.vae_foreground_weight, cfg.boundary_weight)
@@ -213,17 +217,17 @@ def tune_autoencoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, 
         return False
     vae.eval()
     if encoder:
-        mean, std = latent_statistics(vae, np.random.default_rng(cfg.seed + 1), cfg.stats_frames)
+        mean, std = latent_statistics(vae, np.random.default_rng(cfg.seed + 1), cfg.stats_frames, cfg.min_side)
         vae.register_to_config(latents_mean=mean, latents_std=std)
     vae.save_pretrained(run / part)
     return True
 
 
 @torch.no_grad()
-def latent_statistics(vae, rng: np.random.Generator, count: int = 512) -> tuple[list[float], list[float]]:
+def latent_statistics(vae, rng: np.random.Generator, count: int = 512, min_side: float = 0.18) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of the posterior means of about ``count`` random 128x128 frames
     (``latents_mean`` and ``latents_std`` of the autoencoder's config)."""
-    frames, _ = random_frame_clips(rng, max(1, count // 5), 5)
+    frames, _ = random_frame_clips(rng, max(1, count // 5), 5, min_side=min_side)
     latents = torch.cat([vae.encode(video_tensor(frames[i : i + 8])).latent_dist.mean for i in range(0, len(frames), 8)])
     channels = latents.transpose(0, 1).flatten(1)  # (C, everything else)
     return channels.mean(1).tolist(), channels.std(1).tolist()
@@ -245,7 +249,7 @@ def encoding_pipeline(vae, transformer=None):
 
 @torch.no_grad()
 def build_wan_dataset(run: Path, cfg: WanToyTrainConfig) -> dict:
-    """Generate, encode and cache the transformer's clips (part 4); an existing ``run/data.pt`` is loaded.
+    """Generate, encode and cache the transformer's clips (part 3); an existing ``run/data.pt`` is loaded.
 
     Returns:
         A dict with
@@ -262,7 +266,7 @@ def build_wan_dataset(run: Path, cfg: WanToyTrainConfig) -> dict:
     path = run / "data.pt"
     if path.exists():
         return torch.load(path, weights_only=False)
-    vae = FrameAutoencoderKL.from_pretrained(run / "decoder").eval()  # the refined encoder and its latent statistics
+    vae = FrameAutoencoderKL.from_pretrained(run / "refine").eval()  # the shipped encoder (the decoder part leaves it alone) and its latent statistics
     pipe = encoding_pipeline(vae)
     mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
@@ -276,7 +280,7 @@ def build_wan_dataset(run: Path, cfg: WanToyTrainConfig) -> dict:
     captions: list[str] = []
     chunk = 4
     for start in tqdm(range(0, n, chunk), desc="data", file=sys.stdout, mininterval=10):
-        clips = [sample_clip(rng, num_frames=f, size=FRAME_SIZE) for _ in range(min(chunk, n - start))]
+        clips = [sample_clip(rng, num_frames=f, size=FRAME_SIZE, min_side=cfg.min_side) for _ in range(min(chunk, n - start))]
         z = vae.encode(video_tensor(np.stack([c.frames for c in clips]))).latent_dist.mean  # (B, C, F, h, w)
         latents[start : start + len(clips)] = ((z - mean) / std).half()
         for i, clip in enumerate(clips):
@@ -448,11 +452,11 @@ def train_wan_toy(out: Path, cfg: WanToyTrainConfig) -> str:
         return "vae: stopped at the time limit; run the same command to resume"
     if not tune_autoencoder(out, cfg, left(), part="refine", source="vae", steps=cfg.refine_steps, lr=cfg.refine_lr, encoder=True):
         return "refine: stopped at the time limit; run the same command to resume"
-    if not tune_autoencoder(out, cfg, left(), part="decoder", source="refine", steps=cfg.decoder_steps, lr=cfg.decoder_lr, encoder=False):
-        return "decoder: stopped at the time limit; run the same command to resume"
     if not (out / "data.pt").exists() and left() < DATA_MINUTES * 60 * cfg.clips / 2000:
         return "data: not started, too little of the time limit left; run the same command to go on"
     data = build_wan_dataset(out, cfg)
+    if not tune_autoencoder(out, cfg, left(), part="decoder", source="refine", steps=cfg.decoder_steps, lr=cfg.decoder_lr, encoder=False):
+        return "decoder: stopped at the time limit; run the same command to resume"
     if not train_wan_transformer(out, cfg, data, left()):
         return "transformer: stopped at the time limit; run the same command to resume"
     return "done"

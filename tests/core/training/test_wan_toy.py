@@ -99,8 +99,13 @@ def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["wan-toy", "--out", str(out), "--vae-crop", "60"]) == 2
     assert main(["wan-toy", "--out", str(out), "--max-minutes", "151"]) == 2
+    assert main(["wan-toy", "--out", str(out), "--min-side", "0.5"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err == ["error: --vae-crop: must be a multiple of 8 in [16, 128] (got 60)", "error: --max-minutes: must be in (0, 150] (got 151.0)"]
+    assert err == [
+        "error: --vae-crop: must be a multiple of 8 in [16, 128] (got 60)",
+        "error: --max-minutes: must be in (0, 150] (got 151.0)",
+        "error: --min-side: must be in [0.05, 0.42] (got 0.5)",
+    ]
     assert not out.exists()
 
 
@@ -123,3 +128,17 @@ def test_autoencoder_clips_are_consecutive_frames_cut_to_one_window():
     assert frames.shape == (3, 5, 48, 48, 3) and len(backgrounds) == 3
     whole, _ = random_frame_clips(np.random.default_rng(0), 1, 5)
     assert whole.shape == (1, 5, 128, 128, 3)
+
+
+def test_training_frames_hold_shapes_as_small_as_the_smallest_a_plan_draws():
+    """Plans draw shapes from 0.13 of the frame; the v2 recipe trains on sides from ``min_side`` (0.12)."""
+    from core.toyworld.world import sample_clip
+
+    def sides(min_side):
+        rng = np.random.default_rng(0)
+        clips = [sample_clip(rng, num_frames=1, min_side=min_side) for _ in range(300)]
+        return np.array([((b[2] - b[0]) * (b[3] - b[1])) ** 0.5 for c in clips for t in c.tracks for b in t.boxes if b is not None])
+
+    assert WanToyTrainConfig().min_side == 0.12
+    small, default = sides(0.12), sides(0.18)
+    assert (small < 0.15).mean() > 0.09 and (default < 0.15).mean() < 0.07  # 0.11 and 0.05 (grown and shrunk shapes)
