@@ -390,7 +390,8 @@ def export_wan_toy(run: Path, target: Path, cfg: WanExportConfig | None = None) 
 
     Args:
         run: the run folder; its ``transformer_ckpt.pt`` may be mid-run (any checkpoint exports). The
-            autoencoder is ``run/decoder``, the one the cached clips were encoded with.
+            autoencoder is ``run/decoder``: the encoder the cached clips were encoded with (``refine``'s)
+            and the tuned decoder.
         cfg: ``ema`` writes the moving average of the weights (default), else the last ones;
             ``guidance_scale`` becomes the model's default.
 
