@@ -16,9 +16,7 @@
    ``WanPipeline`` sees latents, with their captions and per-frame phrases encoded by the pipeline's
    own ``_get_t5_prompt_embeds`` and ``encode_phrases`` (the MiniLM text encoder), cached in
    ``run/data.pt``.
-4. ``decoder``: the decoder alone, the encoder frozen (so the cached latents stay valid), with the
-   same loss; saved to ``run/decoder``, the autoencoder a run exports.
-5. ``transformer``: ``WanTransformer3DModel`` + ``WanLayoutAdapter`` by flow matching (Wan 2.1's
+4. ``transformer``: ``WanTransformer3DModel`` + ``WanLayoutAdapter`` by flow matching (Wan 2.1's
    objective: ``x_t = (1 - sigma) x_0 + sigma * noise``, the model predicts ``noise - x_0`` at
    timestep ``1000 sigma``, with ``sigma`` drawn uniformly and shifted by
    :data:`core.models.toy_wan.FLOW_SHIFT` as at inference), latent cells inside entity boxes weighted
@@ -26,6 +24,8 @@
    and an EMA of the weights. The adapter's grounding tokens carry each entity's place in the
    clip's order (``depth_slots``): later entities are drawn on top, as a plan's later entities are.
    Checkpoints in ``run/transformer_ckpt.pt``, loss in ``run/loss.csv``.
+5. ``decoder``: the decoder alone, the encoder frozen (so the latents the transformer learned stay
+   valid), with ``refine``'s loss; saved to ``run/decoder``, the autoencoder a run exports.
 
 Every part resumes from its checkpoint and a finished part is skipped, so a command that stops at
 its ``--max-minutes`` limit (150 at most) is simply run again.
@@ -158,7 +158,7 @@ def outline_weights(frames: np.ndarray, backgrounds: list[str], foreground_weigh
 
 
 def tune_autoencoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, part: str, source: str, steps: int, lr: float, encoder: bool) -> bool:
-    """Fine-tune the frame autoencoder of ``run/source`` on whole 128x128 frames (parts 2 and 4);
+    """Fine-tune the frame autoencoder of ``run/source`` on whole 128x128 frames (parts 2 and 5);
     returns whether ``run/part`` is complete.
 
     Each step reconstructs posterior samples of ``cfg.tune_batch`` random frames; the loss is the
@@ -350,7 +350,7 @@ def flow_matching_loss(transformer, adapter, data: dict, idx: torch.Tensor, cfg:
 
 
 def train_wan_transformer(run: Path, cfg: WanToyTrainConfig, data: dict, time_limit_s: float) -> bool:
-    """Train transformer + layout adapter (part 5); returns whether the run has done all its steps.
+    """Train transformer + layout adapter (part 4); returns whether the run has done all its steps.
 
     AdamW (weight decay 0.01) at ``cfg.transformer_lr``, ``cfg.warmup`` warm-up steps, cosine to 10 %,
     gradients clipped at norm 1, EMA decay :data:`EMA_DECAY`; stops early (checkpointed) after
@@ -456,8 +456,8 @@ def train_wan_toy(out: Path, cfg: WanToyTrainConfig) -> str:
     if not (out / "data.pt").exists() and left() < DATA_MINUTES * 60 * cfg.clips / 2000:
         return "data: not started, too little of the time limit left; run the same command to go on"
     data = build_wan_dataset(out, cfg)
-    if not tune_autoencoder(out, cfg, left(), part="decoder", source="refine", steps=cfg.decoder_steps, lr=cfg.decoder_lr, encoder=False):
-        return "decoder: stopped at the time limit; run the same command to resume"
     if not train_wan_transformer(out, cfg, data, left()):
         return "transformer: stopped at the time limit; run the same command to resume"
+    if not tune_autoencoder(out, cfg, left(), part="decoder", source="refine", steps=cfg.decoder_steps, lr=cfg.decoder_lr, encoder=False):
+        return "decoder: stopped at the time limit; run the same command to resume"
     return "done"
