@@ -24,7 +24,7 @@ import torch
 from diffusers import AutoencoderKL, ModelMixin, UniPCMultistepScheduler, WanTransformer3DModel  # noqa: F401  (the pipeline loader looks ModelMixin up here)
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.autoencoders.autoencoder_kl import DecoderOutput
-from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+from diffusers.models.autoencoders.vae import Decoder, DiagonalGaussianDistribution
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from einops import rearrange
 
@@ -47,6 +47,8 @@ class FrameAutoencoderKL(AutoencoderKL):
         latents_mean, latents_std: per-channel statistics of the latents (``WanPipeline`` decodes
             ``latents * std + mean``).
         scale_factor_temporal, scale_factor_spatial: frames and pixels per latent cell (1 and 8).
+        decoder_layers_per_block: ResNet layers per decoder level beyond the first, when the decoder
+            is deeper than the encoder (None: ``layers_per_block``, diffusers' symmetric autoencoder).
     """
 
     @register_to_config
@@ -72,6 +74,7 @@ class FrameAutoencoderKL(AutoencoderKL):
         use_quant_conv: bool = True,
         use_post_quant_conv: bool = True,
         mid_block_add_attention: bool = True,
+        decoder_layers_per_block: int | None = None,
     ):
         super().__init__(
             in_channels=in_channels, out_channels=out_channels, down_block_types=down_block_types, up_block_types=up_block_types,
@@ -80,6 +83,12 @@ class FrameAutoencoderKL(AutoencoderKL):
             latents_std=latents_std, shift_factor=shift_factor, force_upcast=force_upcast, use_quant_conv=use_quant_conv,
             use_post_quant_conv=use_post_quant_conv, mid_block_add_attention=mid_block_add_attention,
         )
+        if decoder_layers_per_block is not None and decoder_layers_per_block != layers_per_block:
+            self.decoder = Decoder(
+                in_channels=latent_channels, out_channels=out_channels, up_block_types=up_block_types, block_out_channels=block_out_channels,
+                layers_per_block=decoder_layers_per_block, norm_num_groups=norm_num_groups, act_fn=act_fn,
+                mid_block_add_attention=mid_block_add_attention,
+            )
 
     def encode(self, x: torch.Tensor, return_dict: bool = True):
         """``AutoencoderKL.encode`` of every frame of ``x`` (B, 3, F, H, W) or of images (B, 3, H, W)."""
@@ -136,3 +145,28 @@ def build_toy_wan_scheduler() -> UniPCMultistepScheduler:
     return UniPCMultistepScheduler(
         prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=FLOW_SHIFT
     )
+
+
+def deepen_decoder(vae: FrameAutoencoderKL, layers_per_block: int) -> FrameAutoencoderKL:
+    """A copy of ``vae`` whose decoder has ``layers_per_block`` (+1) ResNet layers a level, that
+    decodes exactly as ``vae`` does until trained: the encoder, the latent statistics and every
+    existing layer are copied, and each new layer (appended at the end of its level, where input
+    and output widths match) starts as the identity, its last convolution zeroed (a ResNet block
+    returns ``x + conv2(...)``; Net2DeeperNet, arXiv 1511.05641).
+
+    Raises:
+        ValueError: ``layers_per_block`` not above the decoder's current depth.
+    """
+    current = vae.config.decoder_layers_per_block or vae.config.layers_per_block
+    if layers_per_block <= current:
+        raise ValueError(f"decoder_layers: must be above the decoder's {current} layers a level (got {layers_per_block})")
+    deeper = FrameAutoencoderKL.from_config(vae.config, decoder_layers_per_block=layers_per_block)
+    missing, unexpected = deeper.load_state_dict(vae.state_dict(), strict=False)
+    assert not unexpected, unexpected
+    new_blocks = {key.rsplit(".", 2)[0] for key in missing}  # e.g. decoder.up_blocks.0.resnets.2
+    with torch.no_grad():
+        for name in new_blocks:
+            conv = deeper.get_submodule(name).conv2
+            conv.weight.zero_()
+            conv.bias.zero_()
+    return deeper.to(vae.dtype)

@@ -254,7 +254,8 @@ class WanToyTrainConfig:
 
     Raises:
         ValueError: ``max_minutes`` outside (0, 150], ``vae_crop`` not a multiple of 8 in [16, 128],
-            ``min_side`` outside [0.05, 0.42] or a share outside [0, 1] (the message names the field).
+            ``min_side`` outside [0.05, 0.42], ``decoder_layers`` outside [1, 4] or a share outside [0, 1]
+            (the message names the field).
     """
 
     seed: int = 0
@@ -269,8 +270,9 @@ class WanToyTrainConfig:
     vae_foreground_weight: float = field(default=8.0, metadata=option("autoencoder loss weight of shape pixels (background pixels 1)"))
     refine_steps: int = field(default=6000, metadata=option("autoencoder refinement steps (encoder and decoder) on whole 128x128 frames, outlines weighted"))
     refine_lr: float = 3e-4
-    decoder_steps: int = field(default=3000, metadata=option("decoder-only steps after the refinement (encoder frozen)"))
+    decoder_steps: int = field(default=1500, metadata=option("decoder-only steps after the refinement (encoder frozen)"))
     decoder_lr: float = 3e-4
+    decoder_layers: int = field(default=1, metadata=option("ResNet layers a level, beyond the first, of the decoder part's decoder, in [1, 4] (1: refine's; more: deepened, the new layers starting as the identity)"))
     tune_batch: int = field(default=8, metadata=option("whole frames per refinement and decoder step"))
     boundary_weight: float = field(default=4.0, metadata=option("loss weight factor of pixels within 3 px of a shape's outline (inside or out) over shape pixels, in refinement and decoder steps"))
     edge_weight: float = field(default=1.0, metadata=option("loss weight of the image-difference (edge) L1 term in refinement and decoder steps"))
@@ -291,6 +293,7 @@ class WanToyTrainConfig:
             f"max_minutes: must be in (0, 150] (got {self.max_minutes})" if not 0.0 < self.max_minutes <= 150.0 else "",
             f"vae_crop: must be a multiple of 8 in [16, 128] (got {self.vae_crop})" if self.vae_crop % 8 or not 16 <= self.vae_crop <= 128 else "",
             f"min_side: must be in [0.05, 0.42] (got {self.min_side})" if not 0.05 <= self.min_side <= 0.42 else "",
+            f"decoder_layers: must be in [1, 4] (got {self.decoder_layers})" if not 1 <= self.decoder_layers <= 4 else "",
             f"drop_prompt: must be in [0, 1] (got {self.drop_prompt})" if not 0.0 <= self.drop_prompt <= 1.0 else "",
             f"drop_layout: must be in [0, 1] (got {self.drop_layout})" if not 0.0 <= self.drop_layout <= 1.0 else "",
         ])

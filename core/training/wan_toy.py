@@ -171,13 +171,17 @@ def tune_autoencoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, 
     Args:
         encoder: train the encoder too (the latents change: their statistics are measured again
             for the saved config); else only the decoder, so latents cached from ``run/source`` stay valid.
+            A decoder-only part first deepens the decoder to ``cfg.decoder_layers`` layers a level
+            (:func:`core.models.toy_wan.deepen_decoder`) when that is above the source's.
     """
-    from core.models.toy_wan import FrameAutoencoderKL
+    from core.models.toy_wan import FrameAutoencoderKL, deepen_decoder
 
     if (run / part / "config.json").exists():
         return True
     torch.manual_seed(cfg.seed)
     vae = FrameAutoencoderKL.from_pretrained(run / source)
+    if not encoder and cfg.decoder_layers > vae.config.layers_per_block:
+        vae = deepen_decoder(vae, cfg.decoder_layers)
     vae.requires_grad_(encoder)
     tuned = list(vae.parameters()) if encoder else [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
     for param in tuned:

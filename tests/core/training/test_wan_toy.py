@@ -142,3 +142,24 @@ def test_training_frames_hold_shapes_as_small_as_the_smallest_a_plan_draws():
     assert WanToyTrainConfig().min_side == 0.12
     small, default = sides(0.12), sides(0.18)
     assert (small < 0.15).mean() > 0.09 and (default < 0.15).mean() < 0.07  # 0.11 and 0.05 (grown and shrunk shapes)
+
+
+def test_a_deepened_decoder_decodes_as_before_until_trained_and_reloads(tmp_path):
+    from core.models.toy_wan import FrameAutoencoderKL, build_toy_wan_vae, deepen_decoder
+
+    torch.manual_seed(0)
+    vae = build_toy_wan_vae().eval()
+    deeper = deepen_decoder(vae, 2).eval()
+    assert [len(block.resnets) for block in deeper.decoder.up_blocks] == [3, 3, 3, 3]  # diffusers' Decoder: layers + 1
+    assert [len(block.resnets) for block in deeper.encoder.down_blocks] == [1, 1, 1, 1]
+    latents = torch.randn(1, 16, 2, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(deeper.decode(latents).sample, vae.decode(latents).sample, atol=1e-5)
+        deeper.decoder.up_blocks[0].resnets[2].conv2.weight.add_(0.1)  # a trained new layer changes the output
+        assert not torch.allclose(deeper.decode(latents).sample, vae.decode(latents).sample, atol=1e-3)
+    deeper.save_pretrained(tmp_path / "vae")
+    reloaded = FrameAutoencoderKL.from_pretrained(tmp_path / "vae").eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded.decode(latents).sample, deeper.decode(latents).sample)
+    with pytest.raises(ValueError, match=r"decoder_layers: must be above the decoder's 2 layers a level \(got 2\)"):
+        deepen_decoder(deeper, 2)
