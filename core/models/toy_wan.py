@@ -169,4 +169,4 @@ def deepen_decoder(vae: FrameAutoencoderKL, layers_per_block: int) -> FrameAutoe
             conv = deeper.get_submodule(name).conv2
             conv.weight.zero_()
             conv.bias.zero_()
-    return deeper.to(vae.dtype)
+    return deeper if deeper.dtype == vae.dtype else deeper.to(vae.dtype)
