@@ -116,7 +116,7 @@ def _adapter(args: argparse.Namespace) -> int:
 def _wan_toy(args: argparse.Namespace) -> int:
     from core.training.wan_toy import train_wan_toy
 
-    print(train_wan_toy(args.out, config_from_args(args, WanToyTrainConfig)))
+    print(train_wan_toy(args.out, config_from_args(args, WanToyTrainConfig), args.autoencoder))
     return 0
 
 
@@ -150,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--out", type=Path, default=Path("runs/toy"))
         elif name == "wan-toy":
             stage.add_argument("--out", type=Path, default=Path("runs/wan-toy"))
+            stage.add_argument(
+                "--autoencoder", type=Path, default=None,
+                help="a trained frame autoencoder folder (e.g. assets/wan-toy/vae) standing in for the vae, refine and decoder parts",
+            )
         elif name == "adapter":
             stage.add_argument("--model", required=True, help="diffusers text-to-video folder or hub id")
             stage.add_argument("--images", type=Path, required=True, help="folder of the images named in the annotations")

@@ -12,11 +12,13 @@
    images' horizontal and vertical differences: the thin parts that tell a star from a ball and a
    ring from a disc; saved to ``run/refine`` with the latents' statistics measured again. Its
    encoder is the one a run ships.
-3. ``data``: ``clips`` random 16-frame clips, encoded by ``run/refine`` and normalised as
-   ``WanPipeline`` sees latents, with their captions and per-frame phrases encoded by the pipeline's
-   own ``_get_t5_prompt_embeds`` and ``encode_phrases`` (the MiniLM text encoder), cached in
-   ``run/data.pt``.
-4. ``transformer``: ``WanTransformer3DModel`` + ``WanLayoutAdapter`` by flow matching (Wan 2.1's
+3. ``decoder``: the decoder alone, the encoder frozen, with ``refine``'s loss (:func:`tune_autoencoder`);
+   saved to ``run/decoder``: the autoencoder a run exports and encodes its clips with.
+4. ``data``: ``clips`` random 16-frame clips, encoded by ``run/decoder`` (``refine``'s encoder) and
+   normalised as ``WanPipeline`` sees latents, with their captions and per-frame phrases encoded by
+   the pipeline's own ``_get_t5_prompt_embeds`` and ``encode_phrases`` (the MiniLM text encoder),
+   cached in ``run/data.pt``.
+5. ``transformer``: ``WanTransformer3DModel`` + ``WanLayoutAdapter`` by flow matching (Wan 2.1's
    objective: ``x_t = (1 - sigma) x_0 + sigma * noise``, the model predicts ``noise - x_0`` at
    timestep ``1000 sigma``, with ``sigma`` drawn uniformly and shifted by
    :data:`core.models.toy_wan.FLOW_SHIFT` as at inference), latent cells inside entity boxes weighted
@@ -24,8 +26,10 @@
    and an EMA of the weights. The adapter's grounding tokens carry each entity's place in the
    clip's order (``depth_slots``): later entities are drawn on top, as a plan's later entities are.
    Checkpoints in ``run/transformer_ckpt.pt``, loss in ``run/loss.csv``.
-5. ``decoder``: the decoder alone, the encoder frozen (so the latents the transformer learned stay
-   valid), with ``refine``'s loss; saved to ``run/decoder``, the autoencoder a run exports.
+
+The autoencoder (parts 1-3) is finished before any clip is encoded, so a trained one can stand in
+for them: ``--autoencoder DIR`` (e.g. the shipped ``assets/wan-toy/vae``) becomes ``run/decoder`` and
+the run starts at the data part.
 
 Every part resumes from its checkpoint and a finished part is skipped, so a command that stops at
 its ``--max-minutes`` limit (150 at most) is simply run again.
@@ -158,7 +162,7 @@ def outline_weights(frames: np.ndarray, backgrounds: list[str], foreground_weigh
 
 
 def tune_autoencoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, part: str, source: str, steps: int, lr: float, encoder: bool) -> bool:
-    """Fine-tune the frame autoencoder of ``run/source`` on whole 128x128 frames (parts 2 and 5);
+    """Fine-tune the frame autoencoder of ``run/source`` on whole 128x128 frames (parts 2 and 3);
     returns whether ``run/part`` is complete.
 
     Each step reconstructs posterior samples of ``cfg.tune_batch`` random frames; the loss is the
@@ -253,7 +257,7 @@ def encoding_pipeline(vae, transformer=None):
 
 @torch.no_grad()
 def build_wan_dataset(run: Path, cfg: WanToyTrainConfig) -> dict:
-    """Generate, encode and cache the transformer's clips (part 3); an existing ``run/data.pt`` is loaded.
+    """Generate, encode and cache the transformer's clips (part 4); an existing ``run/data.pt`` is loaded.
 
     Returns:
         A dict with
@@ -270,7 +274,7 @@ def build_wan_dataset(run: Path, cfg: WanToyTrainConfig) -> dict:
     path = run / "data.pt"
     if path.exists():
         return torch.load(path, weights_only=False)
-    vae = FrameAutoencoderKL.from_pretrained(run / "refine").eval()  # the shipped encoder (the decoder part leaves it alone) and its latent statistics
+    vae = FrameAutoencoderKL.from_pretrained(run / "decoder").eval()  # the shipped autoencoder; its encoder and latent statistics are refine's
     pipe = encoding_pipeline(vae)
     mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
@@ -354,7 +358,7 @@ def flow_matching_loss(transformer, adapter, data: dict, idx: torch.Tensor, cfg:
 
 
 def train_wan_transformer(run: Path, cfg: WanToyTrainConfig, data: dict, time_limit_s: float) -> bool:
-    """Train transformer + layout adapter (part 4); returns whether the run has done all its steps.
+    """Train transformer + layout adapter (part 5); returns whether the run has done all its steps.
 
     AdamW (weight decay 0.01) at ``cfg.transformer_lr``, ``cfg.warmup`` warm-up steps, cosine to 10 %,
     gradients clipped at norm 1, EMA decay :data:`EMA_DECAY`; stops early (checkpointed) after
@@ -439,29 +443,64 @@ def export_wan_toy(run: Path, target: Path, cfg: WanExportConfig | None = None) 
     return Path(target)
 
 
-def train_wan_toy(out: Path, cfg: WanToyTrainConfig) -> str:
+def use_autoencoder(run: Path, autoencoder: Path) -> None:
+    """Make the trained frame autoencoder folder ``autoencoder`` the run's ``decoder`` part (checked,
+    copied whole, then renamed into place), so the run starts at the data part; a run that has a
+    ``decoder`` part keeps it. Creates ``run``.
+
+    Raises:
+        ValueError: ``autoencoder`` is not a :class:`core.models.toy_wan.FrameAutoencoderKL` folder
+            with measured ``latents_mean`` / ``latents_std`` (the message names ``--autoencoder``);
+            raised before anything is written.
+    """
+    import shutil
+
+    from core.models.toy_wan import FrameAutoencoderKL
+
+    if (run / "decoder" / "config.json").exists():
+        return
+    config_path = autoencoder / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    if config.get("_class_name") != FrameAutoencoderKL.__name__ or set(config.get("latents_std") or [1.0]) == {1.0}:
+        raise ValueError(
+            f"--autoencoder: {autoencoder} is not a trained FrameAutoencoderKL folder (config.json with measured latents_std), e.g. assets/wan-toy/vae"
+        )
+    run.mkdir(parents=True, exist_ok=True)
+    staging = run / "decoder.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(autoencoder, staging)
+    staging.rename(run / "decoder")
+
+
+def train_wan_toy(out: Path, cfg: WanToyTrainConfig, autoencoder: Path | None = None) -> str:
     """Run the stage's parts in ``out`` (created) until done or ``cfg.max_minutes`` pass.
+
+    Args:
+        autoencoder: a trained autoencoder folder that stands in for parts 1-3 (:func:`use_autoencoder`).
 
     Returns:
         A one-line summary: ``"done"`` or which part stopped where.
     """
     started = time.time()
     torch.set_num_threads(cfg.threads)
+    if autoencoder is not None:
+        use_autoencoder(out, autoencoder)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     def left() -> float:
         return cfg.max_minutes * 60 - (time.time() - started)
 
-    if not train_wan_vae(out, cfg, left()):
-        return "vae: stopped at the time limit; run the same command to resume"
-    if not tune_autoencoder(out, cfg, left(), part="refine", source="vae", steps=cfg.refine_steps, lr=cfg.refine_lr, encoder=True):
-        return "refine: stopped at the time limit; run the same command to resume"
+    if not (out / "decoder" / "config.json").exists():
+        if not train_wan_vae(out, cfg, left()):
+            return "vae: stopped at the time limit; run the same command to resume"
+        if not tune_autoencoder(out, cfg, left(), part="refine", source="vae", steps=cfg.refine_steps, lr=cfg.refine_lr, encoder=True):
+            return "refine: stopped at the time limit; run the same command to resume"
+        if not tune_autoencoder(out, cfg, left(), part="decoder", source="refine", steps=cfg.decoder_steps, lr=cfg.decoder_lr, encoder=False):
+            return "decoder: stopped at the time limit; run the same command to resume"
     if not (out / "data.pt").exists() and left() < DATA_MINUTES * 60 * cfg.clips / 2000:
         return "data: not started, too little of the time limit left; run the same command to go on"
     data = build_wan_dataset(out, cfg)
     if not train_wan_transformer(out, cfg, data, left()):
         return "transformer: stopped at the time limit; run the same command to resume"
-    if not tune_autoencoder(out, cfg, left(), part="decoder", source="refine", steps=cfg.decoder_steps, lr=cfg.decoder_lr, encoder=False):
-        return "decoder: stopped at the time limit; run the same command to resume"
     return "done"

@@ -56,6 +56,31 @@ def test_refine_tunes_the_whole_autoencoder_then_decoder_only_and_the_export_shi
     assert torch.equal(shipped[decoder[0]], tuned[decoder[0]].half())
 
 
+def test_a_run_from_a_trained_autoencoder_skips_to_the_data_part_and_caches_the_same_latents(tiny_run, tmp_path):
+    run = tmp_path / "from-autoencoder"
+    assert train_wan_toy(run, TINY, autoencoder=tiny_run / "decoder") == "done"
+    assert not (run / "vae_ckpt.pt").exists() and not (run / "refine").exists()  # parts 1-3 skipped
+    shipped = (run / "decoder" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert shipped == (tiny_run / "decoder" / "diffusion_pytorch_model.safetensors").read_bytes()
+    ours, theirs = (torch.load(r / "data.pt", weights_only=False) for r in (run, tiny_run))
+    assert torch.equal(ours["latents"], theirs["latents"])  # the same encoder and clips
+    assert torch.load(run / "transformer_ckpt.pt", weights_only=False)["step"] == 2
+
+
+def test_an_autoencoder_that_is_not_trained_is_one_line_before_anything_is_written(tmp_path, capsys):
+    from core.models.toy_wan import build_toy_wan_vae
+
+    build_toy_wan_vae().save_pretrained(tmp_path / "untrained")  # placeholder latent statistics
+    out = tmp_path / "run"
+    assert main(["wan-toy", "--out", str(out), "--autoencoder", str(tmp_path / "untrained")]) == 2
+    assert main(["wan-toy", "--out", str(out), "--autoencoder", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    for line, folder in zip(err, ("untrained", "missing"), strict=True):
+        assert line.startswith(f"error: --autoencoder: {tmp_path / folder} is not a trained FrameAutoencoderKL folder")
+    assert not out.exists()
+
+
 def test_outline_weights_cover_both_sides_of_a_ring_band_and_leave_its_hole_open():
     from core.toyworld.world import ToyObject, render_frame
     from core.training.wan_toy import outline_weights
