@@ -352,6 +352,8 @@ def test_a_typed_api_key_is_kept_nowhere(page, server, tmp_path):
         page.fill("#llm-retries input", "0")
         page.click("#generate")
         wait_text(page, "#message", "llm: request to")
+        # The recorder's handler thread may append after the studio has already shown the failure.
+        wait_for(lambda: seen, timeout=10.0, what=f"a request at {url} (the studio said: {page.inner_text('#message')})")
     finally:
         endpoint.shutdown()
     assert seen == ["Bearer sk-test-SECRET123"]  # it reached the endpoint the user typed, and only that
