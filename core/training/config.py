@@ -254,7 +254,7 @@ class WanToyTrainConfig:
 
     Raises:
         ValueError: ``max_minutes`` outside (0, 150], ``vae_crop`` not a multiple of 8 in [16, 128],
-            ``min_side`` outside [0.05, 0.42], ``decoder_layers`` outside [1, 4] or a share outside [0, 1]
+            ``min_side`` outside [0.05, 0.42], ``decoder_layers`` outside [1, 4], ``visibility_weight`` below 0 or a share outside [0, 1]
             (the message names the field).
     """
 
@@ -276,6 +276,7 @@ class WanToyTrainConfig:
     tune_batch: int = field(default=8, metadata=option("whole frames per refinement and decoder step"))
     boundary_weight: float = field(default=4.0, metadata=option("loss weight factor of pixels within 3 px of a shape's outline (inside or out) over shape pixels, in refinement and decoder steps"))
     edge_weight: float = field(default=1.0, metadata=option("loss weight of the image-difference (edge) L1 term in refinement and decoder steps"))
+    visibility_weight: float = field(default=1.0, metadata=option("loss weight, in decoder steps, of the shape pixels' lost contrast against the background, relative to their own (0: off)"))
     clips: int = field(default=2000, metadata=option("training clips generated and encoded for the transformer"))
     clip_frames: int = 16
     transformer_steps: int = field(default=20000, metadata=option("transformer + layout adapter steps"))
@@ -294,6 +295,7 @@ class WanToyTrainConfig:
             f"vae_crop: must be a multiple of 8 in [16, 128] (got {self.vae_crop})" if self.vae_crop % 8 or not 16 <= self.vae_crop <= 128 else "",
             f"min_side: must be in [0.05, 0.42] (got {self.min_side})" if not 0.05 <= self.min_side <= 0.42 else "",
             f"decoder_layers: must be in [1, 4] (got {self.decoder_layers})" if not 1 <= self.decoder_layers <= 4 else "",
+            f"visibility_weight: must be >= 0 (got {self.visibility_weight})" if self.visibility_weight < 0 else "",
             f"drop_prompt: must be in [0, 1] (got {self.drop_prompt})" if not 0.0 <= self.drop_prompt <= 1.0 else "",
             f"drop_layout: must be in [0, 1] (got {self.drop_layout})" if not 0.0 <= self.drop_layout <= 1.0 else "",
         ])

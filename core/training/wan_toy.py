@@ -161,6 +161,29 @@ def outline_weights(frames: np.ndarray, backgrounds: list[str], foreground_weigh
     return torch.where(band, foreground_weight * boundary_weight, weights)
 
 
+def lost_contrast(recon: torch.Tensor, images: torch.Tensor, backgrounds: list[str], shape: torch.Tensor) -> torch.Tensor:
+    """Mean share of their contrast that shape pixels lose in the reconstruction: over the pixels of
+    ``shape``, ``relu(1 - |recon - b| / |image - b|)`` with ``b`` the frame's background colour and
+    ``|.|`` the RGB Euclidean norm (the distance the detector thresholds). Relative, so a star's
+    points, drawn in an outline colour a few RGB units from a dark background, weigh as much as its
+    bright fill; one-sided, so a shape may stand out more than drawn but not fade into the background.
+
+    Args:
+        recon, images: (N, 3, H, W) in [-1, 1]; backgrounds: the N frames' background names;
+        shape: (N, 1, H, W) bool, the pixels that belong to a shape.
+
+    Returns:
+        A scalar tensor in [0, 1] (0 when no pixel fades or ``shape`` is empty).
+    """
+    from core.toyworld.world import BACKGROUNDS
+
+    background = torch.tensor([BACKGROUNDS[b] for b in backgrounds], dtype=images.dtype).view(-1, 3, 1, 1) / 127.5 - 1.0
+    drawn = (images - background).norm(dim=1, keepdim=True).clamp(min=1e-3)
+    kept = (recon - background).norm(dim=1, keepdim=True)
+    faded = torch.relu(1.0 - kept / drawn)
+    return (faded * shape).sum() / shape.sum().clamp(min=1)
+
+
 def tune_autoencoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, part: str, source: str, steps: int, lr: float, encoder: bool) -> bool:
     """Fine-tune the frame autoencoder of ``run/source`` on whole 128x128 frames (parts 2 and 3);
     returns whether ``run/part`` is complete.
@@ -169,7 +192,7 @@ def tune_autoencoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, 
     autoencoder part's L1 + MSE, weighted by :func:`outline_weights` (``cfg.vae_foreground_weight``,
     ``cfg.boundary_weight``), plus ``cfg.edge_weight`` times the weighted L1
     between the reconstruction's and the frame's neighbour differences (:func:`image_differences`)
-    and the small KL term. AdamW at ``lr``, cosine to 0, over ``steps``; stops early (checkpointed)
+    and the small KL term; decoder-only, plus ``cfg.visibility_weight`` times :func:`lost_contrast`. AdamW at ``lr``, cosine to 0, over ``steps``; stops early (checkpointed)
     after ``time_limit_s`` seconds; checkpoints in ``run/<part>_ckpt.pt``, loss in ``run/<part>_loss.csv``.
 
     Args:
@@ -218,7 +241,8 @@ def tune_autoencoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, 
         wx, wy = torch.maximum(weight[..., :, 1:], weight[..., :, :-1]), torch.maximum(weight[..., 1:, :], weight[..., :-1, :])
         edge = 0.5 * ((wx * (rx - ix).abs()).mean() + (wy * (ry - iy).abs()).mean())
         kl = 0.5 * (posterior.mean**2 + posterior.var - 1.0 - posterior.logvar).mean() if encoder else torch.zeros(())
-        return StepLoss(l1 + mse + cfg.edge_weight * edge + 1e-5 * kl, {"l1": l1, "mse": mse, "edge": edge})
+        faded = torch.zeros(()) if encoder else lost_contrast(recon, images, backgrounds, foreground_weights(frames, backgrounds, 2.0) > 1.0)
+        return StepLoss(l1 + mse + cfg.edge_weight * edge + cfg.visibility_weight * faded + 1e-5 * kl, {"l1": l1, "mse": mse, "edge": edge, "faded": faded})
 
     loop.run(batch_loss)
     if not loop.finished:

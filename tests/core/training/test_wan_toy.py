@@ -81,6 +81,24 @@ def test_an_autoencoder_that_is_not_trained_is_one_line_before_anything_is_writt
     assert not out.exists()
 
 
+def test_lost_contrast_counts_fading_into_the_background_relative_to_each_pixels_own_contrast():
+    from core.toyworld.world import BACKGROUNDS
+    from core.training.wan_toy import lost_contrast
+
+    night = torch.tensor(BACKGROUNDS["night"], dtype=torch.float32)
+    dim, bright = night + torch.tensor([0.0, 0.0, 45.0]), night + torch.tensor([0.0, 0.0, 180.0])  # a star's point and its fill
+    image = torch.stack([dim, bright]).T.reshape(1, 3, 1, 2) / 127.5 - 1.0
+    shape = torch.ones(1, 1, 1, 2, dtype=torch.bool)
+    towards_night = image - torch.tensor([0.0, 0.0, 10.0 / 127.5]).view(1, 3, 1, 1)  # both 10 RGB units nearer the background
+    assert lost_contrast(image, image, ["night"], shape) == 0.0
+    assert lost_contrast(image + (image - night.view(1, 3, 1, 1) / 127.5 + 1.0), image, ["night"], shape) == 0.0  # standing out more is not lost
+    assert torch.isclose(lost_contrast(towards_night, image, ["night"], shape), torch.tensor((10 / 45 + 10 / 180) / 2))
+    faded_point = lost_contrast(towards_night, image, ["night"], torch.tensor([[[[True, False]]]]))
+    faded_fill = lost_contrast(towards_night, image, ["night"], torch.tensor([[[[False, True]]]]))
+    assert faded_point > 3.9 * faded_fill  # the dim point counts 4x: the same 10 units are a quarter of its contrast
+    assert lost_contrast(image, image, ["night"], torch.zeros_like(shape)) == 0.0
+
+
 def test_outline_weights_cover_both_sides_of_a_ring_band_and_leave_its_hole_open():
     from core.toyworld.world import ToyObject, render_frame
     from core.training.wan_toy import outline_weights
@@ -125,11 +143,13 @@ def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
     assert main(["wan-toy", "--out", str(out), "--vae-crop", "60"]) == 2
     assert main(["wan-toy", "--out", str(out), "--max-minutes", "151"]) == 2
     assert main(["wan-toy", "--out", str(out), "--min-side", "0.5"]) == 2
+    assert main(["wan-toy", "--out", str(out), "--visibility-weight", "-1"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == [
         "error: --vae-crop: must be a multiple of 8 in [16, 128] (got 60)",
         "error: --max-minutes: must be in (0, 150] (got 151.0)",
         "error: --min-side: must be in [0.05, 0.42] (got 0.5)",
+        "error: --visibility-weight: must be >= 0 (got -1.0)",
     ]
     assert not out.exists()
 
