@@ -311,6 +311,7 @@ class WanExportConfig:
 
     ema: bool = field(default=True, metadata=option("write the moving average of the weights (--no-ema: the last ones)"))
     guidance_scale: float = field(default=4.0, metadata=option("default classifier-free guidance of the exported model (0-30)"))
+    autoencoder_only: bool = field(default=False, metadata=option("write only the run's trained autoencoder, as DIR/vae (before the transformer has trained; --autoencoder of a later run)"))
 
     def __post_init__(self) -> None:
         _first_problem([_out_of_range(GUIDANCE_SCALE, self.guidance_scale)])

@@ -425,7 +425,8 @@ def export_wan_toy(run: Path, target: Path, cfg: WanExportConfig | None = None) 
             autoencoder is ``run/decoder``: the encoder the cached clips were encoded with (``refine``'s)
             and the tuned decoder.
         cfg: ``ema`` writes the moving average of the weights (default), else the last ones;
-            ``guidance_scale`` becomes the model's default.
+            ``guidance_scale`` becomes the model's default; ``autoencoder_only`` writes just
+            ``target/vae`` (float16), which a later run takes as ``--autoencoder``.
 
     Returns:
         ``target``.
@@ -444,6 +445,9 @@ def export_wan_toy(run: Path, target: Path, cfg: WanExportConfig | None = None) 
     vae_dir = run / "decoder"
     if not (vae_dir / "config.json").exists():
         raise FileNotFoundError(f"run: {vae_dir} is missing; finish the run's decoder part first")
+    if cfg.autoencoder_only:
+        FrameAutoencoderKL.from_pretrained(vae_dir).to(torch.float16).save_pretrained(Path(target) / "vae", safe_serialization=True)
+        return Path(target)
     state = torch.load(run / "transformer_ckpt.pt", weights_only=False)
     transformer = build_toy_wan_transformer()
     transformer.load_state_dict(state["transformer"])

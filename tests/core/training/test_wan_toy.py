@@ -67,6 +67,22 @@ def test_a_run_from_a_trained_autoencoder_skips_to_the_data_part_and_caches_the_
     assert torch.load(run / "transformer_ckpt.pt", weights_only=False)["step"] == 2
 
 
+def test_the_autoencoder_alone_exports_in_float16_and_is_taken_as_a_later_runs_autoencoder(tiny_run, tmp_path):
+    from safetensors.torch import load_file
+
+    from core.models.toy_wan import FrameAutoencoderKL
+    from core.training.wan_toy import use_autoencoder
+
+    assert main(["wan-export", "--run", str(tiny_run), "--to", str(tmp_path / "v2"), "--autoencoder-only"]) == 0
+    assert sorted(p.name for p in (tmp_path / "v2").iterdir()) == ["vae"]  # no pipeline yet: nothing else is written
+    written = load_file(tmp_path / "v2" / "vae" / "diffusion_pytorch_model.safetensors")
+    trained = load_file(tiny_run / "decoder" / "diffusion_pytorch_model.safetensors")
+    assert all(written[k].dtype == torch.float16 and torch.equal(written[k], trained[k].half()) for k in trained)
+    assert FrameAutoencoderKL.from_pretrained(tmp_path / "v2" / "vae").dtype == torch.float32  # a run trains in float32
+    use_autoencoder(tmp_path / "run", tmp_path / "v2" / "vae")
+    assert (tmp_path / "run" / "decoder" / "config.json").exists() and not (tmp_path / "run" / "decoder.partial").exists()
+
+
 def test_an_autoencoder_that_is_not_trained_is_one_line_before_anything_is_written(tmp_path, capsys):
     from core.models.toy_wan import build_toy_wan_vae
 
