@@ -268,9 +268,9 @@ class WanToyTrainConfig:
     vae_crop: int = field(default=64, metadata=option("side of the random window each autoencoder clip is cut to (128: whole frames)"))
     vae_lr: float = 1e-3
     vae_foreground_weight: float = field(default=8.0, metadata=option("autoencoder loss weight of shape pixels (background pixels 1)"))
-    refine_steps: int = field(default=6000, metadata=option("autoencoder refinement steps (encoder and decoder) on whole 128x128 frames, outlines weighted"))
+    refine_steps: int = field(default=5000, metadata=option("autoencoder refinement steps (encoder and decoder) on whole 128x128 frames, outlines weighted"))
     refine_lr: float = 3e-4
-    decoder_steps: int = field(default=1500, metadata=option("decoder-only steps after the refinement (encoder frozen)"))
+    decoder_steps: int = field(default=1000, metadata=option("decoder-only steps after the refinement (encoder frozen)"))
     decoder_lr: float = 3e-4
     decoder_layers: int = field(default=1, metadata=option("ResNet layers a level, beyond the first, of the decoder part's decoder, in [1, 4] (1: refine's; more: deepened, the new layers starting as the identity)"))
     tune_batch: int = field(default=8, metadata=option("whole frames per refinement and decoder step"))
