@@ -2,7 +2,7 @@
 scored as drawn and after encode -> decode.
 
     .venv/bin/python benchmarks/vae_ceiling.py [PROMPTS.jsonl ...] [--vae DIR ...]
-    .venv/bin/python benchmarks/vae_ceiling.py --grid 0.15 0.24 --vae DIR ...
+    .venv/bin/python benchmarks/vae_ceiling.py --grid 0.15 0.24 --vae DIR ... [--figure PNG]
 
 Each prompt is planned with the offline rules planner and drawn exactly by
 :func:`core.evaluation.scoring.draw_plan` (the toy world's own renderer: perfect boxes, colours and
@@ -17,7 +17,10 @@ these latents.
 drawing of every kind x colour x background (384 frames) at a random place, and the kind accuracy
 of the shape classifier on the drawing and on each autoencoder's reconstruction, overall and by
 kind, colour and background. It shows what the prompt sets are too small to: which combinations
-an autoencoder loses.
+an autoencoder loses. ``--figure`` draws, for every kind, three colour/background pairs (the
+first colour on the sky, and the two that ``--grid`` found hardest: a blue shape on the night and a
+green one on the grass), each as drawn and as every autoencoder reconstructs it, cropped around the
+shape and enlarged 3x; one block of rows per side.
 """
 
 from __future__ import annotations
@@ -57,8 +60,38 @@ def reconstruct(vae, frames):
     return ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
-def grid_rows(vaes: dict, sides: list[float], seed: int = 1) -> None:
-    """Print the ``--grid`` table: kind accuracy of single exact shapes, drawn and reconstructed."""
+FIGURE_PAIRS = (("red", "sky"), ("blue", "night"), ("green", "grass"))  # (colour, background) columns of --figure
+
+
+def grid_figure(blocks: list[tuple[dict, list, list]], path: Path, zoom: int = 3) -> None:
+    """Write the ``--figure`` PNG from ``(rows, combos, boxes)`` per side: ``rows`` name -> (N, 128, 128, 3)
+    uint8 frames of the ``combos`` (kind, colour, background), ``boxes`` their (x0, y0, x1, y1) pixels."""
+    import numpy as np
+    from PIL import Image
+
+    from core.toyworld.world import KINDS
+
+    pad = 8
+    tiles = []
+    for rows, combos, boxes in blocks:
+        crop = max(x1 - x0 for x0, _, x1, _ in boxes) + 2 * pad
+        for kind in KINDS:
+            line = []
+            for color, background in FIGURE_PAIRS:
+                i = combos.index((kind, color, background))
+                x0, y0 = (max(0, min(128 - crop, v - pad)) for v in boxes[i][:2])
+                line += [frames[i, y0 : y0 + crop, x0 : x0 + crop] for frames in rows.values()]
+                line.append(np.full((crop, 4, 3), 255, np.uint8))
+            tiles.append(np.concatenate(line, axis=1))
+        tiles.append(np.full((4, tiles[-1].shape[1], 3), 255, np.uint8))
+    width = max(t.shape[1] for t in tiles)
+    image = np.concatenate([np.pad(t, ((0, 0), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in tiles])
+    Image.fromarray(image).resize((image.shape[1] * zoom, image.shape[0] * zoom), Image.NEAREST).save(path)
+
+
+def grid_rows(vaes: dict, sides: list[float], seed: int = 1, figure: Path | None = None) -> None:
+    """Print the ``--grid`` table: kind accuracy of single exact shapes, drawn and reconstructed;
+    with ``figure``, also write :func:`grid_figure`'s PNG there."""
     import itertools
     from collections import defaultdict
 
@@ -73,14 +106,16 @@ def grid_rows(vaes: dict, sides: list[float], seed: int = 1) -> None:
         return bool(found) and classify(frame, found[0], background=background).kind == kind
 
     rng = np.random.default_rng(seed)
+    blocks = []
     print("| side | frames | kind accuracy | " + " | ".join(KINDS) + " | worst colour | worst background |")
     print("| --- | --- | --- | " + " | ".join("---" for _ in KINDS) + " | --- | --- |")
     for side in sides:
         combos = list(itertools.product(KINDS, COLORS, BACKGROUNDS))
-        frames = []
+        frames, boxes = [], []
         for kind, color, background in combos:
             x, y = rng.uniform(0.05, 0.95 - side, size=2)
             frames.append(render_frame(background, [ToyObject(kind, color, (x, y, x + side, y + side))], 128))
+            boxes.append(tuple(int(round(v * 128)) for v in (x, y, x + side, y + side)))
         drawn = np.stack(frames)
         rows = {"drawn at 128": drawn}
         for name, (vae, size) in vaes.items():
@@ -99,6 +134,9 @@ def grid_rows(vaes: dict, sides: list[float], seed: int = 1) -> None:
                 + " | ".join(f"{mean['kind'][k]:.2f}" for k in KINDS)
                 + " | " + " | ".join(f"{k} {v:.2f}" for k, v in worst.values()) + " |"
             )
+        blocks.append((rows, combos, boxes))
+    if figure is not None:
+        grid_figure(blocks, figure)
 
 
 def main() -> None:
@@ -110,11 +148,12 @@ def main() -> None:
     parser.add_argument("prompts", nargs="*", type=Path, default=[ROOT / "assets" / "eval" / "toyworld_dev.jsonl", ROOT / "assets" / "eval" / "toyworld_heldout.jsonl"])
     parser.add_argument("--vae", nargs="*", type=Path, default=[ROOT / "assets" / "layout2vid-toy" / "vae"])
     parser.add_argument("--grid", nargs="+", type=float, metavar="SIDE", help="score single shapes of these sides (shares of a 128x128 frame) instead of prompts")
+    parser.add_argument("--figure", type=Path, help="with --grid: write drawn and reconstructed shapes of every kind to this PNG")
     args = parser.parse_args()
 
     vaes = {str(path): load_autoencoder(path) for path in args.vae}
     if args.grid:
-        grid_rows(vaes, args.grid)
+        grid_rows(vaes, args.grid, figure=args.figure)
         return
     print("| prompts | frames | " + " | ".join(COLUMNS) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in COLUMNS) + " |")
