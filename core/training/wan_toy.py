@@ -192,8 +192,9 @@ def tune_autoencoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, 
     autoencoder part's L1 + MSE, weighted by :func:`outline_weights` (``cfg.vae_foreground_weight``,
     ``cfg.boundary_weight``), plus ``cfg.edge_weight`` times the weighted L1
     between the reconstruction's and the frame's neighbour differences (:func:`image_differences`)
-    and the small KL term; decoder-only, plus ``cfg.visibility_weight`` times :func:`lost_contrast`. AdamW at ``lr``, cosine to 0, over ``steps``; stops early (checkpointed)
-    after ``time_limit_s`` seconds; checkpoints in ``run/<part>_ckpt.pt``, loss in ``run/<part>_loss.csv``.
+    and the small KL term; decoder-only, plus ``cfg.visibility_weight`` times :func:`lost_contrast`.
+    AdamW at ``lr``, cosine to 0, over ``steps``; stops early (checkpointed) after ``time_limit_s``
+    seconds; checkpoints in ``run/<part>_ckpt.pt``, loss in ``run/<part>_loss.csv``.
 
     Args:
         encoder: train the encoder too (the latents change: their statistics are measured again
