@@ -116,7 +116,7 @@ def _adapter(args: argparse.Namespace) -> int:
 def _wan_toy(args: argparse.Namespace) -> int:
     from core.training.wan_toy import train_wan_toy
 
-    print(train_wan_toy(args.out, config_from_args(args, WanToyTrainConfig), args.autoencoder))
+    print(train_wan_toy(args.out, config_from_args(args, WanToyTrainConfig), args.autoencoder, args.init_from))
     return 0
 
 
@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument(
                 "--autoencoder", type=Path, default=None,
                 help="a trained frame autoencoder folder (e.g. assets/wan-toy/vae) standing in for the vae, refine and decoder parts",
+            )
+            stage.add_argument(
+                "--init-from", type=Path, default=None,
+                help="an exported wan-toy pipeline (e.g. assets/wan-toy) whose transformer and layout adapter start the transformer part",
             )
         elif name == "adapter":
             stage.add_argument("--model", required=True, help="diffusers text-to-video folder or hub id")

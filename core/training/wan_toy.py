@@ -29,7 +29,9 @@
 
 The autoencoder (parts 1-3) is finished before any clip is encoded, so a trained one can stand in
 for them: ``--autoencoder DIR`` (e.g. the shipped ``assets/wan-toy/vae``) becomes ``run/decoder`` and
-the run starts at the data part.
+the run starts at the data part. ``--init-from DIR`` (an exported ``wan-toy`` pipeline, e.g. the
+shipped ``assets/wan-toy``) starts the transformer part from that pipeline's transformer and layout
+adapter instead of random weights, on a new schedule: a shipped model trains on in a later run.
 
 Every part resumes from its checkpoint and a finished part is skipped, so a command that stops at
 its ``--max-minutes`` limit (150 at most) is simply run again.
@@ -382,12 +384,13 @@ def flow_matching_loss(transformer, adapter, data: dict, idx: torch.Tensor, cfg:
     return StepLoss(mse, {"sigma": sigma.mean()})
 
 
-def train_wan_transformer(run: Path, cfg: WanToyTrainConfig, data: dict, time_limit_s: float) -> bool:
+def train_wan_transformer(run: Path, cfg: WanToyTrainConfig, data: dict, time_limit_s: float, init_from: Path | None = None) -> bool:
     """Train transformer + layout adapter (part 5); returns whether the run has done all its steps.
 
     AdamW (weight decay 0.01) at ``cfg.transformer_lr``, ``cfg.warmup`` warm-up steps, cosine to 10 %,
     gradients clipped at norm 1, EMA decay :data:`EMA_DECAY`; stops early (checkpointed) after
-    ``time_limit_s`` seconds.
+    ``time_limit_s`` seconds. ``init_from`` (an exported pipeline folder, :func:`initial_weights`)
+    gives the starting weights of a run without a checkpoint; a checkpoint wins over it.
     """
     from core.models.toy_wan import build_toy_wan_transformer
     from core.models.wan_adapter import WanLayoutAdapter
@@ -396,6 +399,10 @@ def train_wan_transformer(run: Path, cfg: WanToyTrainConfig, data: dict, time_li
     torch.manual_seed(cfg.seed)
     transformer = build_toy_wan_transformer()
     adapter = WanLayoutAdapter.for_transformer(transformer, phrase_dim=MINILM_DIM, gate_init=0.1, depth_slots=MAX_TRAIN_ENTITIES)
+    if init_from is not None and not (run / "transformer_ckpt.pt").exists():
+        weights = initial_weights(init_from)
+        transformer.load_state_dict(weights["transformer"])
+        adapter.load_state_dict(weights["adapter"])
     adapter.attach(transformer)
     params = list(transformer.parameters()) + list(adapter.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.transformer_lr, weight_decay=0.01)
@@ -472,6 +479,34 @@ def export_wan_toy(run: Path, target: Path, cfg: WanExportConfig | None = None) 
     return Path(target)
 
 
+def initial_weights(pipeline: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The float32 state dicts (``"transformer"``, ``"adapter"``) of an exported ``wan-toy`` pipeline
+    folder (:func:`export_wan_toy`), checked against the miniature's architecture.
+
+    Raises:
+        ValueError: ``pipeline`` lacks ``transformer/`` or ``layout_adapter/`` weights, or they do not fit
+            the miniature (the message names ``--init-from``).
+    """
+    from safetensors.torch import load_file
+
+    from core.models.toy_wan import build_toy_wan_transformer
+    from core.models.wan_adapter import WanLayoutAdapter
+    from core.text import MINILM_DIM
+
+    files = {"transformer": Path(pipeline) / "transformer" / "diffusion_pytorch_model.safetensors",
+             "adapter": Path(pipeline) / "layout_adapter" / "diffusion_pytorch_model.safetensors"}
+    if not all(f.is_file() for f in files.values()):
+        raise ValueError(f"--init-from: {pipeline} is not an exported wan-toy pipeline (transformer/ and layout_adapter/ weights), e.g. assets/wan-toy")
+    weights = {name: {k: v.float() for k, v in load_file(f).items()} for name, f in files.items()}
+    transformer = build_toy_wan_transformer()
+    adapter = WanLayoutAdapter.for_transformer(transformer, phrase_dim=MINILM_DIM, gate_init=0.1, depth_slots=MAX_TRAIN_ENTITIES)
+    for name, module in (("transformer", transformer), ("adapter", adapter)):
+        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        if {k: tuple(v.shape) for k, v in weights[name].items()} != expected:
+            raise ValueError(f"--init-from: {files[name]} does not fit the wan-toy miniature's {name} (other names or shapes)")
+    return weights
+
+
 def use_autoencoder(run: Path, autoencoder: Path) -> None:
     """Make the trained frame autoencoder folder ``autoencoder`` the run's ``decoder`` part (checked,
     copied whole, then renamed into place), so the run starts at the data part; a run that has a
@@ -501,17 +536,21 @@ def use_autoencoder(run: Path, autoencoder: Path) -> None:
     staging.rename(run / "decoder")
 
 
-def train_wan_toy(out: Path, cfg: WanToyTrainConfig, autoencoder: Path | None = None) -> str:
+def train_wan_toy(out: Path, cfg: WanToyTrainConfig, autoencoder: Path | None = None, init_from: Path | None = None) -> str:
     """Run the stage's parts in ``out`` (created) until done or ``cfg.max_minutes`` pass.
 
     Args:
         autoencoder: a trained autoencoder folder that stands in for parts 1-3 (:func:`use_autoencoder`).
+        init_from: an exported ``wan-toy`` pipeline whose transformer and layout adapter start part 5
+            (:func:`initial_weights`); checked before anything is written.
 
     Returns:
         A one-line summary: ``"done"`` or which part stopped where.
     """
     started = time.time()
     torch.set_num_threads(cfg.threads)
+    if init_from is not None:
+        initial_weights(init_from)  # a bad folder fails now, not after the data part
     if autoencoder is not None:
         use_autoencoder(out, autoencoder)
     out.mkdir(parents=True, exist_ok=True)
@@ -530,6 +569,6 @@ def train_wan_toy(out: Path, cfg: WanToyTrainConfig, autoencoder: Path | None = 
     if not (out / "data.pt").exists() and left() < DATA_MINUTES * 60 * cfg.clips / 2000:
         return "data: not started, too little of the time limit left; run the same command to go on"
     data = build_wan_dataset(out, cfg)
-    if not train_wan_transformer(out, cfg, data, left()):
+    if not train_wan_transformer(out, cfg, data, left(), init_from):
         return "transformer: stopped at the time limit; run the same command to resume"
     return "done"

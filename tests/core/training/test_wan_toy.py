@@ -97,6 +97,33 @@ def test_an_autoencoder_that_is_not_trained_is_one_line_before_anything_is_writt
     assert not out.exists()
 
 
+def test_a_run_initialised_from_an_exported_model_starts_its_transformer_from_those_weights(tiny_run, tmp_path):
+    from safetensors.torch import load_file
+
+    model = export_wan_toy(tiny_run, tmp_path / "model", WanExportConfig(ema=False))
+    still = WanToyTrainConfig(**{**TINY.__dict__, "transformer_lr": 0.0})  # no step moves a weight: the checkpoint holds the start
+    run = tmp_path / "continued"
+    assert train_wan_toy(run, still, autoencoder=tiny_run / "decoder", init_from=model) == "done"
+    state = torch.load(run / "transformer_ckpt.pt", weights_only=False)
+    for part, folder in (("transformer", "transformer"), ("adapter", "layout_adapter")):
+        exported = load_file(model / folder / "diffusion_pytorch_model.safetensors")
+        assert set(state[part]) == set(exported)
+        assert all(torch.equal(state[part][k], exported[k].float()) for k in exported)
+    fresh = tmp_path / "fresh"
+    assert train_wan_toy(fresh, still, autoencoder=tiny_run / "decoder") == "done"
+    other = torch.load(fresh / "transformer_ckpt.pt", weights_only=False)["transformer"]
+    assert any(not torch.equal(other[k], state["transformer"][k]) for k in other)  # without it: the seed's random weights
+
+
+def test_an_init_from_folder_that_is_not_an_exported_model_is_one_line_before_anything_is_written(tiny_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["wan-toy", "--out", str(out), "--init-from", str(tiny_run)]) == 2  # a run folder, not an export
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --init-from: {tiny_run} is not an exported wan-toy pipeline (transformer/ and layout_adapter/ weights), e.g. assets/wan-toy"
+    ]
+    assert not out.exists()
+
+
 def test_lost_contrast_counts_fading_into_the_background_relative_to_each_pixels_own_contrast():
     from core.toyworld.world import BACKGROUNDS
     from core.training.wan_toy import lost_contrast
