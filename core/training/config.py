@@ -279,7 +279,7 @@ class WanToyTrainConfig:
     visibility_weight: float = field(default=1.0, metadata=option("loss weight, in decoder steps, of the shape pixels' lost contrast against the background, relative to their own (0: off)"))
     clips: int = field(default=2000, metadata=option("training clips generated and encoded for the transformer"))
     clip_frames: int = 16
-    transformer_steps: int = field(default=8000, metadata=option("transformer + layout adapter steps (8,000: about 95 minutes at 0.7 s a step on a 2-core CPU, one command after the data part)"))
+    transformer_steps: int = field(default=6800, metadata=option("transformer + layout adapter steps (6,800: about 100 minutes at 0.88 s a step on a 2-core CPU, one command after the data part)"))
     transformer_batch: int = 4
     transformer_lr: float = 3e-4
     warmup: int = 200
