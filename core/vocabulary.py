@@ -51,9 +51,14 @@ def conflicting_backgrounds(description: str, background: str, known: tuple[str,
 
 def agree_with_background(description: str, background: str, known: tuple[str, ...]) -> str:
     """``description`` with the backgrounds of :func:`conflicting_backgrounds` replaced by
-    ``background``, so that the text a closed-world model reads agrees with the plan's field."""
+    ``background``, and a compound that qualifies the field with another background ("the night
+    sky" with background ``night``) cut to the field's own word ("the night"), so that the text a
+    closed-world model reads names one background, the plan's field."""
     for other in conflicting_backgrounds(description, background, known):
         description = re.sub(rf"\b{other}\b", background, description, flags=re.IGNORECASE)
+    others = "|".join(re.escape(k) for k in known if k.lower() != background.lower())
+    if others:
+        description = re.sub(rf"\b({re.escape(background)})\s+(?:{others})\b", r"\1", description, flags=re.IGNORECASE)
     return description
 
 

@@ -44,3 +44,9 @@ def test_a_description_that_also_names_its_own_background_is_left_alone():
     plan = plan_with(background="ocean", description="A red ball falls from the sky into the ocean.")
     assert plan_warnings(plan, TOY) == []
     assert scene_prompt(plan, 0, list(BACKGROUNDS)) == "the ocean: A red ball falls from the sky into the ocean."
+
+
+def test_the_night_sky_is_read_as_the_night_so_the_model_reads_one_background():
+    plan = plan_with(background="night", description="A blue star falls from the top of the Night sky to the bottom.")
+    assert plan_warnings(plan, TOY) == []
+    assert scene_prompt(plan, 0, list(BACKGROUNDS)) == "the night: A blue star falls from the top of the Night to the bottom."
