@@ -129,10 +129,17 @@ def shot(shots_dir):
 
 
 def edit_cell(page, table, cell, text):
-    """Type ``text`` into a Gradio Dataframe cell (``cell-<row>-<col>``) and press Enter."""
-    page.locator(f"{table} [data-testid='{cell}']").dblclick()
+    """Type ``text`` into a Gradio Dataframe cell (``cell-<row>-<col>``) and press Enter.
+
+    A double click opens the cell's editor a moment later; select-all before it has focus selects
+    nothing and the typed text lands after the old value, so wait for the editor to take focus."""
+    target = page.locator(f"{table} [data-testid='{cell}']")
+    target.dblclick()
+    editor = target.locator("textarea")
+    wait_for(lambda: editor.count() and editor.evaluate("e => e === document.activeElement"), timeout=10.0, what=f"the editor of {cell} to take focus")
     page.keyboard.press("Control+A")
     page.keyboard.type(text)
+    wait_for(lambda: editor.input_value() == text, timeout=5.0, what=f"{text!r} in the editor of {cell}")
     page.keyboard.press("Enter")
 
 
@@ -350,10 +357,12 @@ def test_a_typed_api_key_is_kept_nowhere(page, server, tmp_path):
         page.fill("#api-key input", "sk-test-SECRET123")
         page.fill("#llm-timeout input", "5")
         page.fill("#llm-retries input", "0")
+        typed = {field: page.locator(f"#{field} textarea, #{field} input").first.input_value() for field in ("base-url", "api-key")}
         page.click("#generate")
         wait_text(page, "#message", "llm: request to")
         # The recorder's handler thread may append after the studio has already shown the failure.
-        wait_for(lambda: seen, timeout=10.0, what=f"a request at {url} (the studio said: {page.inner_text('#message')})")
+        held = {field: page.locator(f"#{field} textarea, #{field} input").first.input_value() for field in ("base-url", "api-key")}
+        wait_for(lambda: seen, timeout=10.0, what=f"a request at {url} (the studio said: {page.inner_text('#message')}; fields before the click {typed}, after {held})")
     finally:
         endpoint.shutdown()
     assert seen == ["Bearer sk-test-SECRET123"]  # it reached the endpoint the user typed, and only that
