@@ -254,7 +254,7 @@ class WanToyTrainConfig:
 
     Raises:
         ValueError: ``max_minutes`` outside (0, 150], ``vae_crop`` not a multiple of 8 in [16, 128],
-            ``min_side`` outside [0.05, 0.42], ``decoder_layers`` outside [1, 4], ``visibility_weight`` below 0 or a share outside [0, 1]
+            ``min_side`` outside [0.05, 0.42], ``decoder_layers`` outside [1, 4], ``visibility_weight`` or ``image_batch`` below 0 or a share outside [0, 1]
             (the message names the field).
     """
 
@@ -281,6 +281,7 @@ class WanToyTrainConfig:
     clip_frames: int = 16
     transformer_steps: int = field(default=6800, metadata=option("transformer + layout adapter steps (6,800: about 100 minutes at 0.88 s a step on a 2-core CPU, one command after the data part)"))
     transformer_batch: int = 4
+    image_batch: int = field(default=0, metadata=option("one-frame clips (images: a random frame of a random clip) trained beside each step's videos, as Wan trains on images and videos together (0: videos only)"))
     transformer_lr: float = 3e-4
     warmup: int = 200
     drop_prompt: float = field(default=0.1, metadata=option("share of clips trained without the prompt (classifier-free guidance)"))
@@ -296,6 +297,7 @@ class WanToyTrainConfig:
             f"min_side: must be in [0.05, 0.42] (got {self.min_side})" if not 0.05 <= self.min_side <= 0.42 else "",
             f"decoder_layers: must be in [1, 4] (got {self.decoder_layers})" if not 1 <= self.decoder_layers <= 4 else "",
             f"visibility_weight: must be >= 0 (got {self.visibility_weight})" if self.visibility_weight < 0 else "",
+            f"image_batch: must be >= 0 (got {self.image_batch})" if self.image_batch < 0 else "",
             f"drop_prompt: must be in [0, 1] (got {self.drop_prompt})" if not 0.0 <= self.drop_prompt <= 1.0 else "",
             f"drop_layout: must be in [0, 1] (got {self.drop_layout})" if not 0.0 <= self.drop_layout <= 1.0 else "",
         ])

@@ -23,7 +23,10 @@
    timestep ``1000 sigma``, with ``sigma`` drawn uniformly and shifted by
    :data:`core.models.toy_wan.FLOW_SHIFT` as at inference), latent cells inside entity boxes weighted
    ``box_loss_weight``, the prompt and the grounding dropped per clip for classifier-free guidance,
-   and an EMA of the weights. The adapter's grounding tokens carry each entity's place in the
+   and an EMA of the weights. With ``image_batch`` > 0 each step also trains on that many single
+   frames of random clips (one-frame videos with their own boxes and phrases), as Wan trains on
+   images and videos together: many more independent shapes a step than a few 16-frame clips give.
+   The adapter's grounding tokens carry each entity's place in the
    clip's order (``depth_slots``): later entities are drawn on top, as a plan's later entities are.
    Checkpoints in ``run/transformer_ckpt.pt``, loss in ``run/loss.csv``.
 
@@ -343,8 +346,14 @@ def build_wan_dataset(run: Path, cfg: WanToyTrainConfig) -> dict:
     return data
 
 
-def flow_matching_loss(transformer, adapter, data: dict, idx: torch.Tensor, cfg: WanToyTrainConfig, generator: torch.Generator) -> StepLoss:
+def flow_matching_loss(
+    transformer, adapter, data: dict, idx: torch.Tensor, cfg: WanToyTrainConfig, generator: torch.Generator, frame: torch.Tensor | None = None
+) -> StepLoss:
     """Wan's flow-matching loss on the cached clips ``idx`` (B,), with per-clip condition dropout.
+
+    ``frame`` (B,) int picks one frame of each clip: the batch is then B one-frame videos (images,
+    latents (B, C, 1, h, w)) with that frame's boxes and phrases and the clip's caption, as Wan trains
+    on images and videos together.
 
     Clips without grounding go first in the batch: the adapter's fusers pass leading rows through
     unchanged (:class:`core.models.layout.GroundedSelfAttention`), as at inference after
@@ -364,6 +373,11 @@ def flow_matching_loss(transformer, adapter, data: dict, idx: torch.Tensor, cfg:
     order = torch.argsort(keep_layout.int(), stable=True)
     idx, keep_layout, keep_prompt = idx[order], keep_layout[order], keep_prompt[order]
     x0 = data["latents"][idx].float()  # (B, C, F, h, w)
+    boxes, masks, phrase_ids = data["boxes"][idx], data["masks"][idx], data["phrase_ids"][idx]  # (B, F, N, ...)
+    if frame is not None:
+        rows, frame = torch.arange(b), frame[order]
+        x0 = x0[rows, :, frame][:, :, None]  # (B, C, 1, h, w)
+        boxes, masks, phrase_ids = boxes[rows, frame][:, None], masks[rows, frame][:, None], phrase_ids[rows, frame][:, None]
     frames, side = x0.shape[2], x0.shape[-1]
     prompts = torch.where(keep_prompt[:, None, None], data["prompt_embeds"][idx].float(), data["empty_prompt"][None])
     noise = torch.randn(x0.shape, generator=generator)
@@ -371,15 +385,14 @@ def flow_matching_loss(transformer, adapter, data: dict, idx: torch.Tensor, cfg:
     sigma = FLOW_SHIFT * u / (1 + (FLOW_SHIFT - 1) * u)
     s = sigma.view(b, 1, 1, 1, 1)
     x_t = (1 - s) * x0 + s * noise
-    grounded = idx[keep_layout]
     objs = None
-    if len(grounded):
-        phrases = data["phrase_embeds"][data["phrase_ids"][grounded]]  # (G, F, N, 384)
-        objs = adapter.grounding_tokens(data["boxes"][grounded].flatten(0, 1), data["masks"][grounded].flatten(0, 1), phrases.flatten(0, 1))
+    if keep_layout.any():
+        phrases = data["phrase_embeds"][phrase_ids[keep_layout]]  # (G, F, N, 384)
+        objs = adapter.grounding_tokens(boxes[keep_layout].flatten(0, 1), masks[keep_layout].flatten(0, 1), phrases.flatten(0, 1))
     with adapter.grounding(objs, frames=frames, aspect=1.0), torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
         prediction = transformer(hidden_states=x_t, timestep=sigma * 1000, encoder_hidden_states=prompts, return_dict=False)[0]
     prediction = prediction.float()
-    weights = box_loss_weights(data["boxes"][idx], data["masks"][idx], side, cfg.box_loss_weight)  # (B, 1, F, h, w)
+    weights = box_loss_weights(boxes, masks, side, cfg.box_loss_weight)  # (B, 1, F, h, w)
     mse = (weights * (prediction - (noise - x0)) ** 2).mean()
     return StepLoss(mse, {"sigma": sigma.mean()})
 
@@ -415,8 +428,17 @@ def train_wan_transformer(run: Path, cfg: WanToyTrainConfig, data: dict, time_li
     loop.resume()
     transformer.train()
     adapter.train()
-    n = data["latents"].shape[0]
-    loop.run(lambda step: flow_matching_loss(transformer, adapter, data, torch.randint(0, n, (cfg.transformer_batch,), generator=generator), cfg, generator))
+    n, f = data["latents"].shape[0], data["latents"].shape[2]
+
+    def batch_loss(step: int) -> StepLoss:
+        video = flow_matching_loss(transformer, adapter, data, torch.randint(0, n, (cfg.transformer_batch,), generator=generator), cfg, generator)
+        if not cfg.image_batch:
+            return video
+        clips = torch.randint(0, n, (cfg.image_batch,), generator=generator)
+        image = flow_matching_loss(transformer, adapter, data, clips, cfg, generator, frame=torch.randint(0, f, (cfg.image_batch,), generator=generator))
+        return StepLoss(video.loss + image.loss, {"sigma": video.terms["sigma"], "video": video.loss, "image": image.loss})
+
+    loop.run(batch_loss)
     return loop.finished
 
 

@@ -10,7 +10,7 @@ import torch
 
 from core.training.cli import main
 from core.training.config import WanExportConfig, WanToyTrainConfig
-from core.training.wan_toy import export_wan_toy, random_frame_clips, train_wan_toy
+from core.training.wan_toy import export_wan_toy, flow_matching_loss, random_frame_clips, train_wan_toy
 
 TINY = WanToyTrainConfig(
     vae_steps=2, vae_batch=2, vae_crop=32, checkpoint_every=1, stats_frames=5, refine_steps=2, decoder_steps=2, tune_batch=1, clips=2,
@@ -181,18 +181,51 @@ def test_the_export_renders_a_plan_at_128x128_through_the_wan_pipeline(tiny_run,
     assert fresh.returncode == 0, fresh.stderr[-500:]
 
 
+def test_an_image_batch_trains_on_one_frame_of_each_clip_with_that_frames_boxes_and_phrases(tiny_run):
+    from core.models.toy_wan import build_toy_wan_transformer
+    from core.models.wan_adapter import WanLayoutAdapter
+
+    data = torch.load(tiny_run / "data.pt", weights_only=False)
+    transformer = build_toy_wan_transformer(num_layers=1)
+    adapter = WanLayoutAdapter.for_transformer(transformer, phrase_dim=384, gate_init=0.5, depth_slots=3)
+    adapter.attach(transformer)
+    cfg = WanToyTrainConfig(**{**TINY.__dict__, "drop_layout": 0.0, "drop_prompt": 0.0, "bf16": False})
+    idx = torch.tensor([0, 1])
+
+    def loss(data, frame=None):
+        return flow_matching_loss(transformer, adapter, data, idx, cfg, torch.Generator().manual_seed(0), frame=frame).loss
+
+    per_frame = ("boxes", "masks", "phrase_ids")
+    for j in (3, 9):
+        only_j = {**data, "latents": data["latents"][:, :, j : j + 1], **{k: data[k][:, j : j + 1] for k in per_frame}}  # one-frame clips
+        assert torch.allclose(loss(data, frame=torch.tensor([j, j])), loss(only_j), rtol=1e-5)
+    moved = {**data, **{k: data[k][:, [0] * 16] for k in per_frame}}  # every frame given frame 0's boxes and phrases
+    assert not torch.allclose(loss(data, frame=torch.tensor([9, 9])), loss(moved, frame=torch.tensor([9, 9])), rtol=1e-5)
+
+
+def test_a_run_with_an_image_batch_logs_its_video_and_image_losses(tiny_run, tmp_path):
+    run = tmp_path / "joint"
+    assert train_wan_toy(run, WanToyTrainConfig(**{**TINY.__dict__, "image_batch": 3}), autoencoder=tiny_run / "decoder") == "done"
+    rows = [row.split(",") for row in (run / "loss.csv").read_text().splitlines()]
+    assert [row[0] for row in rows] == ["1", "2"]
+    for _, total, _, video, image in rows:  # step, loss, sigma, video, image
+        assert float(total) == pytest.approx(float(video) + float(image), abs=2e-5)
+
+
 def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["wan-toy", "--out", str(out), "--vae-crop", "60"]) == 2
     assert main(["wan-toy", "--out", str(out), "--max-minutes", "151"]) == 2
     assert main(["wan-toy", "--out", str(out), "--min-side", "0.5"]) == 2
     assert main(["wan-toy", "--out", str(out), "--visibility-weight", "-1"]) == 2
+    assert main(["wan-toy", "--out", str(out), "--image-batch", "-1"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == [
         "error: --vae-crop: must be a multiple of 8 in [16, 128] (got 60)",
         "error: --max-minutes: must be in (0, 150] (got 151.0)",
         "error: --min-side: must be in [0.05, 0.42] (got 0.5)",
         "error: --visibility-weight: must be >= 0 (got -1.0)",
+        "error: --image-batch: must be >= 0 (got -1)",
     ]
     assert not out.exists()
 
