@@ -36,6 +36,12 @@ in the spirit of VPEval / ActionBench-Direction / Peekaboo's box IoU (all in [0,
   ``kind_accuracy_by_kind`` splits it by planned kind.
 - ``background_accuracy``: per frame: the palette background nearest the median of the frame's
   border (:func:`core.toyworld.detect.frame_background`) is the scene's planned background.
+- ``overlap_separation``: per (frame, pair of on-screen entities whose planned boxes intersect):
+  both entities are matched to their own detection (two distinct objects) in their planned colours,
+  i.e. the overlapping objects were drawn apart rather than fused into one blob or one colour;
+  ``overlap_pairs`` says how many such (frame, pair)s were scored (0 when no boxes overlap, and the
+  metric is then 0). On the toy world's exact drawings (the later entity drawn in front) it is 1
+  wherever the one behind keeps a visible part.
 - ``frame_size``: the rendered frames' [height, width] in pixels (of the first video; the list of
   every size seen when the videos differ).
 """
@@ -60,6 +66,7 @@ MIN_MOTION = 0.1  # fraction of the frame along the main axis for a track to cou
 METRIC_KEYS = (
     "videos", "box_miou", "box_ap50", "centroid_error", "direction_accuracy", "color_accuracy",
     "count_accuracy", "consistency", "plan_check_pass_rate", "seconds_per_video", "kind_accuracy", "background_accuracy",
+    "overlap_separation",
 )
 
 
@@ -98,6 +105,7 @@ class VideoScore:
     color_change: bool = False  # the plan changes some entity's colour
     background_hits: list[bool] = field(default_factory=list)  # per frame, for scenes with a palette background
     frame_size: tuple[int, int] = (0, 0)  # (height, width)
+    overlap_hits: list[bool] = field(default_factory=list)  # per (frame, pair of entities with intersecting planned boxes)
 
 
 def match(planned: list[tuple[float, float, float, float]], detections: list[Detection], planned_colors: list[str | None]) -> list[int | None]:
@@ -178,6 +186,7 @@ def score_video(plan: VideoPlan, frames: np.ndarray, *, checks: list[dict] | Non
             planned = [tuple(float(v) for v in boxes[f, n]) for n in present]
             planned_colors = [colors[ids[n]][f] for n in present]
             matched = match(planned, detections, planned_colors)
+            score.overlap_hits.extend(_overlap_hits(planned, planned_colors, [detections[i] if i is not None else None for i in matched]))
             for n, box, color, index in zip(present, planned, planned_colors, matched):
                 detection = detections[index] if index is not None else None
                 kind = kinds.get(ids[n])
@@ -200,6 +209,18 @@ def score_video(plan: VideoPlan, frames: np.ndarray, *, checks: list[dict] | Non
     if checks:
         score.checks = [ok for _, ok in check_plan(plan, checks)]
     return score
+
+
+def _overlap_hits(planned: list[tuple[float, float, float, float]], colors: list[str | None], matched: list[Detection | None]) -> list[bool]:
+    """For each pair of planned boxes of one frame that intersect (positive area): whether both got
+    their own detection (``match`` assigns each detection once) in their planned colour."""
+    hits = []
+    for i in range(len(planned)):
+        for j in range(i + 1, len(planned)):
+            a, b = planned[i], planned[j]
+            if min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1]):
+                hits.append(all(d is not None and d.color == c for d, c in ((matched[i], colors[i]), (matched[j], colors[j]))))
+    return hits
 
 
 def draw_plan(plan: VideoPlan, size: int = 64) -> np.ndarray:
@@ -304,5 +325,7 @@ def aggregate(scores: list[VideoScore]) -> dict[str, float]:
         "kind_accuracy": mean(e.detected_kind == e.planned_kind for e in entity_frames if e.planned_kind),
         "kind_accuracy_by_kind": by_kind,
         "background_accuracy": mean(h for s in scores for h in s.background_hits),
+        "overlap_separation": mean(h for s in scores for h in s.overlap_hits),
+        "overlap_pairs": sum(len(s.overlap_hits) for s in scores),
         "frame_size": list(sizes[0]) if len(sizes) == 1 else [list(size) for size in sizes],
     }
