@@ -42,6 +42,12 @@ in the spirit of VPEval / ActionBench-Direction / Peekaboo's box IoU (all in [0,
   ``overlap_pairs`` says how many such (frame, pair)s were scored (0 when no boxes overlap, and the
   metric is then 0). On the toy world's exact drawings (the later entity drawn in front) it is 1
   wherever the one behind keeps a visible part.
+- ``overlap_depth_accuracy``: per (frame, pair of on-screen entities of different planned colours
+  whose planned shapes, each drawn alone in its planned box, share at least ``MIN_CONTESTED`` pixels
+  at 64x64 (scaled by area)): among those contested pixels, more are nearest the planned colour of
+  the entity later in the scene's order (the one in front, as the toy world draws it and as the
+  layout's depth order asks) than that of the one behind. ``overlap_depth_pairs`` says how many were
+  scored (0 when none, and the metric is then 0). Exact drawings score 1.
 - ``frame_size``: the rendered frames' [height, width] in pixels (of the first video; the list of
   every size seen when the videos differ).
 """
@@ -61,12 +67,13 @@ from core.toyworld.shapes import classify
 from core.toyworld.world import BACKGROUNDS, KINDS
 
 MIN_MOTION = 0.1  # fraction of the frame along the main axis for a track to count as moving
+MIN_CONTESTED = 4  # pixels (at 64x64) two planned shapes must share for their depth order to be scored
 
 
 METRIC_KEYS = (
     "videos", "box_miou", "box_ap50", "centroid_error", "direction_accuracy", "color_accuracy",
     "count_accuracy", "consistency", "plan_check_pass_rate", "seconds_per_video", "kind_accuracy", "background_accuracy",
-    "overlap_separation",
+    "overlap_separation", "overlap_depth_accuracy",
 )
 
 
@@ -106,6 +113,7 @@ class VideoScore:
     background_hits: list[bool] = field(default_factory=list)  # per frame, for scenes with a palette background
     frame_size: tuple[int, int] = (0, 0)  # (height, width)
     overlap_hits: list[bool] = field(default_factory=list)  # per (frame, pair of entities with intersecting planned boxes)
+    depth_hits: list[bool] = field(default_factory=list)  # per (frame, pair of differently coloured entities whose shapes overlap)
 
 
 def match(planned: list[tuple[float, float, float, float]], detections: list[Detection], planned_colors: list[str | None]) -> list[int | None]:
@@ -187,6 +195,7 @@ def score_video(plan: VideoPlan, frames: np.ndarray, *, checks: list[dict] | Non
             planned_colors = [colors[ids[n]][f] for n in present]
             matched = match(planned, detections, planned_colors)
             score.overlap_hits.extend(_overlap_hits(planned, planned_colors, [detections[i] if i is not None else None for i in matched]))
+            score.depth_hits.extend(_depth_hits(frame, scene.background, planned, planned_colors, [kinds.get(ids[n]) for n in present]))
             for n, box, color, index in zip(present, planned, planned_colors, matched):
                 detection = detections[index] if index is not None else None
                 kind = kinds.get(ids[n])
@@ -220,6 +229,52 @@ def _overlap_hits(planned: list[tuple[float, float, float, float]], colors: list
             a, b = planned[i], planned[j]
             if min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1]):
                 hits.append(all(d is not None and d.color == c for d, c in ((matched[i], colors[i]), (matched[j], colors[j]))))
+    return hits
+
+
+def _depth_hits(
+    frame: np.ndarray, background: str, planned: list[tuple[float, float, float, float]], colors: list[str | None], kinds: list[str | None]
+) -> list[bool]:
+    """Depth order where two planned shapes overlap (see ``overlap_depth_accuracy`` in the module docstring).
+
+    Args:
+        frame: (H, W, 3) uint8, the rendered frame.
+        background: the scene's planned background (a pair is skipped unless it is a palette background).
+        planned, colors, kinds: per on-screen entity in the scene's order (later = in front): xyxy box in
+            [0, 1], planned colour name, toy-world kind (None for others; such pairs are skipped).
+
+    Returns:
+        One bool per scored pair: the front entity's colour holds more of the contested pixels.
+    """
+    from core.toyworld.world import COLORS, OUTLINE_SCALE, ToyObject, render_frame
+
+    if background not in BACKGROUNDS or frame.shape[0] != frame.shape[1]:  # toy-world drawings are square
+        return []
+    size = frame.shape[0]
+    scorable = [n for n in range(len(planned)) if kinds[n] in KINDS and colors[n] in COLORS]
+    masks: dict[int, np.ndarray] = {}
+
+    def shape_mask(n: int) -> np.ndarray:  # the planned shape drawn alone: pixels that differ from the background
+        if n not in masks:
+            alone = render_frame(background, [ToyObject(kinds[n], colors[n], planned[n])], size).astype(np.int16)
+            masks[n] = np.abs(alone - np.array(BACKGROUNDS[background], dtype=np.int16)).sum(-1) > 30
+        return masks[n]
+
+    names = list(COLORS)
+    palette = np.array([COLORS[c] for c in names] + [[v * OUTLINE_SCALE for v in COLORS[c]] for c in names], dtype=np.float32)
+    min_pixels = max(1, round(MIN_CONTESTED * (size / 64) ** 2))
+    hits = []
+    for a, i in enumerate(scorable):
+        for j in scorable[a + 1:]:
+            box_i, box_j = planned[i], planned[j]
+            if colors[i] == colors[j] or not (min(box_i[2], box_j[2]) > max(box_i[0], box_j[0]) and min(box_i[3], box_j[3]) > max(box_i[1], box_j[1])):
+                continue
+            contested = shape_mask(i) & shape_mask(j)
+            if contested.sum() < min_pixels:
+                continue
+            nearest = np.linalg.norm(frame[contested].astype(np.float32)[:, None, :] - palette, axis=-1).argmin(-1) % len(names)
+            front, behind = (nearest == names.index(colors[j])).sum(), (nearest == names.index(colors[i])).sum()
+            hits.append(bool(front > behind))
     return hits
 
 
@@ -327,5 +382,7 @@ def aggregate(scores: list[VideoScore]) -> dict[str, float]:
         "background_accuracy": mean(h for s in scores for h in s.background_hits),
         "overlap_separation": mean(h for s in scores for h in s.overlap_hits),
         "overlap_pairs": sum(len(s.overlap_hits) for s in scores),
+        "overlap_depth_accuracy": mean(h for s in scores for h in s.depth_hits),
+        "overlap_depth_pairs": sum(len(s.depth_hits) for s in scores),
         "frame_size": list(sizes[0]) if len(sizes) == 1 else [list(size) for size in sizes],
     }
