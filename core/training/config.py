@@ -254,8 +254,8 @@ class WanToyTrainConfig:
 
     Raises:
         ValueError: ``max_minutes`` outside (0, 150], ``vae_crop`` not a multiple of 8 in [16, 128],
-            ``min_side`` outside [0.05, 0.42], ``decoder_layers`` outside [1, 4], ``visibility_weight`` or ``image_batch`` below 0 or a share outside [0, 1]
-            (the message names the field).
+            ``min_side`` outside [0.05, 0.42], ``decoder_layers`` outside [1, 4], ``visibility_weight`` or ``image_batch`` below 0, a share outside [0, 1],
+            or a ``device`` that is not cpu or cuda[:N] or that this machine lacks (the message names the field).
     """
 
     seed: int = 0
@@ -286,7 +286,8 @@ class WanToyTrainConfig:
     warmup: int = 200
     drop_prompt: float = field(default=0.1, metadata=option("share of clips trained without the prompt (classifier-free guidance)"))
     drop_layout: float = field(default=0.1, metadata=option("share of clips trained without grounding tokens"))
-    bf16: bool = field(default=True, metadata=option("transformer forward passes under CPU bf16 autocast (about 1.75x faster on CPUs with AVX512-BF16 or AMX; weights and optimizer stay float32)"))
+    bf16: bool = field(default=True, metadata=option("transformer forward passes under bf16 autocast (on a CPU about 1.75x faster with AVX512-BF16 or AMX; weights and optimizer stay float32)"))
+    device: str = field(default="cpu", metadata=option("where the transformer part trains: cpu or cuda[:N] (the cached clips stay in CPU memory, each batch is moved; a checkpoint resumes on either)"))
     box_loss_weight: float = field(default=3.0, metadata=option("loss weight of latent cells inside an entity's box (1: plain MSE)"))
     stats_frames: int = field(default=512, metadata=HIDDEN)  # frames encoded to measure the latents' mean and std
 
@@ -300,7 +301,21 @@ class WanToyTrainConfig:
             f"image_batch: must be >= 0 (got {self.image_batch})" if self.image_batch < 0 else "",
             f"drop_prompt: must be in [0, 1] (got {self.drop_prompt})" if not 0.0 <= self.drop_prompt <= 1.0 else "",
             f"drop_layout: must be in [0, 1] (got {self.drop_layout})" if not 0.0 <= self.drop_layout <= 1.0 else "",
+            _device_problem(self.device),
         ])
+
+
+def _device_problem(device: str) -> str:
+    """'' when training can run on ``device`` here, else the one-line reason naming ``device``."""
+    if device != "cpu" and not device.startswith("cuda"):
+        return f"device: must be cpu or cuda[:N] (got {device!r})"
+    from core.pipelines.backbones import check_device
+
+    try:
+        check_device(device, "fp32")
+    except ValueError as error:
+        return str(error)
+    return ""
 
 
 @dataclass(frozen=True)

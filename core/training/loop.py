@@ -216,7 +216,8 @@ class TrainingLoop:
         """Restore the state from the checkpoint file if there is one; returns whether there was."""
         if self.checkpoint is None or not Path(self.checkpoint).exists():
             return False
-        self.state.load_state_dict(torch.load(self.checkpoint, weights_only=False))
+        # on the CPU first: modules and the optimizer copy onto their parameters' device, the generator's state must stay there
+        self.state.load_state_dict(torch.load(self.checkpoint, map_location="cpu", weights_only=False))
         return True
 
     def save(self) -> None:
@@ -229,6 +230,7 @@ class TrainingLoop:
         self.state.ema = EMAModel(self.params, decay=self.ema_decay)
         if self.state.saved_ema is not None:
             self.state.ema.load_state_dict(self.state.saved_ema)
+            self.state.ema.to(device=self.params[0].device)  # a checkpoint is read onto the CPU
         else:
             print(f"{self.name} stage: EMA (decay {self.ema_decay}) starts from the weights at step {self.step}", flush=True)
 

@@ -26,9 +26,9 @@ def box_loss_weights(boxes: torch.Tensor, masks: torch.Tensor, size: int, weight
         weight: the weight of covered cells.
 
     Returns:
-        torch.Tensor of shape (B, 1, F, size, size), float32.
+        torch.Tensor of shape (B, 1, F, size, size), float32, on ``boxes``' device.
     """
-    low = torch.arange(size, dtype=torch.float32) / size
+    low = torch.arange(size, dtype=torch.float32, device=boxes.device) / size
     high = low + 1.0 / size
     b = boxes.float()[..., None, None]  # (B, F, N, 4, 1, 1)
     overlap_x = (high[None, None, None, None, :] > b[..., 0, :, :]) & (low[None, None, None, None, :] < b[..., 2, :, :])

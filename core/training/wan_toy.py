@@ -359,8 +359,9 @@ def flow_matching_loss(
     unchanged (:class:`core.models.layout.GroundedSelfAttention`), as at inference after
     ``layout_alpha`` of the steps and in the unconditional pass.
 
-    With ``cfg.bf16`` the forward pass runs under CPU bf16 autocast (matmuls in bfloat16; weights,
-    gradients, optimizer state and the loss stay float32).
+    The batch is moved to the transformer's device (``data`` stays where it is, the CPU); with
+    ``cfg.bf16`` the forward pass runs under that device's bf16 autocast (matmuls in bfloat16;
+    weights, gradients, optimizer state and the loss stay float32).
 
     Returns:
         StepLoss: the box-weighted MSE between the prediction and ``noise - x_0``.
@@ -372,6 +373,7 @@ def flow_matching_loss(
     keep_prompt = torch.rand(b, generator=generator) >= cfg.drop_prompt
     order = torch.argsort(keep_layout.int(), stable=True)
     idx, keep_layout, keep_prompt = idx[order], keep_layout[order], keep_prompt[order]
+    device = next(transformer.parameters()).device
     x0 = data["latents"][idx].float()  # (B, C, F, h, w)
     boxes, masks, phrase_ids = data["boxes"][idx], data["masks"][idx], data["phrase_ids"][idx]  # (B, F, N, ...)
     if frame is not None:
@@ -380,16 +382,18 @@ def flow_matching_loss(
         boxes, masks, phrase_ids = boxes[rows, frame][:, None], masks[rows, frame][:, None], phrase_ids[rows, frame][:, None]
     frames, side = x0.shape[2], x0.shape[-1]
     prompts = torch.where(keep_prompt[:, None, None], data["prompt_embeds"][idx].float(), data["empty_prompt"][None])
-    noise = torch.randn(x0.shape, generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)  # drawn on the CPU: the same noise on every device
     u = torch.rand(b, generator=generator)
     sigma = FLOW_SHIFT * u / (1 + (FLOW_SHIFT - 1) * u)
+    x0, noise, sigma, prompts, boxes, masks = (t.to(device) for t in (x0, noise, sigma, prompts, boxes, masks))
     s = sigma.view(b, 1, 1, 1, 1)
     x_t = (1 - s) * x0 + s * noise
     objs = None
     if keep_layout.any():
-        phrases = data["phrase_embeds"][phrase_ids[keep_layout]]  # (G, F, N, 384)
-        objs = adapter.grounding_tokens(boxes[keep_layout].flatten(0, 1), masks[keep_layout].flatten(0, 1), phrases.flatten(0, 1))
-    with adapter.grounding(objs, frames=frames, aspect=1.0), torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        phrases = data["phrase_embeds"][phrase_ids[keep_layout]].to(device)  # (G, F, N, 384)
+        keep = keep_layout.to(device)
+        objs = adapter.grounding_tokens(boxes[keep].flatten(0, 1), masks[keep].flatten(0, 1), phrases.flatten(0, 1))
+    with adapter.grounding(objs, frames=frames, aspect=1.0), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         prediction = transformer(hidden_states=x_t, timestep=sigma * 1000, encoder_hidden_states=prompts, return_dict=False)[0]
     prediction = prediction.float()
     weights = box_loss_weights(boxes, masks, side, cfg.box_loss_weight)  # (B, 1, F, h, w)
@@ -401,8 +405,8 @@ def train_wan_transformer(run: Path, cfg: WanToyTrainConfig, data: dict, time_li
     """Train transformer + layout adapter (part 5); returns whether the run has done all its steps.
 
     AdamW (weight decay 0.01) at ``cfg.transformer_lr``, ``cfg.warmup`` warm-up steps, cosine to 10 %,
-    gradients clipped at norm 1, EMA decay :data:`EMA_DECAY`; stops early (checkpointed) after
-    ``time_limit_s`` seconds. ``init_from`` (an exported pipeline folder, :func:`initial_weights`)
+    gradients clipped at norm 1, EMA decay :data:`EMA_DECAY`, on ``cfg.device``; stops early
+    (checkpointed) after ``time_limit_s`` seconds. ``init_from`` (an exported pipeline folder, :func:`initial_weights`)
     gives the starting weights of a run without a checkpoint; a checkpoint wins over it.
     """
     from core.models.toy_wan import build_toy_wan_transformer
@@ -417,9 +421,11 @@ def train_wan_transformer(run: Path, cfg: WanToyTrainConfig, data: dict, time_li
         transformer.load_state_dict(weights["transformer"])
         adapter.load_state_dict(weights["adapter"])
     adapter.attach(transformer)
+    transformer.to(cfg.device)
+    adapter.to(cfg.device)
     params = list(transformer.parameters()) + list(adapter.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.transformer_lr, weight_decay=0.01)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)  # on the CPU: batches and noise are drawn there
     loop = TrainingLoop(
         "transformer", TrainingState({"transformer": transformer, "adapter": adapter}, optimizer, generator=generator), params,
         CosineSchedule(cfg.transformer_steps, warmup=cfg.warmup, floor=0.1), checkpoint=run / "transformer_ckpt.pt",
@@ -478,7 +484,7 @@ def export_wan_toy(run: Path, target: Path, cfg: WanExportConfig | None = None) 
     if cfg.autoencoder_only:
         FrameAutoencoderKL.from_pretrained(vae_dir).to(torch.float16).save_pretrained(Path(target) / "vae", safe_serialization=True)
         return Path(target)
-    state = torch.load(run / "transformer_ckpt.pt", weights_only=False)
+    state = torch.load(run / "transformer_ckpt.pt", map_location="cpu", weights_only=False)
     transformer = build_toy_wan_transformer()
     transformer.load_state_dict(state["transformer"])
     adapter = WanLayoutAdapter.for_transformer(transformer, phrase_dim=MINILM_DIM, gate_init=0.1, depth_slots=MAX_TRAIN_ENTITIES)

@@ -230,6 +230,16 @@ def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_a_device_other_than_cpu_or_cuda_or_one_this_machine_lacks_is_one_line_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["wan-toy", "--out", str(out), "--device", "tpu"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["error: --device: must be cpu or cuda[:N] (got 'tpu')"]
+    if not torch.cuda.is_available():
+        assert main(["wan-toy", "--out", str(out), "--device", "cuda"]) == 2
+        assert capsys.readouterr().err.splitlines() == ["error: --device: 'cuda' requested but torch sees no CUDA device (allowed here: cpu)"]
+    assert not out.exists()
+
+
 def test_the_frame_autoencoder_codes_each_frame_of_a_video_as_an_image():
     from core.models.toy_wan import build_toy_wan_vae
 
