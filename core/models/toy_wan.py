@@ -115,16 +115,18 @@ def build_toy_wan_vae() -> FrameAutoencoderKL:
     return FrameAutoencoderKL(latents_mean=[0.0] * LATENT_CHANNELS, latents_std=[1.0] * LATENT_CHANNELS)
 
 
-def build_toy_wan_transformer(num_layers: int = 4, heads: int = 4, head_dim: int = 64) -> WanTransformer3DModel:
+def build_toy_wan_transformer(num_layers: int = 4, heads: int = 4, head_dim: int = 64, patch: int = 2) -> WanTransformer3DModel:
     """``WanTransformer3DModel`` over latents (B, 16, F, 16, 16), prompts of MiniLM states (B, 32, 384).
 
     Args:
         num_layers: transformer blocks.
         heads, head_dim: attention heads and their width (model width ``heads * head_dim``).
+        patch: spatial side of a token in latent cells, patch size (1, patch, patch): 2 gives a
+            16x16 latent frame 64 tokens (16 pixels of a 128x128 frame each), 1 gives it 256 (8 pixels).
     """
     dim = heads * head_dim
     return WanTransformer3DModel(
-        patch_size=(1, 2, 2),
+        patch_size=(1, patch, patch),
         num_attention_heads=heads,
         attention_head_dim=head_dim,
         in_channels=LATENT_CHANNELS,

@@ -255,7 +255,8 @@ class WanToyTrainConfig:
     Raises:
         ValueError: ``max_minutes`` outside (0, 150], ``vae_crop`` not a multiple of 8 in [16, 128],
             ``min_side`` outside [0.05, 0.42], ``decoder_layers`` outside [1, 4], ``visibility_weight`` or ``image_batch`` below 0, a share outside [0, 1],
-            or a ``device`` that is not cpu or cuda[:N] or that this machine lacks (the message names the field).
+            ``patch`` not 1 or 2, ``layers`` or ``heads`` outside [1, 40], or a ``device`` that is not cpu
+            or cuda[:N] or that this machine lacks (the message names the field).
     """
 
     seed: int = 0
@@ -283,6 +284,9 @@ class WanToyTrainConfig:
     transformer_batch: int = 4
     image_batch: int = field(default=0, metadata=option("one-frame clips (images: a random frame of a random clip) trained beside each step's videos, as Wan trains on images and videos together (0: videos only)"))
     transformer_lr: float = 3e-4
+    patch: int = field(default=2, metadata=option("spatial patch of the transformer, 1 or 2: a 16x16 latent frame is 64 tokens at 2 (16 pixels of the frame a token), 256 at 1 (8 pixels: 4x the tokens, for a GPU)"))
+    layers: int = field(default=4, metadata=option("transformer blocks, in [1, 40]"))
+    heads: int = field(default=4, metadata=option("attention heads of 64 channels (the transformer's width is 64 x heads), in [1, 40]"))
     warmup: int = 200
     drop_prompt: float = field(default=0.1, metadata=option("share of clips trained without the prompt (classifier-free guidance)"))
     drop_layout: float = field(default=0.1, metadata=option("share of clips trained without grounding tokens"))
@@ -301,6 +305,9 @@ class WanToyTrainConfig:
             f"image_batch: must be >= 0 (got {self.image_batch})" if self.image_batch < 0 else "",
             f"drop_prompt: must be in [0, 1] (got {self.drop_prompt})" if not 0.0 <= self.drop_prompt <= 1.0 else "",
             f"drop_layout: must be in [0, 1] (got {self.drop_layout})" if not 0.0 <= self.drop_layout <= 1.0 else "",
+            f"patch: must be 1 or 2 (got {self.patch})" if self.patch not in (1, 2) else "",
+            f"layers: must be in [1, 40] (got {self.layers})" if not 1 <= self.layers <= 40 else "",
+            f"heads: must be in [1, 40] (got {self.heads})" if not 1 <= self.heads <= 40 else "",
             _device_problem(self.device),
         ])
 

@@ -47,6 +47,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -56,6 +57,9 @@ from core.training.config import WanExportConfig, WanToyTrainConfig
 from core.training.loop import CosineSchedule, StepLoss, TrainingLoop, TrainingState, atomic_save
 from core.training.losses import box_loss_weights
 from core.training.toy_data import MAX_TRAIN_ENTITIES, foreground_weights, frames_to_tensor, phrase_vocabulary
+
+if TYPE_CHECKING:
+    from diffusers import WanTransformer3DModel
 
 EMA_DECAY = 0.999
 DATA_MINUTES = 30  # what encoding 2,000 clips may take on a 2-core CPU: the data part starts only with this much time left
@@ -409,15 +413,14 @@ def train_wan_transformer(run: Path, cfg: WanToyTrainConfig, data: dict, time_li
     (checkpointed) after ``time_limit_s`` seconds. ``init_from`` (an exported pipeline folder, :func:`initial_weights`)
     gives the starting weights of a run without a checkpoint; a checkpoint wins over it.
     """
-    from core.models.toy_wan import build_toy_wan_transformer
     from core.models.wan_adapter import WanLayoutAdapter
     from core.text import MINILM_DIM
 
     torch.manual_seed(cfg.seed)
-    transformer = build_toy_wan_transformer()
+    transformer = run_transformer(**asdict(cfg))
     adapter = WanLayoutAdapter.for_transformer(transformer, phrase_dim=MINILM_DIM, gate_init=0.1, depth_slots=MAX_TRAIN_ENTITIES)
     if init_from is not None and not (run / "transformer_ckpt.pt").exists():
-        weights = initial_weights(init_from)
+        weights = initial_weights(init_from, cfg)
         transformer.load_state_dict(weights["transformer"])
         adapter.load_state_dict(weights["adapter"])
     adapter.attach(transformer)
@@ -471,7 +474,7 @@ def export_wan_toy(run: Path, target: Path, cfg: WanExportConfig | None = None) 
         FileNotFoundError: the run lacks ``decoder/`` or ``transformer_ckpt.pt``.
         ValueError: ``cfg.ema`` and the checkpoint keeps no average.
     """
-    from core.models.toy_wan import FRAME_SIZE, PROMPT_TOKENS, FrameAutoencoderKL, build_toy_wan_scheduler, build_toy_wan_transformer
+    from core.models.toy_wan import FRAME_SIZE, PROMPT_TOKENS, FrameAutoencoderKL, build_toy_wan_scheduler
     from core.models.wan_adapter import WanLayoutAdapter
     from core.pipelines.wan import WanLayoutPipeline
     from core.text import MINILM_DIM
@@ -485,7 +488,8 @@ def export_wan_toy(run: Path, target: Path, cfg: WanExportConfig | None = None) 
         FrameAutoencoderKL.from_pretrained(vae_dir).to(torch.float16).save_pretrained(Path(target) / "vae", safe_serialization=True)
         return Path(target)
     state = torch.load(run / "transformer_ckpt.pt", map_location="cpu", weights_only=False)
-    transformer = build_toy_wan_transformer()
+    config_path = run / "config.json"
+    transformer = run_transformer(**(json.loads(config_path.read_text()) if config_path.exists() else {}))
     transformer.load_state_dict(state["transformer"])
     adapter = WanLayoutAdapter.for_transformer(transformer, phrase_dim=MINILM_DIM, gate_init=0.1, depth_slots=MAX_TRAIN_ENTITIES)
     adapter.load_state_dict(state["adapter"])
@@ -507,17 +511,28 @@ def export_wan_toy(run: Path, target: Path, cfg: WanExportConfig | None = None) 
     return Path(target)
 
 
-def initial_weights(pipeline: Path) -> dict[str, dict[str, torch.Tensor]]:
+def run_transformer(layers: int = 4, heads: int = 4, patch: int = 2, **_) -> WanTransformer3DModel:
+    """The miniature transformer a run's settings ask for (:func:`core.models.toy_wan.build_toy_wan_transformer`).
+
+    Takes a :class:`WanToyTrainConfig` as a dict (``asdict(cfg)``, or a run's ``config.json``; other
+    keys are ignored, missing ones take the defaults of runs made before they existed).
+    """
+    from core.models.toy_wan import build_toy_wan_transformer
+
+    return build_toy_wan_transformer(num_layers=layers, heads=heads, patch=patch)
+
+
+def initial_weights(pipeline: Path, cfg: WanToyTrainConfig | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """The float32 state dicts (``"transformer"``, ``"adapter"``) of an exported ``wan-toy`` pipeline
-    folder (:func:`export_wan_toy`), checked against the miniature's architecture.
+    folder (:func:`export_wan_toy`), checked against the architecture ``cfg`` asks for (default: the
+    shipped one: 4 layers, 4 heads, patch 2).
 
     Raises:
         ValueError: ``pipeline`` lacks ``transformer/`` or ``layout_adapter/`` weights, or they do not fit
-            the miniature (the message names ``--init-from``).
+            that architecture (the message names ``--init-from``).
     """
     from safetensors.torch import load_file
 
-    from core.models.toy_wan import build_toy_wan_transformer
     from core.models.wan_adapter import WanLayoutAdapter
     from core.text import MINILM_DIM
 
@@ -526,12 +541,12 @@ def initial_weights(pipeline: Path) -> dict[str, dict[str, torch.Tensor]]:
     if not all(f.is_file() for f in files.values()):
         raise ValueError(f"--init-from: {pipeline} is not an exported wan-toy pipeline (transformer/ and layout_adapter/ weights), e.g. assets/wan-toy")
     weights = {name: {k: v.float() for k, v in load_file(f).items()} for name, f in files.items()}
-    transformer = build_toy_wan_transformer()
+    transformer = run_transformer(**asdict(cfg or WanToyTrainConfig()))
     adapter = WanLayoutAdapter.for_transformer(transformer, phrase_dim=MINILM_DIM, gate_init=0.1, depth_slots=MAX_TRAIN_ENTITIES)
     for name, module in (("transformer", transformer), ("adapter", adapter)):
         expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
         if {k: tuple(v.shape) for k, v in weights[name].items()} != expected:
-            raise ValueError(f"--init-from: {files[name]} does not fit the wan-toy miniature's {name} (other names or shapes)")
+            raise ValueError(f"--init-from: {files[name]} does not fit this run's {name} (other names or shapes; --patch, --layers and --heads must match it)")
     return weights
 
 
@@ -578,7 +593,7 @@ def train_wan_toy(out: Path, cfg: WanToyTrainConfig, autoencoder: Path | None = 
     started = time.time()
     torch.set_num_threads(cfg.threads)
     if init_from is not None:
-        initial_weights(init_from)  # a bad folder fails now, not after the data part
+        initial_weights(init_from, cfg)  # a bad folder fails now, not after the data part
     if autoencoder is not None:
         use_autoencoder(out, autoencoder)
     out.mkdir(parents=True, exist_ok=True)

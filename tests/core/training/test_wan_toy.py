@@ -181,6 +181,37 @@ def test_the_export_renders_a_plan_at_128x128_through_the_wan_pipeline(tiny_run,
     assert fresh.returncode == 0, fresh.stderr[-500:]
 
 
+def test_a_run_with_patch_1_trains_exports_and_renders_with_four_times_the_tokens(tiny_run, tmp_path, capsys):
+    from core.planner.rules import plan_with_rules
+    from core.render import RenderSettings, load_pipeline, render_plan
+
+    fine = WanToyTrainConfig(**{**TINY.__dict__, "patch": 1, "layers": 1, "heads": 1})
+    run = tmp_path / "patch1"
+    assert train_wan_toy(run, fine, autoencoder=tiny_run / "decoder") == "done"
+    folder = export_wan_toy(run, tmp_path / "model")
+    config = json.loads((folder / "transformer" / "config.json").read_text())
+    assert config["patch_size"] == [1, 1, 1] and config["num_layers"] == 1 and config["num_attention_heads"] == 1
+    pipe = load_pipeline(folder)
+    pipe.set_progress_bar_config(disable=True)
+    seen = []
+    hook = pipe.transformer.blocks[0].register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
+    plan = plan_with_rules("a red ball rolls right on the grass")
+    frames = render_plan(pipe, plan, RenderSettings(num_inference_steps=1))
+    hook.remove()
+    assert frames.shape == (plan.scenes[0].num_frames, 128, 128, 3)
+    assert seen and set(seen) == {plan.scenes[0].num_frames * 16 * 16}  # a token per latent cell: 256 a frame
+    # the shipped architecture's weights cannot start it: one line naming the options that must match
+    shipped = export_wan_toy(tiny_run, tmp_path / "patch2")
+    out = tmp_path / "mismatch"
+    capsys.readouterr()
+    assert main(["wan-toy", "--out", str(out), "--patch", "1", "--init-from", str(shipped)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --init-from: {shipped / 'transformer' / 'diffusion_pytorch_model.safetensors'} does not fit this run's transformer "
+        "(other names or shapes; --patch, --layers and --heads must match it)"
+    ]
+    assert not out.exists()
+
+
 def test_an_image_batch_trains_on_one_frame_of_each_clip_with_that_frames_boxes_and_phrases(tiny_run):
     from core.models.toy_wan import build_toy_wan_transformer
     from core.models.wan_adapter import WanLayoutAdapter
@@ -219,6 +250,8 @@ def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
     assert main(["wan-toy", "--out", str(out), "--min-side", "0.5"]) == 2
     assert main(["wan-toy", "--out", str(out), "--visibility-weight", "-1"]) == 2
     assert main(["wan-toy", "--out", str(out), "--image-batch", "-1"]) == 2
+    assert main(["wan-toy", "--out", str(out), "--patch", "4"]) == 2
+    assert main(["wan-toy", "--out", str(out), "--layers", "0"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == [
         "error: --vae-crop: must be a multiple of 8 in [16, 128] (got 60)",
@@ -226,6 +259,8 @@ def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
         "error: --min-side: must be in [0.05, 0.42] (got 0.5)",
         "error: --visibility-weight: must be >= 0 (got -1.0)",
         "error: --image-batch: must be >= 0 (got -1)",
+        "error: --patch: must be 1 or 2 (got 4)",
+        "error: --layers: must be in [1, 40] (got 0)",
     ]
     assert not out.exists()
 
