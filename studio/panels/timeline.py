@@ -38,6 +38,10 @@ S.mark = (f) => {
 };
 S.go = (f) => {
   if (S.playing) S.stop(false);
+  // The scene's length as the page shows it now: a key pressed right after a new plan appeared
+  // may come before the timeline's watch has run.
+  const tl = document.querySelector('#timeline .tl');
+  if (tl) S.frames = +tl.dataset.frames;
   f = Math.max(0, Math.min(S.frames - 1, f));
   S.frame = f;
   S.mark(f);

@@ -155,8 +155,13 @@ def show_tab(page, name):
     page.locator("#inspector-tabs [role='tab']").filter(has_text=name).first.click()
 
 
-def wait_frame(page, frame):
-    page.wait_for_selector(f"#frame-status:has-text('Frame {frame} ')")
+def wait_frame(page, frame, timeout=30.0):
+    """Wait until the status names ``frame``; on a timeout, say what the page showed instead."""
+    try:
+        page.wait_for_selector(f"#frame-status:has-text('Frame {frame} ')", timeout=timeout * 1000)
+    except playwright_api.TimeoutError:
+        cursor = page.evaluate("() => window.studio && [window.studio.frame, window.studio.frames]")
+        pytest.fail(f"frame {frame} never shown: status {page.inner_text('#frame-status')!r}, page cursor [frame, frames] {cursor}")
 
 
 def drag_box(page, box, dx, dy):
