@@ -272,6 +272,11 @@ class Handlers:
         index = getattr(evt, "index", None)
         if plan is None or index is None:
             return {"session": dict(session or {})}
+        # Quick steps can reach the server out of order: one older than the last shown is skipped.
+        seq = getattr(evt, "value", None)
+        if isinstance(seq, int) and seq <= (session or {}).get("frame_request", 0):
+            return {"session": dict(session or {})}
+        session = dict(session or {}, frame_request=seq if isinstance(seq, int) else 0)
         scene, _ = self._where(session, None, None)
         out = self._views(session, plan, scene, int(index), wanted=FRAME_VIEWS)
         return {**out, **self.graph_view(out["session"])}  # the graph only when it changed (rarely)

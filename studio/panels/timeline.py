@@ -1,7 +1,8 @@
 """The filmstrip (under the canvas, with play/pause) and the timeline (bottom of the page): gr.HTML
 components with their own JavaScript.
 
-Both send a picked frame to Python as a ``select`` event (``evt.index`` is the frame). The timeline
+Both send a picked frame to Python as a ``select`` event (``evt.index`` is the frame, ``evt.value``
+the page's request number, counting up from 1, so that a request overtaken by a later one is skipped). The timeline
 also owns the page's frame cursor (``window.studio``) and its keys: Left/Right step a frame, Space
 plays and pauses, Ctrl+Z / Ctrl+Shift+Z undo and redo (none of them while typing in a field).
 Playing shows the filmstrip's frames over the canvas in the browser; pausing opens that frame.
@@ -16,6 +17,13 @@ FPS = 8
 # The page's frame cursor, shared by both components (whichever loads first creates it).
 CURSOR = f"""
 const S = window.studio = window.studio || {{frame: 0, frames: 1, playing: null, fps: {FPS}}};
+// The scene's length as the page shows it now: a key pressed right after a new plan appeared may
+// come before the timeline's watch has run.
+S.count = () => {{
+  const tl = document.querySelector('#timeline .tl');
+  if (tl) S.frames = +tl.dataset.frames;
+  return S.frames;
+}};
 """
 
 TIMELINE_JS = CURSOR + """
@@ -38,14 +46,12 @@ S.mark = (f) => {
 };
 S.go = (f) => {
   if (S.playing) S.stop(false);
-  // The scene's length as the page shows it now: a key pressed right after a new plan appeared
-  // may come before the timeline's watch has run.
-  const tl = document.querySelector('#timeline .tl');
-  if (tl) S.frames = +tl.dataset.frames;
-  f = Math.max(0, Math.min(S.frames - 1, f));
+  f = Math.max(0, Math.min(S.count() - 1, f));
   S.frame = f;
   S.mark(f);
-  trigger('select', {index: f, value: f});
+  // Requests can reach the server out of order; the sequence number lets it skip a stale one.
+  S.seq = (S.seq || 0) + 1;
+  trigger('select', {index: f, value: S.seq});
 };
 sync();
 watch('value', sync);
@@ -98,6 +104,7 @@ S.toggle = () => {
     + `width:${size}px;height:${size}px;image-rendering:pixelated;z-index:50;pointer-events:none`;
   editor.style.position = 'relative';
   editor.appendChild(img);
+  S.count();
   const tick = () => {
     S.frame = (S.frame + 1) % S.frames;
     const t = element.querySelector(`.thumb[data-frame="${S.frame}"]`);
@@ -114,7 +121,7 @@ element.addEventListener('click', (e) => {
   if (act) {
     const a = act.dataset.act;
     if (a === 'play') S.toggle();
-    else if (S.go) S.go(a === 'first' ? 0 : a === 'last' ? S.frames - 1 : S.frame + (a === 'next' ? 1 : -1));
+    else if (S.go) S.go(a === 'first' ? 0 : a === 'last' ? S.count() - 1 : S.frame + (a === 'next' ? 1 : -1));
     return;
   }
   const t = e.target.closest('.thumb');

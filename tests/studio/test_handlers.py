@@ -394,6 +394,16 @@ def test_a_frame_step_sends_only_the_canvas_and_the_status(handlers):
     assert set(tab.goto_frame(type("SelectData", (), {"index": 7})())) == {"session"}  # the same frame again: nothing
 
 
+def test_a_frame_step_overtaken_by_a_later_one_is_skipped(handlers):
+    # Three quick Right presses can reach the server as steps 1, 3, 2: the canvas stays on 3.
+    tab = new_tab(handlers)
+    step = lambda frame, seq: tab.goto_frame(type("SelectData", (), {"index": frame, "value": seq})())  # noqa: E731
+    assert "Frame 1 " in step(1, 1)["status"]
+    assert "Frame 3 " in step(3, 3)["status"]
+    assert set(step(2, 2)) == {"session"} and tab.session["canvas"] == [0, 3]
+    assert "Frame 2 " in step(2, 4)["status"]  # a later step back is applied
+
+
 def test_a_description_edit_redraws_no_picture(handlers):
     tab = new_tab(handlers)
     out = tab.edit_scenes([["s1", "A new description.", "grass", 16, ""]])
