@@ -143,17 +143,21 @@ class Handlers:
         return "" if project is None else str(project)
 
     def graph_view(self, session) -> dict:
-        """The scene graph of the frame the tab shows, when it differs from the one it shows."""
+        """The scene graph of the frame the tab shows, when it differs from the one it shows.
+
+        Returns nothing (not even the session) when there is nothing to change: this runs beside
+        the tab's other events, and writing back the session it read could undo theirs (a page's
+        first graph, written after a Generate, would close the new project)."""
         session = dict(session or {})
         plan = self._current(session)
         if plan is None:
-            return {"session": session}
+            return {}
         sel = clamp(plan, *self._where(session, None, None))
         graph = build_scene_graphs(plan, plan.scenes[sel.scene]).frames[sel.frame]
         key = repr((sel.scene, sorted(graph.nodes(data=True)), sorted(graph.edges())))
         sent = dict(session.get("sent") or {})
         if sent.get("graph") == key:
-            return {"session": session}
+            return {}
         sent["graph"] = key
         session["sent"] = sent
         return {"session": session, "graph": scene_graph_svg(plan, sel.scene, sel.frame)}
@@ -271,11 +275,12 @@ class Handlers:
         plan = self._current(session)
         index = getattr(evt, "index", None)
         if plan is None or index is None:
-            return {"session": dict(session or {})}
-        # Quick steps can reach the server out of order: one older than the last shown is skipped.
+            return {}
+        # Quick steps can reach the server out of order: one older than the last shown is skipped
+        # (and the session left alone).
         seq = getattr(evt, "value", None)
         if isinstance(seq, int) and seq <= (session or {}).get("frame_request", 0):
-            return {"session": dict(session or {})}
+            return {}
         session = dict(session or {}, frame_request=seq if isinstance(seq, int) else 0)
         scene, _ = self._where(session, None, None)
         out = self._views(session, plan, scene, int(index), wanted=FRAME_VIEWS)

@@ -45,7 +45,7 @@ class Tab:
     def __getattr__(self, name):
         def call(*args, **kwargs):
             out = named(getattr(self.handlers, name)(self.session, *args, **kwargs))
-            if isinstance(out["session"], dict) and "__type__" not in out["session"]:  # gr.update(): unchanged
+            if isinstance(out.get("session"), dict) and "__type__" not in out["session"]:  # absent or gr.update(): unchanged
                 self.session = out["session"]
             return out
 
@@ -278,7 +278,9 @@ def test_page_load_shows_the_layout_first_and_the_scene_graph_next(handlers):
     assert "graph" not in out  # drawn next, outside the first response
     graph = handlers.graph_view(out["session"])["graph"]
     assert graph.startswith("<svg") and graph.count("<circle") > 4  # nodes and legend
-    assert handlers.graph_view({}) == {"session": {}}
+    # A page's first graph (no project yet) sends nothing, so finishing after a Generate it cannot
+    # write back the session it read and close the new project.
+    assert handlers.graph_view({}) == {}
 
 
 def test_plan_text_in_a_message_is_shown_as_typed_not_as_markup(handlers):
@@ -400,7 +402,7 @@ def test_a_frame_step_overtaken_by_a_later_one_is_skipped(handlers):
     step = lambda frame, seq: tab.goto_frame(type("SelectData", (), {"index": frame, "value": seq})())  # noqa: E731
     assert "Frame 1 " in step(1, 1)["status"]
     assert "Frame 3 " in step(3, 3)["status"]
-    assert set(step(2, 2)) == {"session"} and tab.session["canvas"] == [0, 3]
+    assert step(2, 2) == {} and tab.session["canvas"] == [0, 3]  # nothing sent, the session not written back
     assert "Frame 2 " in step(2, 4)["status"]  # a later step back is applied
 
 
