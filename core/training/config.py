@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from core.settings import GUIDANCE_SCALE, Setting
+from core.toyworld.world import BACKGROUNDS, COLORS, KINDS
 
 HIDDEN = {"cli": False}  # field metadata: a library-only setting, no command-line option
 
@@ -27,6 +28,39 @@ def option(help: str = "", **argparse_keywords) -> dict:
 def oversample_terms(text: str) -> tuple[str, ...]:
     """``"orange@ocean, red+orange"`` -> ``("orange@ocean", "red+orange")`` (empty items dropped)."""
     return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def parse_oversample_term(term: str) -> tuple[list[str], str | None]:
+    """``"orange@ocean"`` -> (["orange"], "ocean"); ``"red+orange"`` -> (["red", "orange"], None).
+
+    Raises:
+        ValueError: a malformed term, or an unknown colour or background.
+    """
+    if "@" in term:
+        colour, background = term.split("@", 1)
+        if background not in BACKGROUNDS:
+            raise ValueError(f"--oversample: {term!r}: background must be one of {', '.join(BACKGROUNDS)}")
+        pair = [colour]
+    elif "+" in term:
+        pair, background = term.split("+", 1), None
+    else:
+        raise ValueError(f"--oversample: {term!r}: must be a kind ({', '.join(KINDS)}), colour@background or colour+colour")
+    for c in pair:
+        if c not in COLORS:
+            raise ValueError(f"--oversample: {term!r}: colour must be one of {', '.join(COLORS)}")
+    return pair, background
+
+
+def check_oversample_terms(terms: tuple[str, ...] | list[str]) -> None:
+    """Check ``--oversample`` terms (see :func:`core.training.toy_data.mixture_weights`) without any data.
+
+    Raises:
+        ValueError: the first term that is not a kind, ``colour@background`` or ``colour+colour`` of
+            the toy world, in one line naming ``--oversample`` and the allowed values.
+    """
+    for term in terms:
+        if term not in KINDS:
+            parse_oversample_term(term)
 
 
 def _out_of_range(setting: Setting, value: float | None) -> str:
@@ -98,7 +132,8 @@ class GraphTrainConfig:
     """Settings of the ``graph`` stage: the scene-graph encoder trained jointly with the UNet.
 
     Raises:
-        ValueError: ``ema_decay`` outside [0, 1).
+        ValueError: ``ema_decay`` outside [0, 1), ``oversample_weight`` below 1, or an ``oversample`` term
+            that is not a kind, colour@background or colour+colour (the message names the option).
     """
 
     steps: int = 3600
@@ -110,13 +145,17 @@ class GraphTrainConfig:
     )
     ema_decay: float = field(default=0.0, metadata=option("keep an EMA of the weights with this decay, in [0, 1); 0 keeps none"))
     oversample: tuple[str, ...] = field(
-        default=(), metadata=option("comma-separated colour@background and colour+colour terms whose clips are drawn more often", type=oversample_terms)
+        default=(), metadata=option("comma-separated kind, colour@background and colour+colour terms whose clips are drawn more often", type=oversample_terms)
     )
     oversample_weight: float = field(default=3.0, metadata=option("draw weight of a matching clip, >= 1 (others 1)"))
     gate_init: float = field(default=0.1, metadata=HIDDEN)  # fusion gates of a fresh encoder: slightly open, the UNet trains too
 
     def __post_init__(self) -> None:
-        _first_problem([f"ema_decay: must be in [0, 1) (got {self.ema_decay})" if not 0.0 <= self.ema_decay < 1.0 else ""])
+        _first_problem([
+            f"ema_decay: must be in [0, 1) (got {self.ema_decay})" if not 0.0 <= self.ema_decay < 1.0 else "",
+            f"oversample_weight: must be >= 1 (got {self.oversample_weight})" if self.oversample_weight < 1 else "",
+            _oversample_problem(self.oversample),
+        ])
 
 
 @dataclass(frozen=True)
@@ -254,7 +293,7 @@ class WanToyTrainConfig:
 
     Raises:
         ValueError: ``max_minutes`` outside (0, 150], ``vae_crop`` not a multiple of 8 in [16, 128],
-            ``min_side`` outside [0.05, 0.42], ``decoder_layers`` outside [1, 4], ``visibility_weight`` or ``image_batch`` below 0, a share outside [0, 1],
+            ``min_side`` outside [0.05, 0.42], ``decoder_layers`` outside [1, 4], ``visibility_weight`` or ``image_batch`` below 0, ``oversample_weight`` below 1, an ``oversample`` term that is not a kind, colour@background or colour+colour, a share outside [0, 1],
             ``patch`` not 1 or 2, ``layers`` or ``heads`` outside [1, 40], or a ``device`` that is not cpu
             or cuda[:N] or that this machine lacks (the message names the field).
     """
@@ -293,6 +332,10 @@ class WanToyTrainConfig:
     bf16: bool = field(default=True, metadata=option("transformer forward passes under bf16 autocast (on a CPU about 1.75x faster with AVX512-BF16 or AMX; weights and optimizer stay float32)"))
     device: str = field(default="cpu", metadata=option("where the transformer part trains: cpu or cuda[:N] (the cached clips stay in CPU memory, each batch is moved; a checkpoint resumes on either)"))
     box_loss_weight: float = field(default=3.0, metadata=option("loss weight of latent cells inside an entity's box (1: plain MSE)"))
+    oversample: tuple[str, ...] = field(
+        default=(), metadata=option("comma-separated kind, colour@background and colour+colour terms whose clips the transformer part draws more often", type=oversample_terms)
+    )
+    oversample_weight: float = field(default=2.0, metadata=option("draw weight of a clip matching --oversample, >= 1 (others 1)"))
     stats_frames: int = field(default=512, metadata=HIDDEN)  # frames encoded to measure the latents' mean and std
 
     def __post_init__(self) -> None:
@@ -303,6 +346,8 @@ class WanToyTrainConfig:
             f"decoder_layers: must be in [1, 4] (got {self.decoder_layers})" if not 1 <= self.decoder_layers <= 4 else "",
             f"visibility_weight: must be >= 0 (got {self.visibility_weight})" if self.visibility_weight < 0 else "",
             f"image_batch: must be >= 0 (got {self.image_batch})" if self.image_batch < 0 else "",
+            f"oversample_weight: must be >= 1 (got {self.oversample_weight})" if self.oversample_weight < 1 else "",
+            _oversample_problem(self.oversample),
             f"drop_prompt: must be in [0, 1] (got {self.drop_prompt})" if not 0.0 <= self.drop_prompt <= 1.0 else "",
             f"drop_layout: must be in [0, 1] (got {self.drop_layout})" if not 0.0 <= self.drop_layout <= 1.0 else "",
             f"patch: must be 1 or 2 (got {self.patch})" if self.patch not in (1, 2) else "",
@@ -310,6 +355,15 @@ class WanToyTrainConfig:
             f"heads: must be in [1, 40] (got {self.heads})" if not 1 <= self.heads <= 40 else "",
             _device_problem(self.device),
         ])
+
+
+def _oversample_problem(terms: tuple[str, ...]) -> str:
+    """'' when every ``--oversample`` term names a kind, colour or background of the toy world, else the first one's one-line error."""
+    try:
+        check_oversample_terms(terms)
+    except ValueError as error:
+        return str(error)
+    return ""
 
 
 def _device_problem(device: str) -> str:

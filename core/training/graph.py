@@ -11,7 +11,6 @@ with the layout) on the cached clips and their scene graphs
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from core.training.loop import CosineSchedule, StepRecord, TrainingLoop, Trainin
 from core.training.losses import unet_batch_loss
 from core.training.palette import near_colour_directions
 from core.training.pruning import narrowed_adapter, narrowed_unet, transformer_in_widths
-from core.training.toy_data import mixture_weights
+from core.training.toy_data import clip_sampler
 from core.training.weights import load_matching, pipeline_weights
 
 
@@ -101,20 +100,6 @@ def _models(cfg: ToyTrainConfig):
     return unet, adapter, encoder
 
 
-def _clip_sampler(data: dict, graph_cfg: GraphTrainConfig, batch: int, generator: torch.Generator) -> Callable[[], torch.Tensor]:
-    """A function drawing ``batch`` clip indices (int64) per call from ``generator``: uniformly, or
-    with ``graph_cfg.oversample`` weighted by :func:`~core.training.toy_data.mixture_weights` (and a
-    line saying how many clips match)."""
-    n = data["latents"].shape[0]
-    oversample = list(graph_cfg.oversample)
-    weights = mixture_weights(data, oversample, graph_cfg.oversample_weight)
-    if not oversample:
-        return lambda: torch.randint(0, n, (batch,), generator=generator)
-    share = float(weights[weights > 1].sum() / weights.sum())
-    print(f"graph stage: {int((weights > 1).sum())} of {n} clips match {', '.join(oversample)}; {share:.0%} of draws", flush=True)
-    return lambda: torch.multinomial(weights, batch, replacement=True, generator=generator)
-
-
 def _graph_row(record: StepRecord) -> list:
     return [record.step, f"{record.loss:.5f}", f"{record.lr:.2e}", f"{record.terms['gate']:.4f}", f"{record.elapsed:.1f}"]
 
@@ -185,10 +170,10 @@ def train_graph(run: Path, cfg: ToyTrainConfig, data: dict, graph_cfg: GraphTrai
         from diffusers import AutoencoderKL
 
         data = {**data, "colour_directions": near_colour_directions(AutoencoderKL.from_pretrained(run / "vae").float().eval(), data["scaling_factor"])}
-    draw = _clip_sampler(data, graph_cfg, cfg.unet_batch, generator)
+    draw = clip_sampler(data, graph_cfg.oversample, graph_cfg.oversample_weight, generator, "graph stage")
 
     def batch_loss(step: int) -> torch.Tensor:
-        return unet_batch_loss(unet, adapter, scheduler, data, draw(), cfg, generator, graph_encoder=encoder, graphs=graphs)
+        return unet_batch_loss(unet, adapter, scheduler, data, draw(cfg.unet_batch), cfg, generator, graph_encoder=encoder, graphs=graphs)
 
     def gate() -> dict[str, float]:
         return {"gate": float(torch.stack([f.gate.detach().tanh().abs() for f in encoder.fusers]).mean())}

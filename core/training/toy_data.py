@@ -9,6 +9,7 @@ embeddings and per-frame grounding.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from einops import rearrange
 from tqdm import tqdm
 
 from core.toyworld.world import BACKGROUNDS, COLORS, KINDS, sample_clip
-from core.training.config import ToyTrainConfig
+from core.training.config import ToyTrainConfig, parse_oversample_term
 from core.training.loop import atomic_save
 
 MAX_TRAIN_ENTITIES = 3  # entity slots per cached clip
@@ -144,34 +145,13 @@ def clip_backgrounds(captions: list[str]) -> list[str]:
     return out
 
 
-def _parse_term(term: str) -> tuple[list[str], str | None]:
-    """``"orange@ocean"`` -> (["orange"], "ocean"); ``"red+orange"`` -> (["red", "orange"], None).
-
-    Raises:
-        ValueError: a malformed term, or an unknown colour or background.
-    """
-    if "@" in term:
-        colour, background = term.split("@", 1)
-        if background not in BACKGROUNDS:
-            raise ValueError(f"--oversample: {term!r}: background must be one of {', '.join(BACKGROUNDS)}")
-        pair = [colour]
-    elif "+" in term:
-        pair, background = term.split("+", 1), None
-    else:
-        raise ValueError(f"--oversample: {term!r}: must be colour@background or colour+colour")
-    for c in pair:
-        if c not in COLORS:
-            raise ValueError(f"--oversample: {term!r}: colour must be one of {', '.join(COLORS)}")
-    return pair, background
-
-
 def mixture_weights(data: dict, terms: list[str], weight: float) -> torch.Tensor:
     """Per-clip sampling weights that over-sample clips matching any of ``terms``.
 
-    A term is ``colour@background`` (an on-screen entity of that colour, in any frame, on that
-    background) or ``colour+colour`` (two on-screen entities with these colours in the same frame;
-    ``white+white`` needs two white entities). Colours and backgrounds are those of
-    :mod:`core.toyworld.world`.
+    A term is a kind (``star``: an on-screen entity of that kind, in any frame),
+    ``colour@background`` (an on-screen entity of that colour, in any frame, on that background) or
+    ``colour+colour`` (two on-screen entities with these colours in the same frame; ``white+white``
+    needs two white entities). Kinds, colours and backgrounds are those of :mod:`core.toyworld.world`.
 
     Args:
         data: the cached clips of :func:`build_dataset` (``phrase_ids``, ``masks``, ``captions``).
@@ -192,7 +172,11 @@ def mixture_weights(data: dict, terms: list[str], weight: float) -> torch.Tensor
     match = torch.zeros(colours.shape[0], dtype=torch.bool)
     backgrounds = None
     for term in terms:
-        pair, background = _parse_term(term)
+        if term in KINDS:
+            kind_of = torch.tensor([list(KINDS).index(p.split()[1]) for p in phrase_vocabulary()])
+            match |= ((kind_of[data["phrase_ids"]] == list(KINDS).index(term)) & on).flatten(1).any(-1)
+            continue
+        pair, background = parse_oversample_term(term)
         counts = [((colours == list(COLORS).index(c)) & on).sum(-1) for c in pair]  # (clips, frames)
         if background is not None:
             if backgrounds is None:
@@ -204,3 +188,20 @@ def mixture_weights(data: dict, terms: list[str], weight: float) -> torch.Tensor
             hit = ((counts[0] > 0) & (counts[1] > 0)).any(-1)
         match |= hit
     return torch.where(match, torch.tensor(float(weight)), torch.tensor(1.0)).double()
+
+
+def clip_sampler(data: dict, terms: list[str] | tuple[str, ...], weight: float, generator: torch.Generator, stage: str) -> Callable[[int], torch.Tensor]:
+    """A function drawing ``k`` cached-clip indices, (k,) int64, per call from ``generator``: uniformly
+    without ``terms``, else with the clips matching them ``weight`` times as likely
+    (:func:`mixture_weights`; prints, under ``stage``'s name, how many clips match and their share of draws).
+
+    Raises:
+        ValueError: a malformed term or ``weight`` < 1, as :func:`mixture_weights`.
+    """
+    n = data["latents"].shape[0]
+    if not terms:
+        return lambda k: torch.randint(0, n, (k,), generator=generator)
+    weights = mixture_weights(data, list(terms), weight)
+    share = float(weights[weights > 1].sum() / weights.sum())
+    print(f"{stage}: {int((weights > 1).sum())} of {n} clips match {', '.join(terms)}; {share:.0%} of draws", flush=True)
+    return lambda k: torch.multinomial(weights, k, replacement=True, generator=generator)

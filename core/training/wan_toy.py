@@ -26,6 +26,8 @@
    and an EMA of the weights. With ``image_batch`` > 0 each step also trains on that many single
    frames of random clips (one-frame videos with their own boxes and phrases), as Wan trains on
    images and videos together: many more independent shapes a step than a few 16-frame clips give.
+   ``oversample`` (e.g. ``star,ring``) draws the clips that show those kinds ``oversample_weight``
+   times as often, for both the videos and the images.
    The adapter's grounding tokens carry each entity's place in the
    clip's order (``depth_slots``): later entities are drawn on top, as a plan's later entities are.
    Checkpoints in ``run/transformer_ckpt.pt``, loss in ``run/loss.csv``.
@@ -56,7 +58,7 @@ from core.toyworld.world import sample_clip
 from core.training.config import WanExportConfig, WanToyTrainConfig
 from core.training.loop import CosineSchedule, StepLoss, TrainingLoop, TrainingState, atomic_save
 from core.training.losses import box_loss_weights
-from core.training.toy_data import MAX_TRAIN_ENTITIES, foreground_weights, frames_to_tensor, phrase_vocabulary
+from core.training.toy_data import MAX_TRAIN_ENTITIES, clip_sampler, foreground_weights, frames_to_tensor, phrase_vocabulary
 
 if TYPE_CHECKING:
     from diffusers import WanTransformer3DModel
@@ -438,12 +440,13 @@ def train_wan_transformer(run: Path, cfg: WanToyTrainConfig, data: dict, time_li
     transformer.train()
     adapter.train()
     n, f = data["latents"].shape[0], data["latents"].shape[2]
+    draw = clip_sampler(data, cfg.oversample, cfg.oversample_weight, generator, "transformer part")
 
     def batch_loss(step: int) -> StepLoss:
-        video = flow_matching_loss(transformer, adapter, data, torch.randint(0, n, (cfg.transformer_batch,), generator=generator), cfg, generator)
+        video = flow_matching_loss(transformer, adapter, data, draw(cfg.transformer_batch), cfg, generator)
         if not cfg.image_batch:
             return video
-        clips = torch.randint(0, n, (cfg.image_batch,), generator=generator)
+        clips = draw(cfg.image_batch)
         image = flow_matching_loss(transformer, adapter, data, clips, cfg, generator, frame=torch.randint(0, f, (cfg.image_batch,), generator=generator))
         return StepLoss(video.loss + image.loss, {"sigma": video.terms["sigma"], "video": video.loss, "image": image.loss})
 

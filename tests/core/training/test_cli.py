@@ -37,6 +37,8 @@ def test_refine_command_rejects_bad_options_before_loading_anything(tmp_path, ca
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["graph", "--ema-decay", "1"], "error: --ema-decay: must be in [0, 1) (got 1.0)"),
+    (["graph", "--oversample", "red@moon"], "error: --oversample: 'red@moon': background must be one of sky, grass, desert, night, ocean, snow"),
+    (["graph", "--oversample-weight", "0"], "error: --oversample-weight: must be >= 1 (got 0.0)"),
     (["export", "--guidance-scale", "40"], "error: --guidance-scale: must be in [0, 30] (got 40.0)"),
     (["export", "--guidance-interval", "0.8", "0.2"], "error: --guidance-interval: must be START END with 0 <= START <= END <= 1 (got (0.8, 0.2))"),
 ])

@@ -33,10 +33,16 @@ def test_mixture_weights_oversample_the_clips_that_match_a_colour_background_or_
     assert mixture_weights(DATA, ["blue+blue", "red+orange"], 2.0).tolist() == [1, 1, 1, 2]  # red balls are off screen
 
 
+def test_mixture_weights_oversample_the_clips_that_show_a_kind():
+    assert mixture_weights(DATA, ["star"], 3.0).tolist() == [1, 1, 1, 3]
+    assert mixture_weights(DATA, ["heart", "square"], 2.0).tolist() == [1, 2, 2, 1]  # clip 1's heart is on screen in frame 0
+    assert mixture_weights(DATA, ["ball"], 2.0).tolist() == [1, 1, 1, 2]  # only the blue ball is ever on screen
+
+
 @pytest.mark.parametrize(("terms", "weight", "message"), [
     (["teal@ocean"], 3.0, r"--oversample: 'teal@ocean': colour must be one of red, orange"),
     (["orange@moon"], 3.0, r"--oversample: 'orange@moon': background must be one of sky, grass"),
-    (["orange"], 3.0, r"--oversample: 'orange': must be colour@background or colour\+colour"),
+    (["orange"], 3.0, r"--oversample: 'orange': must be a kind \(ball, .*\), colour@background or colour\+colour"),
     (["orange@ocean"], 0.5, r"--oversample-weight: must be >= 1 \(got 0.5\)"),
 ])
 def test_mixture_weights_reject_bad_terms_and_weights(terms, weight, message):

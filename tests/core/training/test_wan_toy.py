@@ -10,6 +10,7 @@ import torch
 
 from core.training.cli import main
 from core.training.config import WanExportConfig, WanToyTrainConfig
+from core.training.toy_data import clip_sampler, phrase_vocabulary
 from core.training.wan_toy import export_wan_toy, flow_matching_loss, random_frame_clips, train_wan_toy
 
 TINY = WanToyTrainConfig(
@@ -243,6 +244,24 @@ def test_a_run_with_an_image_batch_logs_its_video_and_image_losses(tiny_run, tmp
         assert float(total) == pytest.approx(float(video) + float(image), abs=2e-5)
 
 
+def test_an_oversampled_kind_is_drawn_that_much_more_often_for_videos_and_images(tiny_run, tmp_path, capsys):
+    vocab = {p: i for i, p in enumerate(phrase_vocabulary())}
+    phrases = [["red ball", "blue star"], ["red ball", "red square"], ["white ring", "blue heart"], ["red cross", "blue star"]]
+    on = [[1, 1], [1, 1], [1, 1], [1, 0]]  # the last clip's star is there but never on screen
+    data = {"latents": torch.zeros(4, 1, 1, 1, 1), "phrase_ids": torch.tensor([[[vocab[p] for p in clip]] for clip in phrases]),
+            "masks": torch.tensor([[m] for m in on], dtype=torch.float32)}
+    cfg = WanToyTrainConfig(**{**TINY.__dict__, "oversample": ("star",), "oversample_weight": 100.0})
+    draws = clip_sampler(data, cfg.oversample, cfg.oversample_weight, torch.Generator().manual_seed(0), "transformer part")(400)
+    assert "1 of 4 clips match star; 97% of draws" in capsys.readouterr().out
+    assert (draws == 0).float().mean() > 0.9  # 0.25 when drawn uniformly
+    uniform = clip_sampler(data, TINY.oversample, TINY.oversample_weight, torch.Generator().manual_seed(0), "transformer part")(400)
+    assert 0.15 < (uniform == 0).float().mean() < 0.35
+    run = tmp_path / "oversampled"
+    assert train_wan_toy(run, WanToyTrainConfig(**{**cfg.__dict__, "image_batch": 2}), autoencoder=tiny_run / "decoder") == "done"
+    assert json.loads((run / "config.json").read_text())["oversample"] == ["star"]
+    assert [row.split(",")[0] for row in (run / "loss.csv").read_text().splitlines()] == ["1", "2"]
+
+
 def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["wan-toy", "--out", str(out), "--vae-crop", "60"]) == 2
@@ -252,6 +271,8 @@ def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
     assert main(["wan-toy", "--out", str(out), "--image-batch", "-1"]) == 2
     assert main(["wan-toy", "--out", str(out), "--patch", "4"]) == 2
     assert main(["wan-toy", "--out", str(out), "--layers", "0"]) == 2
+    assert main(["wan-toy", "--out", str(out), "--oversample", "star,moon"]) == 2
+    assert main(["wan-toy", "--out", str(out), "--oversample", "star", "--oversample-weight", "0.5"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == [
         "error: --vae-crop: must be a multiple of 8 in [16, 128] (got 60)",
@@ -261,6 +282,8 @@ def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
         "error: --image-batch: must be >= 0 (got -1)",
         "error: --patch: must be 1 or 2 (got 4)",
         "error: --layers: must be in [1, 40] (got 0)",
+        "error: --oversample: 'moon': must be a kind (ball, square, triangle, star, heart, ring, diamond, cross), colour@background or colour+colour",
+        "error: --oversample-weight: must be >= 1 (got 0.5)",
     ]
     assert not out.exists()
 
