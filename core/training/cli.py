@@ -116,7 +116,7 @@ def _adapter(args: argparse.Namespace) -> int:
 def _wan_toy(args: argparse.Namespace) -> int:
     from core.training.wan_toy import train_wan_toy
 
-    print(train_wan_toy(args.out, config_from_args(args, WanToyTrainConfig), args.autoencoder, args.init_from))
+    print(train_wan_toy(args.out, config_from_args(args, WanToyTrainConfig), args.autoencoder, args.init_from, args.data_from))
     return 0
 
 
@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument(
                 "--init-from", type=Path, default=None,
                 help="an exported wan-toy pipeline (e.g. assets/wan-toy) whose transformer and layout adapter start the transformer part",
+            )
+            stage.add_argument(
+                "--data-from", type=Path, nargs="+", default=None, metavar="RUN",
+                help="earlier wan-toy runs (same autoencoder) whose cached clips (data.pt), joined, are this run's data instead of --clips new ones",
             )
         elif name == "adapter":
             stage.add_argument("--model", required=True, help="diffusers text-to-video folder or hub id")

@@ -17,7 +17,8 @@
 4. ``data``: ``clips`` random 16-frame clips, encoded by ``run/decoder`` (``refine``'s encoder) and
    normalised as ``WanPipeline`` sees latents, with their captions and per-frame phrases encoded by
    the pipeline's own ``_get_t5_prompt_embeds`` and ``encode_phrases`` (the MiniLM text encoder),
-   cached in ``run/data.pt``.
+   cached in ``run/data.pt``. ``data_from`` instead joins the clips that earlier runs cached (runs
+   with other seeds draw other clips; :func:`merge_wan_datasets`), without encoding any.
 5. ``transformer``: ``WanTransformer3DModel`` + ``WanLayoutAdapter`` by flow matching (Wan 2.1's
    objective: ``x_t = (1 - sigma) x_0 + sigma * noise``, the model predicts ``noise - x_0`` at
    timestep ``1000 sigma``, with ``sigma`` drawn uniformly and shifted by
@@ -289,6 +290,67 @@ def encoding_pipeline(vae, transformer=None):
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=build_toy_wan_scheduler(),
         transformer=transformer if transformer is not None else build_toy_wan_transformer(),
     )
+
+
+def merge_wan_datasets(run: Path, sources: list[Path]) -> dict:
+    """Join the clips cached by earlier ``wan-toy`` runs ``sources`` into ``run/data.pt`` (part 4
+    without encoding): e.g. the 6,000 clips of a ``--seed 0`` run and the 6,000 other clips of a
+    ``--seed 1`` run make one set of 12,000. Written atomically; an existing ``run/data.pt`` is loaded
+    instead.
+
+    Every source must have been encoded by the run's own autoencoder: its ``decoder/config.json``
+    holds the same ``latents_mean`` / ``latents_std`` as ``run/decoder``'s (cached latents are
+    normalised with them), and its phrase and empty-prompt embeddings are the same (the same text
+    encoder and phrase vocabulary).
+
+    Returns:
+        The joined dict, as :func:`build_wan_dataset` returns it: ``latents`` (sum of clips, 16, F, 16,
+        16) float16 and the other per-clip fields concatenated in the order of ``sources``.
+
+    Raises:
+        FileNotFoundError: a source lacks ``data.pt`` or ``decoder/config.json``.
+        ValueError: fewer than one source, or a source encoded with another autoencoder or text
+            encoder, or with another clip length (the message names ``--data-from`` and the source).
+    """
+    path = run / "data.pt"
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    check_data_sources(sources)
+    ours = json.loads((run / "decoder" / "config.json").read_text())
+    parts = []
+    for source in sources:
+        theirs = json.loads((source / "decoder" / "config.json").read_text())
+        if any(theirs.get(key) != ours.get(key) for key in ("latents_mean", "latents_std")):
+            raise ValueError(f"--data-from: {source} was encoded by another autoencoder (its latents_mean / latents_std differ from {run / 'decoder'}'s)")
+        part = torch.load(source / "data.pt", weights_only=False)
+        if parts and not (torch.equal(part["phrase_embeds"], parts[0]["phrase_embeds"]) and torch.equal(part["empty_prompt"], parts[0]["empty_prompt"])):
+            raise ValueError(f"--data-from: {source} was encoded with another text encoder or phrase vocabulary than {sources[0]}")
+        if parts and part["latents"].shape[1:] != parts[0]["latents"].shape[1:]:
+            raise ValueError(
+                f"--data-from: {source} holds clips of shape {tuple(part['latents'].shape[1:])}, {sources[0]} of {tuple(parts[0]['latents'].shape[1:])}"
+            )
+        parts.append(part)
+    data = {key: torch.cat([part[key] for part in parts]) for key in ("latents", "prompt_embeds", "boxes", "masks", "phrase_ids")}
+    data |= {"empty_prompt": parts[0]["empty_prompt"], "phrase_embeds": parts[0]["phrase_embeds"]}
+    data["captions"] = [caption for part in parts for caption in part["captions"]]
+    atomic_save(data, path)
+    return data
+
+
+def check_data_sources(sources: list[Path]) -> None:
+    """Check that each of ``sources`` is a ``wan-toy`` run with cached clips (``data.pt``) and the
+    autoencoder that encoded them (``decoder/config.json``).
+
+    Raises:
+        ValueError: ``sources`` is empty.
+        FileNotFoundError: a source lacks one of the two files (its path is the error's ``filename``).
+    """
+    if not sources:
+        raise ValueError("--data-from: name at least one run folder whose data.pt to join")
+    for source in sources:
+        for needed in (source / "data.pt", source / "decoder" / "config.json"):
+            if not needed.is_file():
+                raise FileNotFoundError(2, "no such file", str(needed))
 
 
 @torch.no_grad()
@@ -582,13 +644,18 @@ def use_autoencoder(run: Path, autoencoder: Path) -> None:
     staging.rename(run / "decoder")
 
 
-def train_wan_toy(out: Path, cfg: WanToyTrainConfig, autoencoder: Path | None = None, init_from: Path | None = None) -> str:
+def train_wan_toy(
+    out: Path, cfg: WanToyTrainConfig, autoencoder: Path | None = None, init_from: Path | None = None, data_from: list[Path] | None = None
+) -> str:
     """Run the stage's parts in ``out`` (created) until done or ``cfg.max_minutes`` pass.
 
     Args:
         autoencoder: a trained autoencoder folder that stands in for parts 1-3 (:func:`use_autoencoder`).
         init_from: an exported ``wan-toy`` pipeline whose transformer and layout adapter start part 5
             (:func:`initial_weights`); checked before anything is written.
+        data_from: earlier runs whose cached clips, joined, are this run's data part instead of
+            ``cfg.clips`` newly encoded ones (:func:`merge_wan_datasets`); checked before anything is
+            written.
 
     Returns:
         A one-line summary: ``"done"`` or which part stopped where.
@@ -597,6 +664,8 @@ def train_wan_toy(out: Path, cfg: WanToyTrainConfig, autoencoder: Path | None = 
     torch.set_num_threads(cfg.threads)
     if init_from is not None:
         initial_weights(init_from, cfg)  # a bad folder fails now, not after the data part
+    if data_from is not None and not (out / "data.pt").exists():
+        check_data_sources(data_from)
     if autoencoder is not None:
         use_autoencoder(out, autoencoder)
     out.mkdir(parents=True, exist_ok=True)
@@ -612,9 +681,12 @@ def train_wan_toy(out: Path, cfg: WanToyTrainConfig, autoencoder: Path | None = 
             return "refine: stopped at the time limit; run the same command to resume"
         if not tune_autoencoder(out, cfg, left(), part="decoder", source="refine", steps=cfg.decoder_steps, lr=cfg.decoder_lr, encoder=False):
             return "decoder: stopped at the time limit; run the same command to resume"
-    if not (out / "data.pt").exists() and left() < DATA_MINUTES * 60 * cfg.clips / 2000:
+    if data_from is not None:
+        data = merge_wan_datasets(out, data_from)
+    elif not (out / "data.pt").exists() and left() < DATA_MINUTES * 60 * cfg.clips / 2000:
         return "data: not started, too little of the time limit left; run the same command to go on"
-    data = build_wan_dataset(out, cfg)
+    else:
+        data = build_wan_dataset(out, cfg)
     if not train_wan_transformer(out, cfg, data, left(), init_from):
         return "transformer: stopped at the time limit; run the same command to resume"
     return "done"

@@ -125,6 +125,37 @@ def test_an_init_from_folder_that_is_not_an_exported_model_is_one_line_before_an
     assert not out.exists()
 
 
+def test_runs_with_other_seeds_join_their_clips_into_one_data_part_and_train_on_all_of_them(tiny_run, tmp_path):
+    other = tmp_path / "seed1"
+    assert train_wan_toy(other, WanToyTrainConfig(**{**TINY.__dict__, "seed": 1}), autoencoder=tiny_run / "decoder") == "done"
+    first, second = (torch.load(r / "data.pt", weights_only=False) for r in (tiny_run, other))
+    assert not torch.equal(first["latents"], second["latents"])  # another seed draws other clips
+    joined_run = tmp_path / "joined"
+    assert main(["wan-toy", "--out", str(joined_run), "--autoencoder", str(tiny_run / "decoder"), "--data-from", str(tiny_run), str(other),
+                 "--vae-steps", "2", "--transformer-steps", "2", "--transformer-batch", "1", "--checkpoint-every", "1"]) == 0
+    joined = torch.load(joined_run / "data.pt", weights_only=False)
+    assert torch.equal(joined["latents"], torch.cat([first["latents"], second["latents"]]))  # 2 + 2 clips, in the order named
+    assert joined["captions"] == first["captions"] + second["captions"]
+    assert torch.equal(joined["phrase_ids"][2:], second["phrase_ids"]) and torch.equal(joined["boxes"][:2], first["boxes"])
+    assert torch.load(joined_run / "transformer_ckpt.pt", weights_only=False)["step"] == 2
+
+
+def test_clips_from_another_autoencoder_or_a_folder_without_clips_are_one_line_and_no_data_is_written(tiny_run, tmp_path, capsys):
+    import shutil
+
+    foreign = tmp_path / "foreign"  # its clips were encoded by the first autoencoder part, not the decoder part's
+    foreign.mkdir()
+    (foreign / "data.pt").symlink_to(tiny_run / "data.pt")
+    shutil.copytree(tiny_run / "vae", foreign / "decoder")
+    out = tmp_path / "run"
+    assert main(["wan-toy", "--out", str(out), "--autoencoder", str(tiny_run / "decoder"), "--data-from", str(tiny_run), str(foreign)]) == 2
+    assert main(["wan-toy", "--out", str(tmp_path / "run2"), "--data-from", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"error: --data-from: {foreign} was encoded by another autoencoder (its latents_mean / latents_std differ from {out / 'decoder'}'s)"
+    assert err[1] == f"error: {tmp_path / 'nothing' / 'data.pt'}: no such file"
+    assert len(err) == 2 and not (out / "data.pt").exists() and not (tmp_path / "run2").exists()
+
+
 def test_lost_contrast_counts_fading_into_the_background_relative_to_each_pixels_own_contrast():
     from core.toyworld.world import BACKGROUNDS
     from core.training.wan_toy import lost_contrast
