@@ -100,11 +100,13 @@ def build_app(workspace: Workspace, *, remote: bool = False) -> gr.Blocks:
             return [named[name] for name in ("session", "message", *names)]
 
         def wired(fn):
-            """``fn`` returning {component: value} (Gradio leaves the outputs not named as they are)."""
+            """``fn`` returning {component: value} (Gradio leaves the outputs not named as they are;
+            for an empty dict, which Gradio would reject as too few values, it leaves them all)."""
 
             @functools.wraps(fn)
             def run(*args, **kwargs):
-                return {named[name]: value for name, value in fn(*args, **kwargs).items()}
+                out = {named[name]: value for name, value in fn(*args, **kwargs).items()}
+                return out if out else gr.skip()
 
             return run
 

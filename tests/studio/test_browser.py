@@ -189,6 +189,20 @@ def test_generate_plan_from_prompt(page, server, shot):
     shot(page, None, "studio.png")
 
 
+def test_a_page_without_a_project_loads_and_steps_frames_without_a_server_error(browser, server, capfd):
+    """Events that change nothing (the first scene graph of a page with no project, a frame key
+    before any plan) must not fail in Gradio's output check."""
+    page = browser.new_context(viewport=VIEWPORT).new_page()
+    page.goto(server.url)
+    page.wait_for_selector("#generate")
+    page.mouse.click(2, 2)  # focus on the page, not on a field
+    page.keyboard.press("ArrowRight")
+    page.wait_for_timeout(1500)  # the load's follow-up events and the key's event, all answered
+    page.context.close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err[-2000:]
+
+
 def test_drag_box_on_frame_0_becomes_keyframe_in_export(page, server, shot):
     generate(page, server, "A red ball rolls from left to right across the grass.")
     before = current_plan(server)["scenes"][0]["keyframes"][0]["boxes"]["e1"]
