@@ -102,6 +102,27 @@ def generate(page, server, prompt=PROMPT):
     page.wait_for_selector("#frame-status:has-text('Frame 0')")
 
 
+def fill_fields(page, values: dict[str, str], tries: int = 3):
+    """Type ``values`` ({elem_id: text}) into their fields, as a user would, until every field holds its text.
+
+    The fields of a just-opened accordion can still be mounting: a fill that lands before the mount is
+    dropped, and a user would see the empty field and type again, so this does the same."""
+    def field(elem_id):
+        return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
+
+    for elem_id in values:
+        field(elem_id).wait_for(state="visible")
+    lost = dict(values)
+    for _ in range(tries):
+        for elem_id, text in lost.items():
+            field(elem_id).fill(text)
+        time.sleep(0.3)
+        lost = {elem_id: text for elem_id, text in values.items() if field(elem_id).input_value() != text}
+        if not lost:
+            return
+    raise AssertionError(f"fields still not holding what was typed after {tries} tries: {sorted(lost)}")
+
+
 def wait_text(page, selector, text, timeout=30.0):
     wait_for(lambda: text in page.inner_text(selector), timeout=timeout, what=f"{text!r} in {selector}")
 
@@ -372,10 +393,7 @@ def test_a_typed_api_key_is_kept_nowhere(page, server, tmp_path):
         page.locator("#planner label:has-text('openai')").click()
         show_tab(page, "Project")
         page.locator("#llm-endpoint button").first.click()
-        page.fill("#base-url textarea, #base-url input", url)
-        page.fill("#api-key input", "sk-test-SECRET123")
-        page.fill("#llm-timeout input", "5")
-        page.fill("#llm-retries input", "0")
+        fill_fields(page, {"base-url": url, "api-key": "sk-test-SECRET123", "llm-timeout": "5", "llm-retries": "0"})
         typed = {field: page.locator(f"#{field} textarea, #{field} input").first.input_value() for field in ("base-url", "api-key")}
         page.click("#generate")
         wait_text(page, "#message", "llm: request to")
