@@ -1,0 +1,95 @@
+"""How far eval runs fall below model v2's bars: the figure that chooses a fine-tune and its guidance.
+
+    .venv/bin/python benchmarks/shortfall.py runs/dev-g2.0 runs/heldout-g2.0 [--pool]
+
+Reads ``metrics.json`` from each ``launch.py eval ... --out DIR`` folder and prints the run's row
+and its *shortfall*: the sum, over model v2's eight bars (box mIoU >= 0.70, AP50 >= 0.90, colour
+>= 0.95, count >= 0.95, consistency >= 0.95, direction >= 0.97, kind >= 0.85, background >= 0.98),
+of how far the figure falls below its bar (0 where the bar is met). ``--pool`` adds one row for all
+the folders together: each figure is the mean of the folders' figures weighted by their number of
+prompts (``videos`` in metrics.json), and the shortfall is computed from those pooled figures. This
+is how the model card chooses between candidates: dev (12) and held-out (8) pooled, 20 prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+BARS = {
+    "box_miou": 0.70,
+    "box_ap50": 0.90,
+    "color_accuracy": 0.95,
+    "count_accuracy": 0.95,
+    "consistency": 0.95,
+    "direction_accuracy": 0.97,
+    "kind_accuracy": 0.85,
+    "background_accuracy": 0.98,
+}
+
+
+def shortfall(figures: dict[str, float]) -> float:
+    """Sum of how far each figure falls below its bar in ``BARS`` (figures in [0, 1]; >= 0, 0 when all bars are met).
+
+    Raises:
+        KeyError: a bar's figure is missing from ``figures``.
+    """
+    return sum(max(0.0, bar - float(figures[key])) for key, bar in BARS.items())
+
+
+def pooled(runs: list[dict]) -> dict[str, float]:
+    """Each bar's figure over several eval runs, weighted by their number of prompts (``videos``).
+
+    Args:
+        runs: ``metrics.json`` contents, each with ``videos`` >= 1 and every key of ``BARS``.
+
+    Returns:
+        ``{key: mean}`` over the keys of ``BARS``, values in [0, 1].
+
+    Raises:
+        ValueError: ``runs`` is empty, or the runs were sampled at different guidance scales.
+    """
+    if not runs:
+        raise ValueError("runs: give at least one eval folder to pool")
+    scales = {r.get("settings", {}).get("guidance_scale") for r in runs}
+    if len(scales) > 1:
+        raise ValueError(f"runs: pooled folders must share one guidance_scale, got {sorted(map(str, scales))}")
+    total = sum(int(r["videos"]) for r in runs)
+    return {key: sum(int(r["videos"]) * float(r[key]) for r in runs) / total for key in BARS}
+
+
+def row(figures: dict[str, float]) -> str:
+    """The bars' figures as ``name=value`` pairs, three decimals."""
+    return " ".join(f"{key}={figures[key]:.3f}" for key in BARS)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", type=Path, nargs="+", help="--out folders of launch.py eval runs")
+    parser.add_argument("--pool", action="store_true", help="add a row for all folders pooled by prompt count")
+    args = parser.parse_args()
+    runs = []
+    for folder in args.folders:
+        try:
+            runs.append(json.loads((folder / "metrics.json").read_text()))
+        except FileNotFoundError:
+            print(f"error: folders: {folder} has no metrics.json (give the --out folder of a launch.py eval run)", file=sys.stderr)
+            return 2
+    for folder, metrics in zip(args.folders, runs):
+        guidance = metrics.get("settings", {}).get("guidance_scale")
+        print(f"{folder} ({metrics['videos']} prompts, guidance {guidance}): {row(metrics)} shortfall={shortfall(metrics):.3f}")
+    if args.pool:
+        try:
+            figures = pooled(runs)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        prompts = sum(int(r["videos"]) for r in runs)
+        print(f"pooled ({prompts} prompts): {row(figures)} shortfall={shortfall(figures):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
