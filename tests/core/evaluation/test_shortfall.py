@@ -55,3 +55,20 @@ def test_a_folder_without_metrics_is_named(tmp_path):
     result = run(tmp_path / "missing")
     assert result.returncode == 2
     assert "missing has no metrics.json" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_margin_raises_every_bar_and_caps_it_at_one(tmp_path):
+    # at the bars exactly: no shortfall; with --margin 0.02 each of the eight bars is 0.02 short,
+    # except background, whose raised bar (1.00) is met by a perfect 1.0
+    folder = eval_folder(tmp_path, "dev", 12, background_accuracy=1.0)
+    assert run(folder).stdout.strip().endswith("shortfall=0.000")
+    result = run(folder, "--margin", "0.02")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("shortfall=0.140")
+
+
+def test_a_margin_out_of_range_is_refused(tmp_path):
+    folder = eval_folder(tmp_path, "dev", 12)
+    result = run(folder, "--margin", "0.5")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --margin: must be in [0, 0.2], got 0.5"
