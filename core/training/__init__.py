@@ -6,6 +6,9 @@
     python -m core.training refine --run runs/toy --clips 240    # the decoder taught the UNet's own samples
     python -m core.training export --run runs/toy --to assets/layout2vid-toy
     python -m core.training adapter --model PATH --images DIR --annotations COCO.json
+    python -m core.training wan-toy --out runs/wan-toy             # model v2: the miniature Wan (resumable)
+    python -m core.training wan-export --run runs/wan-toy --to assets/wan-toy
+    python -m core.training wan-soup --models A B --to assets/wan-toy   # uniform weight average of exports
 
 Modules, one concept each:
 

@@ -22,6 +22,7 @@ from core.training.config import (
     RefineConfig,
     ToyTrainConfig,
     WanExportConfig,
+    WanSoupConfig,
     WanToyTrainConfig,
 )
 
@@ -127,6 +128,13 @@ def _wan_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wan_soup(args: argparse.Namespace) -> int:
+    from core.training.wan_toy import soup_wan_toy
+
+    print(soup_wan_toy(args.models, args.to, config_from_args(args, WanSoupConfig)))
+    return 0
+
+
 # stage -> (help, config dataclass, runner)
 STAGES = {
     "toy": ("generate toy-world data and train (resumable)", ToyTrainConfig, _toy),
@@ -137,6 +145,7 @@ STAGES = {
     "export": ("write a trained run as a pipeline folder", ExportConfig, _export),
     "wan-toy": ("model v2: the miniature Wan at 128x128 (resumable, at most --max-minutes per command)", WanToyTrainConfig, _wan_toy),
     "wan-export": ("write a wan-toy run as a WanLayoutPipeline folder", WanExportConfig, _wan_export),
+    "wan-soup": ("average the weights of exported wan-toy models (a uniform model soup) into one folder", WanSoupConfig, _wan_soup),
 }
 
 
@@ -162,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "--data-from", type=Path, nargs="+", default=None, metavar="RUN",
                 help="earlier wan-toy runs (same autoencoder) whose cached clips (data.pt), joined, are this run's data instead of --clips new ones",
             )
+        elif name == "wan-soup":
+            stage.add_argument(
+                "--models", type=Path, nargs="+", required=True, metavar="MODEL",
+                help="two or more exported wan-toy pipelines (wan-export) on one autoencoder, e.g. fine-tunes from one start",
+            )
         elif name == "adapter":
             stage.add_argument("--model", required=True, help="diffusers text-to-video folder or hub id")
             stage.add_argument("--images", type=Path, required=True, help="folder of the images named in the annotations")
@@ -171,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--run", type=Path, default=Path("runs/wan-toy" if name == "wan-export" else "runs/toy"))
         if name == "refine":
             stage.add_argument("--model", default="assets/layout2vid-toy", help="the pipeline whose samples the decoder learns")
-        if name in ("export", "wan-export"):
-            stage.add_argument("--to", type=Path, default=Path("assets/wan-toy" if name == "wan-export" else "assets/layout2vid-toy"))
+        if name in ("export", "wan-export", "wan-soup"):
+            stage.add_argument("--to", type=Path, default=Path("assets/layout2vid-toy" if name == "export" else "assets/wan-toy"))
         add_config_options(stage, config)
         if name == "adapter":
             stage.add_argument("--device", default="cpu")

@@ -380,6 +380,20 @@ def _device_problem(device: str) -> str:
 
 
 @dataclass(frozen=True)
+class WanSoupConfig:
+    """Settings of the ``wan-soup`` stage (a uniform weight average of exported ``wan-toy`` models).
+
+    Raises:
+        ValueError: ``guidance_scale`` outside ``core.settings.GUIDANCE_SCALE``'s range (0-30).
+    """
+
+    guidance_scale: float = field(default=4.0, metadata=option("default classifier-free guidance of the averaged model (0-30)"))
+
+    def __post_init__(self) -> None:
+        _first_problem([_out_of_range(GUIDANCE_SCALE, self.guidance_scale)])
+
+
+@dataclass(frozen=True)
 class WanExportConfig:
     """Settings of the ``wan-export`` stage.
 

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from core.toyworld.world import sample_clip
-from core.training.config import WanExportConfig, WanToyTrainConfig
+from core.training.config import WanExportConfig, WanSoupConfig, WanToyTrainConfig
 from core.training.loop import CosineSchedule, StepLoss, TrainingLoop, TrainingState, atomic_save
 from core.training.losses import box_loss_weights
 from core.training.toy_data import MAX_TRAIN_ENTITIES, clip_sampler, foreground_weights, frames_to_tensor, phrase_vocabulary
@@ -613,6 +613,74 @@ def initial_weights(pipeline: Path, cfg: WanToyTrainConfig | None = None) -> dic
         if {k: tuple(v.shape) for k, v in weights[name].items()} != expected:
             raise ValueError(f"--init-from: {files[name]} does not fit this run's {name} (other names or shapes; --patch, --layers and --heads must match it)")
     return weights
+
+
+SOUP_PARTS = ("transformer", "layout_adapter")
+SOUP_WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+def soup_wan_toy(models: list[Path], target: Path, cfg: WanSoupConfig | None = None) -> Path:
+    """Write the uniform model soup of exported ``wan-toy`` pipelines (Wortsman et al. 2022, "Model
+    soups", arXiv 2203.05482: theta = (1/N) * sum_i theta_i over N fine-tunes of one start) to ``target``.
+
+    Each float tensor of ``transformer/`` and ``layout_adapter/`` is averaged in float32 over the N
+    models and stored as float16, as :func:`export_wan_toy` stores it; ``vae/``, ``scheduler/`` and
+    the configs are the first model's, and ``model_index.json`` gets ``guidance_scale`` as the default.
+    Every file is written through a temporary file and a rename; files already in ``target`` that
+    the soup does not write (a model card, loss logs) are left as they are.
+
+    Args:
+        models: N >= 2 folders written by ``wan-export`` with one architecture and byte-identical
+            autoencoder weights (the latents the denoisers learned are that autoencoder's).
+        target: the folder to write (created if missing; may be one of ``models``).
+        cfg: ``guidance_scale`` (0-30) becomes the model's default.
+
+    Returns:
+        ``target``.
+
+    Raises:
+        ValueError: fewer than 2 models, a folder that is not an exported ``wan-toy`` pipeline, or
+            models whose weight names, shapes or autoencoders differ (each message names ``--models``).
+    """
+    from safetensors.torch import load_file, save
+
+    from core.outputs import atomic_write_bytes
+
+    cfg = cfg or WanSoupConfig()
+    models = [Path(m) for m in models]
+    if len(models) < 2:
+        raise ValueError(f"--models: a soup averages at least 2 exported models (got {len(models)})")
+    for model in models:
+        needed = [model / "model_index.json", model / "vae" / SOUP_WEIGHTS] + [model / part / SOUP_WEIGHTS for part in SOUP_PARTS]
+        if not all(path.is_file() for path in needed):
+            raise ValueError(f"--models: {model} is not an exported wan-toy pipeline (model_index.json, vae/, transformer/ and layout_adapter/ weights)")
+    first = models[0]
+    vae_bytes = (first / "vae" / SOUP_WEIGHTS).read_bytes()
+    for model in models[1:]:
+        if (model / "vae" / SOUP_WEIGHTS).read_bytes() != vae_bytes:
+            raise ValueError(f"--models: {model}'s autoencoder differs from {first}'s; only fine-tunes on one autoencoder can be averaged")
+    souped = {}
+    for part in SOUP_PARTS:
+        states = [load_file(model / part / SOUP_WEIGHTS) for model in models]
+        shapes = {k: tuple(v.shape) for k, v in states[0].items()}
+        for model, state in zip(models[1:], states[1:]):
+            if {k: tuple(v.shape) for k, v in state.items()} != shapes:
+                raise ValueError(f"--models: {model / part} does not fit {first / part} (other weight names or shapes)")
+        souped[part] = {
+            k: (torch.stack([state[k].float() for state in states]).sum(0) / len(states)).to(v.dtype) if v.is_floating_point() else v
+            for k, v in states[0].items()
+        }
+    index = json.loads((first / "model_index.json").read_text())
+    index["default_guidance_scale"] = cfg.guidance_scale
+    target = Path(target)
+    for part in ("vae", "scheduler", *SOUP_PARTS):
+        for source in sorted((first / part).iterdir()):
+            if source.is_file() and not (part in SOUP_PARTS and source.name == SOUP_WEIGHTS):
+                atomic_write_bytes(target / part / source.name, source.read_bytes())
+    for part in SOUP_PARTS:
+        atomic_write_bytes(target / part / SOUP_WEIGHTS, save(souped[part], metadata={"format": "pt"}))
+    atomic_write_bytes(target / "model_index.json", (json.dumps(index, indent=2, sort_keys=True) + "\n").encode())
+    return target
 
 
 def use_autoencoder(run: Path, autoencoder: Path) -> None:

@@ -383,3 +383,50 @@ def test_a_deepened_decoder_decodes_as_before_until_trained_and_reloads(tmp_path
         assert torch.equal(reloaded.decode(latents).sample, deeper.decode(latents).sample)
     with pytest.raises(ValueError, match=r"decoder_layers: must be above the decoder's 2 layers a level \(got 2\)"):
         deepen_decoder(deeper, 2)
+
+
+def test_a_soup_of_exported_models_averages_their_weights_and_renders(tiny_run, tmp_path):
+    from safetensors.torch import load_file
+
+    from core.planner.rules import plan_with_rules
+    from core.render import RenderSettings, load_pipeline, render_plan
+
+    averaged = export_wan_toy(tiny_run, tmp_path / "ema")
+    last = export_wan_toy(tiny_run, tmp_path / "last", WanExportConfig(ema=False))
+    target = tmp_path / "soup"
+    target.mkdir()
+    (target / "MODEL_CARD.md").write_text("kept")
+    assert main(["wan-soup", "--models", str(averaged), str(last), "--to", str(target), "--guidance-scale", "2.5"]) == 0
+    assert (target / "MODEL_CARD.md").read_text() == "kept"
+    assert json.loads((target / "model_index.json").read_text())["default_guidance_scale"] == 2.5
+    for part in ("transformer", "layout_adapter"):
+        a, b, soup = (load_file(folder / part / "diffusion_pytorch_model.safetensors") for folder in (averaged, last, target))
+        assert soup.keys() == a.keys()
+        assert any(not torch.equal(a[k], b[k]) for k in a)  # two different models went in
+        for k in a:
+            assert soup[k].dtype == torch.float16
+            torch.testing.assert_close(soup[k].float(), (a[k].float() + b[k].float()) / 2, atol=1e-3, rtol=1e-3)
+    pipe = load_pipeline(target)
+    pipe.set_progress_bar_config(disable=True)
+    plan = plan_with_rules("a blue star falls on the night")
+    frames = render_plan(pipe, plan, RenderSettings(num_inference_steps=2))
+    assert frames.shape == (plan.scenes[0].num_frames, 128, 128, 3)
+
+
+def test_a_soup_of_one_model_or_of_models_on_other_autoencoders_is_one_line_and_writes_nothing(tiny_run, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    model = export_wan_toy(tiny_run, tmp_path / "model")
+    other = export_wan_toy(tiny_run, tmp_path / "other")
+    vae_file = other / "vae" / "diffusion_pytorch_model.safetensors"
+    save_file({k: v + 1 if v.is_floating_point() else v for k, v in load_file(vae_file).items()}, vae_file)
+    out = tmp_path / "soup"
+    assert main(["wan-soup", "--models", str(model), "--to", str(out)]) == 2
+    assert main(["wan-soup", "--models", str(model), str(tiny_run), "--to", str(out)]) == 2  # a run folder, not an export
+    assert main(["wan-soup", "--models", str(model), str(other), "--to", str(out)]) == 2
+    assert main(["wan-soup", "--models", str(model), str(model), "--to", str(out), "--guidance-scale", "31"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("error: --models: ") for line in lines[:3]), lines
+    assert "at least 2" in lines[0] and "not an exported" in lines[1] and "autoencoder differs" in lines[2]
+    assert lines[3].startswith("error: --guidance-scale: ")
+    assert not out.exists()
