@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting_option(evaluate, specs.STEPS)
     add_setting_option(evaluate, specs.GUIDANCE_SCALE)
     _guidance_interval_option(evaluate)
+    add_setting_option(evaluate, specs.LAYOUT_ALPHA)
     add_setting_option(evaluate, specs.SEED)
     _box_guidance_options(evaluate)
     add_model_options(evaluate)
@@ -271,7 +272,7 @@ def cmd_eval(args) -> None:
     settings = _checked(
         lambda: variant_settings(
             args.variant, num_inference_steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed,
-            guidance_interval=args.guidance_interval,
+            guidance_interval=args.guidance_interval, layout_alpha=args.layout_alpha,
             box_guidance_alpha=args.box_guidance_alpha, box_guidance_scale=args.box_guidance_scale,
             box_guidance_method=args.box_guidance_method, unconditional_layout=args.unconditional_layout,
         )

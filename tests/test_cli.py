@@ -70,6 +70,12 @@ def test_bad_arguments(tmp_path, args, expected):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_eval_takes_the_render_layout_alpha_and_checks_it(tmp_path):
+    line = one_line_error(launch("eval", "assets/eval/toyworld_dev.jsonl", "--out", tmp_path / "eval", "--layout-alpha", "-0.5"))
+    assert line == "error: --layout-alpha: must be >= 0.0 (got -0.5)"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_long_prompt_and_forged_key_give_one_short_line(tmp_path):
     line = one_line_error(launch("plan", "x" * 5000, "--out", tmp_path / "plan.json"))
     assert line == "error: prompt: must have 1-2000 characters (got 5000)"

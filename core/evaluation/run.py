@@ -105,6 +105,7 @@ def run_eval(
     sampler = {
         "num_inference_steps": settings.num_inference_steps, "guidance_scale": sampler_model["guidance_scale"], "seed": settings.seed,
         "unconditional_layout": settings.unconditional_layout,
+        "layout_alpha": settings.layout_alpha,  # None: the model's own (model_index.json)
         "guidance_interval": list(settings.guidance_interval or sampler_model["default_interval"] or (0.0, 1.0)),
     }
     atomic_write_bytes(out / "metrics.json", (json.dumps({"variant": variant, **metrics, "settings": sampler}, indent=2) + "\n").encode())
