@@ -22,6 +22,7 @@ from core.training.config import (
     RefineConfig,
     ToyTrainConfig,
     WanExportConfig,
+    WanRefineConfig,
     WanSoupConfig,
     WanToyTrainConfig,
 )
@@ -128,6 +129,13 @@ def _wan_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wan_refine(args: argparse.Namespace) -> int:
+    from core.training.wan_toy import refine_wan_decoder
+
+    print(refine_wan_decoder(args.run, args.model, args.to, config_from_args(args, WanRefineConfig)))
+    return 0
+
+
 def _wan_soup(args: argparse.Namespace) -> int:
     from core.training.wan_toy import soup_wan_toy
 
@@ -145,6 +153,7 @@ STAGES = {
     "export": ("write a trained run as a pipeline folder", ExportConfig, _export),
     "wan-toy": ("model v2: the miniature Wan at 128x128 (resumable, at most --max-minutes per command)", WanToyTrainConfig, _wan_toy),
     "wan-export": ("write a wan-toy run as a WanLayoutPipeline folder", WanExportConfig, _wan_export),
+    "wan-refine": ("teach model v2's decoder the denoiser's own samples (after wan-export)", WanRefineConfig, _wan_refine),
     "wan-soup": ("average the weights of exported wan-toy models (a uniform model soup) into one folder", WanSoupConfig, _wan_soup),
 }
 
@@ -182,9 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--annotations", type=Path, required=True, help="COCO instances JSON")
             stage.add_argument("--out", type=Path, default=Path("layout2vid.safetensors"))
         else:
-            stage.add_argument("--run", type=Path, default=Path("runs/wan-toy" if name == "wan-export" else "runs/toy"))
+            stage.add_argument("--run", type=Path, default=Path({"wan-export": "runs/wan-toy", "wan-refine": "runs/wan-refine"}.get(name, "runs/toy")))
         if name == "refine":
             stage.add_argument("--model", default="assets/layout2vid-toy", help="the pipeline whose samples the decoder learns")
+        if name == "wan-refine":
+            stage.add_argument("--model", type=Path, default=Path("assets/wan-toy"), help="the wan-toy pipeline whose samples its decoder learns")
+        if name == "wan-refine":
+            stage.add_argument("--to", type=Path, required=True, help="the new pipeline folder: --model with the refined autoencoder")
         if name in ("export", "wan-export", "wan-soup"):
             stage.add_argument("--to", type=Path, default=Path("assets/layout2vid-toy" if name == "export" else "assets/wan-toy"))
         add_config_options(stage, config)

@@ -380,6 +380,47 @@ def _device_problem(device: str) -> str:
 
 
 @dataclass(frozen=True)
+class WanRefineConfig:
+    """Settings of the ``wan-refine`` stage: sample model v2 on random training clips, then train its
+    decoder to decode those samples into the clips' drawn frames (:func:`core.training.wan_toy.refine_wan_decoder`).
+
+    Raises:
+        ValueError: ``sample_share`` outside [0, 1), ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
+            not above 0, ``max_minutes`` outside (0, 150], or ``guidance_scale`` outside
+            ``core.settings.GUIDANCE_SCALE``'s range (0-30).
+    """
+
+    clips: int = field(default=300, metadata=option("random training clips to sample (16 frames each, about 6 s each on 2 CPU cores)"))
+    steps: int = 1500
+    lr: float = 1e-4
+    batch: int = field(default=8, metadata=option("whole 128x128 frames per step"))
+    sample_share: float = field(default=0.5, metadata=option("fraction of each batch from the sampled pairs, in [0, 1)"))
+    guidance_scale: float | None = field(
+        default=None, metadata=option("guidance of the samples, 0-30 (default: the model's own, as a render)", type=float)
+    )
+    pair_outline_weight: float | None = field(
+        default=None, metadata=option(
+            "loss weight, >= 0, of sampled frames' pixels within 3 px of a drawn outline (the denoiser's edge may sit elsewhere; default: as in encodings)", type=float,
+        ),
+    )
+    seed: int = 0
+    max_minutes: float = field(default=150.0, metadata=option("stop (checkpointed) after this many minutes, in (0, 150]; the same command resumes"))
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        _first_problem([
+            f"sample_share: must be in [0, 1) (got {self.sample_share})" if not 0.0 <= self.sample_share < 1.0 else "",
+            f"pair_outline_weight: must be >= 0 (got {self.pair_outline_weight})" if self.pair_outline_weight is not None and self.pair_outline_weight < 0 else "",
+            f"clips: must be >= 1 (got {self.clips})" if self.clips < 1 else "",
+            f"steps: must be >= 1 (got {self.steps})" if self.steps < 1 else "",
+            f"batch: must be >= 1 (got {self.batch})" if self.batch < 1 else "",
+            f"lr: must be > 0 (got {self.lr})" if not self.lr > 0 else "",
+            f"max_minutes: must be in (0, 150] (got {self.max_minutes})" if not 0.0 < self.max_minutes <= 150.0 else "",
+            _out_of_range(GUIDANCE_SCALE, self.guidance_scale),
+        ])
+
+
+@dataclass(frozen=True)
 class WanSoupConfig:
     """Settings of the ``wan-soup`` stage (a uniform weight average of exported ``wan-toy`` models).
 

@@ -59,6 +59,18 @@ def clip_conditioning(clip, rng: np.random.Generator):
     return clip.caption, layout
 
 
+def decoder_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """A pipeline's sampled latents (B, C, F, h, w) as ``vae.decode`` takes them, float32: divided by
+    the ``scaling_factor`` (Stable Diffusion's convention, the UNet3D model), or un-normalised with the
+    per-channel ``latents_mean`` / ``latents_std`` when the config has them (Wan's, model v2)."""
+    latents = latents.float()
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if mean is not None and std is not None:
+        shape = (1, -1) + (1,) * (latents.ndim - 2)
+        return latents * torch.tensor(std).view(shape) + torch.tensor(mean).view(shape)
+    return latents / vae.config.scaling_factor
+
+
 def _stacked_pairs(pairs: dict, guidance_scale: float) -> dict:
     """The cache's lists stacked into tensors (backgrounds stay a list), with the guidance scale."""
     stacked = {k: (torch.stack(v) if k != "backgrounds" else v) for k, v in pairs.items()}
@@ -81,15 +93,17 @@ def sample_pairs(
     Resumable: an existing file's clips are kept and sampling goes on until ``clips``.
 
     Args:
-        pipe: a toy-world Layout2VidPipeline (the UNet whose samples the decoder will learn).
+        pipe: a toy-world pipeline whose samples the decoder will learn: a Layout2VidPipeline (the
+            UNet, 64x64 clips, its pipeline defaults) or a WanLayoutPipeline (model v2, 128x128 clips,
+            the layout controls a render gives it: :func:`core.render.resolve_controls`).
         path: the ``.pt`` cache, written atomically every ``save_every`` clips.
         clips: total clips. num_frames: frames per clip (16, a scene's length).
         num_inference_steps, guidance_scale: the sampler settings of a render (25 steps; guidance
             None: the model's own, as a render uses: :func:`core.settings.model_guidance_scale`).
 
     Returns:
-        dict with ``latents`` (clips, C, F, h, w) float16 unscaled (what ``vae.decode`` takes),
-        ``frames`` (clips, F, 64, 64, 3) uint8 drawn exactly, ``backgrounds`` (clips names) and
+        dict with ``latents`` (clips, C, F, h, w) float16 as ``vae.decode`` takes them
+        (:func:`decoder_latents`), ``frames`` (clips, F, S, S, 3) uint8 drawn exactly (S 64 or 128), ``backgrounds`` (clips names) and
         ``guidance_scale`` (float).
 
     Raises:
@@ -105,19 +119,28 @@ def sample_pairs(
         raise ValueError(f"{path}: its clips were sampled at guidance_scale {cached_scale}, not {guidance_scale}; use another file")
     pairs = {k: list(v) for k, v in pairs.items()}
     rng = np.random.default_rng([seed, 6])
+    wan = getattr(pipe, "family", None) == "wan"
+    size, controls = 64, {}
+    if wan:  # model v2: 128x128 clips, and the adapter, layout mode and guidance a render gives this model
+        from core.models.toy_wan import FRAME_SIZE
+        from core.render import RenderSettings, resolve_controls
+
+        size = FRAME_SIZE
+        render = RenderSettings(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        controls = {k: v for k, v in resolve_controls(pipe, render).items() if k in ("layout_alpha", "layout_mode", "box_guidance")}
+        controls["unconditional_layout"] = render.unconditional_layout
     for _ in range(len(pairs["latents"])):  # skip the clips already sampled, so resuming draws new ones
-        sample_clip(rng, num_frames=num_frames), rng.integers(0, 2**31 - 1, size=3)
-    scaling = pipe.vae.config.scaling_factor
+        sample_clip(rng, num_frames=num_frames, size=size), rng.integers(0, 2**31 - 1, size=3)
     bar = tqdm(total=clips, initial=len(pairs["latents"]), desc="sample pairs", file=sys.stdout, mininterval=10)
     while len(pairs["latents"]) < clips:
-        clip = sample_clip(rng, num_frames=num_frames)
+        clip = sample_clip(rng, num_frames=num_frames, size=size)
         prompt, layout = clip_conditioning(clip, np.random.default_rng(rng.integers(0, 2**31 - 1, size=3)))
         generator = torch.Generator().manual_seed(len(pairs["latents"]) + seed * 100_003)
         latents = pipe(
             prompt, layout, num_frames=num_frames, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-            generator=generator, output_type="latent",
+            generator=generator, output_type="latent", **controls,
         ).frames
-        pairs["latents"].append((latents[0].float() / scaling).half().cpu())
+        pairs["latents"].append(decoder_latents(pipe.vae, latents)[0].half().cpu())
         pairs["frames"].append(torch.from_numpy(clip.frames))
         pairs["backgrounds"].append(clip.background)
         bar.update(1)

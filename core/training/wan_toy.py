@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from core.toyworld.world import sample_clip
-from core.training.config import WanExportConfig, WanSoupConfig, WanToyTrainConfig
+from core.training.config import WanExportConfig, WanRefineConfig, WanSoupConfig, WanToyTrainConfig
 from core.training.loop import CosineSchedule, StepLoss, TrainingLoop, TrainingState, atomic_save
 from core.training.losses import box_loss_weights
 from core.training.toy_data import MAX_TRAIN_ENTITIES, clip_sampler, foreground_weights, frames_to_tensor, phrase_vocabulary
@@ -196,7 +196,10 @@ def lost_contrast(recon: torch.Tensor, images: torch.Tensor, backgrounds: list[s
     return (faded * shape).sum() / shape.sum().clamp(min=1)
 
 
-def tune_autoencoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, part: str, source: str, steps: int, lr: float, encoder: bool) -> bool:
+def tune_autoencoder(
+    run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, part: str, source: str, steps: int, lr: float, encoder: bool,
+    pairs: dict | None = None, sample_share: float = 0.0, pair_outline_weight: float | None = None,
+) -> bool:
     """Fine-tune the frame autoencoder of ``run/source`` on whole 128x128 frames (parts 2 and 3);
     returns whether ``run/part`` is complete.
 
@@ -213,6 +216,14 @@ def tune_autoencoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, 
             for the saved config); else only the decoder, so latents cached from ``run/source`` stay valid.
             A decoder-only part first deepens the decoder to ``cfg.decoder_layers`` layers a level
             (:func:`core.models.toy_wan.deepen_decoder`) when that is above the source's.
+        pairs: decoder-only: the denoiser's sampled latents beside the frames drawn for the same
+            layouts (:func:`core.training.refine.sample_pairs`); ``round(cfg.tune_batch * sample_share)``
+            frames of every step decode one of those latents and are scored against the drawn frame,
+            the rest are random frames' encodings as without ``pairs``.
+        pair_outline_weight: the loss weight, in sampled frames, of the pixels within 3 px of a
+            drawn outline (where the denoiser may have put the edge a pixel or two away, so the
+            drawn edge is no exact target); None: weighted as in encodings. Shape pixels there also
+            leave the lost-contrast term.
     """
     from core.models.toy_wan import FrameAutoencoderKL, deepen_decoder
 
@@ -239,14 +250,28 @@ def tune_autoencoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, 
     )
     loop.resume()
 
+    sampled = round(cfg.tune_batch * sample_share) if pairs is not None and not encoder else 0
+
     def batch_loss(step: int) -> StepLoss:
-        frames, backgrounds = random_frame_clips(rng, cfg.tune_batch, 1, min_side=cfg.min_side)
-        frames = frames[:, 0]  # (B, 128, 128, 3)
+        frames, backgrounds = random_frame_clips(rng, cfg.tune_batch - sampled, 1, min_side=cfg.min_side)
+        frames = frames[:, 0]  # (B - sampled, 128, 128, 3)
         images = frames_to_tensor(frames)
-        weight = outline_weights(frames, backgrounds, cfg.vae_foreground_weight, cfg.boundary_weight)
         with torch.set_grad_enabled(encoder):
             posterior = vae.encode(images).latent_dist
             latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        if sampled:  # the denoiser's latents, to be decoded into the frames drawn for their layouts
+            clips = torch.from_numpy(rng.integers(0, len(pairs["latents"]), size=sampled))
+            at = torch.from_numpy(rng.integers(0, pairs["latents"].shape[2], size=sampled))
+            latents = torch.cat([latents, pairs["latents"][clips, :, at].float()])
+            frames = np.concatenate([frames, pairs["frames"][clips, at].numpy()])
+            backgrounds = [*backgrounds, *(pairs["backgrounds"][int(c)] for c in clips)]
+            images = torch.cat([images, frames_to_tensor(frames[len(images):])])
+        weight = outline_weights(frames, backgrounds, cfg.vae_foreground_weight, cfg.boundary_weight)
+        shape = foreground_weights(frames, backgrounds, 2.0) > 1.0
+        if sampled and pair_outline_weight is not None:
+            band = torch.zeros_like(shape)
+            band[-sampled:] = weight[-sampled:] == cfg.vae_foreground_weight * cfg.boundary_weight
+            weight, shape = torch.where(band, pair_outline_weight, weight), shape & ~band
         recon = vae.decode(latents).sample
         l1 = (weight * (recon - images).abs()).mean()
         mse = (weight * (recon - images) ** 2).mean()
@@ -254,7 +279,7 @@ def tune_autoencoder(run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, 
         wx, wy = torch.maximum(weight[..., :, 1:], weight[..., :, :-1]), torch.maximum(weight[..., 1:, :], weight[..., :-1, :])
         edge = 0.5 * ((wx * (rx - ix).abs()).mean() + (wy * (ry - iy).abs()).mean())
         kl = 0.5 * (posterior.mean**2 + posterior.var - 1.0 - posterior.logvar).mean() if encoder else torch.zeros(())
-        faded = torch.zeros(()) if encoder else lost_contrast(recon, images, backgrounds, foreground_weights(frames, backgrounds, 2.0) > 1.0)
+        faded = torch.zeros(()) if encoder else lost_contrast(recon, images, backgrounds, shape)
         return StepLoss(l1 + mse + cfg.edge_weight * edge + cfg.visibility_weight * faded + 1e-5 * kl, {"l1": l1, "mse": mse, "edge": edge, "faded": faded})
 
     loop.run(batch_loss)
@@ -710,6 +735,65 @@ def use_autoencoder(run: Path, autoencoder: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(autoencoder, staging)
     staging.rename(run / "decoder")
+
+
+def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfig) -> str:
+    """Teach model v2's decoder the denoiser's own samples (the ``wan-refine`` stage), as the
+    ``refine`` stage does for the UNet3D model (:mod:`core.training.refine`).
+
+    The denoiser's latents are never exactly an encoding: an object's cells can sit between two
+    palette colours and decode as a two-tone shape that the detector splits in two. In the toy world
+    the frames a layout should give are known exactly, so :func:`core.training.refine.sample_pairs`
+    renders ``model`` (25 steps, the model's own guidance and layout controls) on ``cfg.clips``
+    random training clips into ``run/sample_pairs.pt`` (resumable), keeping each sample's latents
+    beside the clip's drawn frames. Then the decoder of ``model/vae`` (encoder frozen, so the latents
+    and the denoiser stay valid) trains for ``cfg.steps`` with ``cfg.sample_share`` of every batch
+    decoding those latents into the drawn frames and the rest on encodings, the loss of the
+    autoencoder's decoder part (:func:`tune_autoencoder`). ``target`` gets ``model`` with the refined
+    autoencoder as ``vae/`` (written beside, then renamed into place).
+
+    Returns:
+        A one-line summary: the written folder, or where the time limit stopped it (the same
+        command resumes).
+
+    Raises:
+        ValueError: ``target`` is ``model`` or ``run`` (names ``--to``), ``model`` is not a
+            ``wan-toy`` pipeline folder (names ``--model``), or the cache holds clips sampled at
+            another guidance scale.
+    """
+    import shutil
+
+    from core.models.toy_wan import FrameAutoencoderKL
+    from core.render import load_pipeline
+    from core.training.refine import sample_pairs
+
+    started = time.time()
+    torch.set_num_threads(cfg.threads)
+    if target.resolve() in (model.resolve(), run.resolve()):
+        raise ValueError(f"--to: {target} must be a new folder, not --model or --run")
+    if not (model / "vae" / "config.json").is_file() or not (model / "transformer").is_dir():
+        raise ValueError(f"--model: {model} is not a wan-toy pipeline folder (vae/ and transformer/), e.g. assets/wan-toy")
+    use_autoencoder(run, model / "vae")
+    if not (run / "vae_refine" / "config.json").exists():
+        pipe = load_pipeline(model)
+        pipe.set_progress_bar_config(disable=True)
+        pairs = sample_pairs(pipe, run / "sample_pairs.pt", clips=cfg.clips, guidance_scale=cfg.guidance_scale, seed=cfg.seed)
+        del pipe
+        tune = WanToyTrainConfig(seed=cfg.seed, threads=cfg.threads, tune_batch=cfg.batch, max_minutes=cfg.max_minutes)
+        left = cfg.max_minutes * 60 - (time.time() - started)
+        if not tune_autoencoder(
+            run, tune, left, part="vae_refine", source="decoder", steps=cfg.steps, lr=cfg.lr, encoder=False, pairs=pairs,
+            sample_share=cfg.sample_share, pair_outline_weight=cfg.pair_outline_weight,
+        ):
+            return "vae_refine: stopped at the time limit; run the same command to resume"
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(model, staging, ignore=shutil.ignore_patterns("vae"))
+    FrameAutoencoderKL.from_pretrained(run / "vae_refine").to(torch.float16).save_pretrained(staging / "vae", safe_serialization=True)
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    return str(target)
 
 
 def train_wan_toy(

@@ -430,3 +430,59 @@ def test_a_soup_of_one_model_or_of_models_on_other_autoencoders_is_one_line_and_
     assert "at least 2" in lines[0] and "not an exported" in lines[1] and "autoencoder differs" in lines[2]
     assert lines[3].startswith("error: --guidance-scale: ")
     assert not out.exists()
+
+
+def test_wan_refine_teaches_the_decoder_the_models_own_samples_and_keeps_the_rest_of_the_model(tiny_run, tmp_path):
+    from safetensors.torch import load_file
+
+    from core.models.toy_wan import FrameAutoencoderKL
+    from core.render import load_pipeline
+    from core.training.refine import decoder_latents
+
+    model = export_wan_toy(tiny_run, tmp_path / "model", WanExportConfig(guidance_scale=3.0))
+    run, out = tmp_path / "refine", tmp_path / "refined"
+    args = ["wan-refine", "--run", str(run), "--model", str(model), "--to", str(out), "--clips", "1", "--batch", "2", "--sample-share", "0.5"]
+    assert main([*args, "--steps", "12", "--lr", "1e-3"]) == 0
+    pairs = torch.load(run / "sample_pairs.pt", weights_only=False)
+    assert pairs["latents"].shape == (1, 16, 16, 16, 16) and pairs["latents"].dtype == torch.float16
+    assert pairs["frames"].shape == (1, 16, 128, 128, 3) and pairs["guidance_scale"] == 3.0  # sampled as a render of this model
+    assert [row.split(",")[0] for row in (run / "vae_refine_loss.csv").read_text().splitlines()] == [str(i) for i in range(1, 13)]
+    # The cached latents are what the autoencoder decodes: the pipeline's normalisation undone.
+    pipe = load_pipeline(model)
+    z = torch.randn(1, 16, 2, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        direct = pipe.vae.decode(decoder_latents(pipe.vae, z).to(pipe.vae.dtype)).sample[0].float().permute(1, 2, 3, 0)
+    assert np.abs(pipe.decode_latents(z).astype(float) - ((direct.clamp(-1, 1) + 1) * 127.5).numpy()).max() <= 1.0
+
+    def pair_error(folder):
+        vae = FrameAutoencoderKL.from_pretrained(folder / "vae").float()
+        with torch.no_grad():
+            decoded = vae.decode(pairs["latents"].float()).sample[0].permute(1, 2, 3, 0)
+        return ((decoded.clamp(-1, 1) + 1) * 127.5 - pairs["frames"][0].float()).abs().mean().item()
+
+    # The refined decoder draws the model's own samples closer to the frames drawn for their layouts.
+    assert pair_error(out) < pair_error(model)
+    # Only the decoder learns: the encoder (so the latents), transformer and adapter are the model's.
+    original, refined = (load_file(folder / "vae" / "diffusion_pytorch_model.safetensors") for folder in (model, out))
+    assert all(torch.equal(original[k].float(), refined[k].float()) for k in original if k.startswith(("encoder.", "quant_conv.")))
+    assert any(not torch.equal(original[k].float(), refined[k].float()) for k in original if k.startswith("decoder."))
+    for part in ("transformer", "layout_adapter"):
+        for name in (p.name for p in (model / part).iterdir()):
+            assert (out / part / name).read_bytes() == (model / part / name).read_bytes()
+
+
+def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["wan-refine", "--run", str(run), "--model", "assets/wan-toy", "--to", "assets/wan-toy"]) == 2
+    assert main(["wan-refine", "--run", str(run), "--model", str(tmp_path), "--to", str(tmp_path / "out")]) == 2
+    assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--sample-share", "1"]) == 2
+    assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--clips", "0"]) == 2
+    assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--pair-outline-weight", "-1"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --to: assets/wan-toy must be a new folder, not --model or --run",
+        f"error: --model: {tmp_path} is not a wan-toy pipeline folder (vae/ and transformer/), e.g. assets/wan-toy",
+        "error: --sample-share: must be in [0, 1) (got 1.0)",
+        "error: --clips: must be >= 1 (got 0)",
+        "error: --pair-outline-weight: must be >= 0 (got -1.0)",
+    ]
+    assert not run.exists() and not (tmp_path / "out").exists()
