@@ -403,12 +403,19 @@ class WanRefineConfig:
             "loss weight, >= 0, of sampled frames' pixels within 3 px of a drawn outline (the denoiser's edge may sit elsewhere; default: as in encodings)", type=float,
         ),
     )
+    pair_targets: str = field(
+        default="drawn", metadata=option(
+            "what sampled latents learn to decode into: drawn (the frames drawn for the planned boxes) or aligned "
+            "(the same objects redrawn where the denoiser put them)", choices=["drawn", "aligned"],
+        ),
+    )
     seed: int = 0
     max_minutes: float = field(default=150.0, metadata=option("stop (checkpointed) after this many minutes, in (0, 150]; the same command resumes"))
     threads: int = 2
 
     def __post_init__(self) -> None:
         _first_problem([
+            f"pair_targets: must be drawn or aligned (got {self.pair_targets!r})" if self.pair_targets not in ("drawn", "aligned") else "",
             f"sample_share: must be in [0, 1) (got {self.sample_share})" if not 0.0 <= self.sample_share < 1.0 else "",
             f"pair_outline_weight: must be >= 0 (got {self.pair_outline_weight})" if self.pair_outline_weight is not None and self.pair_outline_weight < 0 else "",
             f"clips: must be >= 1 (got {self.clips})" if self.clips < 1 else "",

@@ -16,13 +16,14 @@ frames, the rest to the ``decoder`` stage's objective so that encodings still de
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from core.toyworld.world import sample_clip
+from core.toyworld.world import ToyClip, ToyObject, render_frame, sample_clip
 from core.training.config import RefineConfig
 from core.training.decoder import train_decoder
 from core.training.graph_data import clip_graphs
@@ -69,6 +70,16 @@ def decoder_latents(vae, latents: torch.Tensor) -> torch.Tensor:
         shape = (1, -1) + (1,) * (latents.ndim - 2)
         return latents * torch.tensor(std).view(shape) + torch.tensor(mean).view(shape)
     return latents / vae.config.scaling_factor
+
+
+def training_clips(seed: int, *, num_frames: int, size: int) -> Iterator[tuple[ToyClip, np.random.Generator]]:
+    """The endless, replayable sequence of random training clips that :func:`sample_pairs` samples
+    with ``seed``: each clip (``num_frames`` frames of ``size`` pixels) with the generator that draws
+    its entities' noise seeds (:func:`clip_conditioning`)."""
+    rng = np.random.default_rng([seed, 6])
+    while True:
+        clip = sample_clip(rng, num_frames=num_frames, size=size)
+        yield clip, np.random.default_rng(rng.integers(0, 2**31 - 1, size=3))
 
 
 def _stacked_pairs(pairs: dict, guidance_scale: float) -> dict:
@@ -118,7 +129,6 @@ def sample_pairs(
     if len(pairs["latents"]) and cached_scale != guidance_scale:
         raise ValueError(f"{path}: its clips were sampled at guidance_scale {cached_scale}, not {guidance_scale}; use another file")
     pairs = {k: list(v) for k, v in pairs.items()}
-    rng = np.random.default_rng([seed, 6])
     wan = getattr(pipe, "family", None) == "wan"
     size, controls = 64, {}
     if wan:  # model v2: 128x128 clips, and the adapter, layout mode and guidance a render gives this model
@@ -129,12 +139,13 @@ def sample_pairs(
         render = RenderSettings(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
         controls = {k: v for k, v in resolve_controls(pipe, render).items() if k in ("layout_alpha", "layout_mode", "box_guidance")}
         controls["unconditional_layout"] = render.unconditional_layout
+    drawn = training_clips(seed, num_frames=num_frames, size=size)
     for _ in range(len(pairs["latents"])):  # skip the clips already sampled, so resuming draws new ones
-        sample_clip(rng, num_frames=num_frames, size=size), rng.integers(0, 2**31 - 1, size=3)
+        next(drawn)
     bar = tqdm(total=clips, initial=len(pairs["latents"]), desc="sample pairs", file=sys.stdout, mininterval=10)
     while len(pairs["latents"]) < clips:
-        clip = sample_clip(rng, num_frames=num_frames, size=size)
-        prompt, layout = clip_conditioning(clip, np.random.default_rng(rng.integers(0, 2**31 - 1, size=3)))
+        clip, entity_rng = next(drawn)
+        prompt, layout = clip_conditioning(clip, entity_rng)
         generator = torch.Generator().manual_seed(len(pairs["latents"]) + seed * 100_003)
         latents = pipe(
             prompt, layout, num_frames=num_frames, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
@@ -148,6 +159,71 @@ def sample_pairs(
             atomic_save(_stacked_pairs(pairs, guidance_scale), path)
     bar.close()
     return _stacked_pairs(pairs, guidance_scale)
+
+
+def _area(box) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+@torch.no_grad()
+def aligned_frames(pairs: dict, vae, *, seed: int = 0, min_iou: float = 0.3, area_range: tuple[float, float] = (0.6, 1.6)) -> torch.Tensor:
+    """The cached pairs' drawn frames redrawn with each object where the denoiser put it.
+
+    A sampled object is rarely exactly in its planned box: its edge may sit a pixel or two away. A
+    decoder taught to draw the planned outline there learns to soften edges. Here each sample is
+    decoded by ``vae`` and the palette detector (:func:`core.toyworld.detect.detect`) finds each
+    planned object twice, in the decoded sample and in the exact drawing: the detection of the plan's
+    colour with the largest IoU with the planned box. The detector's box is not the planned box even
+    on an exact drawing (a star's points lie outside it), so the object is moved by the difference
+    of the two detections: its box becomes ``planned + (sampled - drawn)`` (xyxy, clipped to [0, 1]),
+    and the frame is drawn again by :func:`core.toyworld.world.render_frame` with the same kinds,
+    colours and depth order. The planned box is kept where the detections are unsure: IoU of the two
+    below ``min_iou``, the sampled area outside ``area_range`` times the drawn one (a fill split in
+    two colours gives a part, not the object), or an object whose planned box overlaps another's
+    (the detector cannot tell their parts apart).
+
+    Args:
+        pairs: :func:`sample_pairs`'s cache: ``latents`` (clips, C, F, h, w) as ``vae.decode`` takes
+            them, ``frames`` (clips, F, S, S, 3) uint8.
+        vae: the autoencoder whose decoder draws the samples (the model's own), any dtype.
+        seed: the seed the pairs were sampled with; the clips are replayed (:func:`training_clips`).
+
+    Returns:
+        torch.Tensor (clips, F, S, S, 3) uint8.
+
+    Raises:
+        ValueError: the replayed clips do not draw the cached frames (another ``seed``).
+    """
+    from core.toyworld.detect import box_iou, detect
+
+    clips, _, num_frames = pairs["latents"].shape[:3]
+    size = pairs["frames"].shape[2]
+    aligned = pairs["frames"].clone()
+    drawn = training_clips(seed, num_frames=num_frames, size=size)
+    parameter = next(vae.parameters())
+    for index in tqdm(range(clips), desc="align targets", file=sys.stdout, mininterval=10):
+        clip, _ = next(drawn)
+        if not np.array_equal(clip.frames, pairs["frames"][index].numpy()):
+            raise ValueError(f"seed: clip {index} of the pairs was not sampled with seed {seed}")
+        video = vae.decode(pairs["latents"][index : index + 1].to(parameter)).sample[0].float()  # (3, F, S, S) in [-1, 1]
+        decoded = ((video.permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+        for f in range(num_frames):
+            present = [track for track in clip.tracks if track.boxes[f] is not None]
+            found = [detect(frame, background=clip.background) for frame in (decoded[f], clip.frames[f])]
+            objects = []
+            for track in present:
+                box = track.boxes[f]
+                sampled, exact = (
+                    max((d.box for d in detections if d.color == track.colors[f]), key=lambda b: box_iou(b, box), default=None)
+                    for detections in found
+                )
+                overlapped = any(box_iou(box, other.boxes[f]) > 0 for other in present if other is not track)
+                if sampled is not None and exact is not None and not overlapped and box_iou(sampled, exact) >= min_iou:
+                    if area_range[0] <= _area(sampled) / max(_area(exact), 1e-6) <= area_range[1]:
+                        box = tuple(float(np.clip(p + s - e, 0.0, 1.0)) for p, s, e in zip(box, sampled, exact))
+                objects.append(ToyObject(track.kind, track.colors[f], tuple(box)))
+            aligned[index, f] = torch.from_numpy(np.array(render_frame(clip.background, objects, size)))
+    return aligned
 
 
 def train_refine(run: Path, model: str | Path, cfg: RefineConfig) -> Path:

@@ -749,8 +749,11 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
     beside the clip's drawn frames. Then the decoder of ``model/vae`` (encoder frozen, so the latents
     and the denoiser stay valid) trains for ``cfg.steps`` with ``cfg.sample_share`` of every batch
     decoding those latents into the drawn frames and the rest on encodings, the loss of the
-    autoencoder's decoder part (:func:`tune_autoencoder`). ``target`` gets ``model`` with the refined
-    autoencoder as ``vae/`` (written beside, then renamed into place).
+    autoencoder's decoder part (:func:`tune_autoencoder`). With ``cfg.pair_targets == "aligned"`` the
+    drawn frames are first redrawn with each object where the sample put it
+    (:func:`core.training.refine.aligned_frames`, cached in ``run/aligned_frames.pt``), so that the
+    decoder learns clean colours and edges without learning to move them. ``target`` gets ``model``
+    with the refined autoencoder as ``vae/`` (written beside, then renamed into place).
 
     Returns:
         A one-line summary: the written folder, or where the time limit stopped it (the same
@@ -765,7 +768,7 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
 
     from core.models.toy_wan import FrameAutoencoderKL
     from core.render import load_pipeline
-    from core.training.refine import sample_pairs
+    from core.training.refine import aligned_frames, sample_pairs
 
     started = time.time()
     torch.set_num_threads(cfg.threads)
@@ -778,6 +781,11 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
         pipe = load_pipeline(model)
         pipe.set_progress_bar_config(disable=True)
         pairs = sample_pairs(pipe, run / "sample_pairs.pt", clips=cfg.clips, guidance_scale=cfg.guidance_scale, seed=cfg.seed)
+        if cfg.pair_targets == "aligned":
+            cache = run / "aligned_frames.pt"
+            if not cache.exists() or torch.load(cache).shape != pairs["frames"].shape:
+                atomic_save(aligned_frames(pairs, pipe.vae.to(torch.float32), seed=cfg.seed), cache)
+            pairs = {**pairs, "frames": torch.load(cache)}
         del pipe
         tune = WanToyTrainConfig(seed=cfg.seed, threads=cfg.threads, tune_batch=cfg.batch, max_minutes=cfg.max_minutes)
         left = cfg.max_minutes * 60 - (time.time() - started)

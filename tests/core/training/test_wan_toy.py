@@ -1,5 +1,6 @@
 """The ``wan-toy`` stage (model v2): a tiny run in chunks, its export, and a render through the Wan path."""
 
+import itertools
 import json
 import subprocess
 import sys
@@ -486,3 +487,44 @@ def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path
         "error: --pair-outline-weight: must be >= 0 (got -1.0)",
     ]
     assert not run.exists() and not (tmp_path / "out").exists()
+
+
+def test_aligned_targets_redraw_each_object_where_the_sample_put_it():
+    from core.models.toy_wan import FrameAutoencoderKL
+    from core.toyworld.detect import box_iou
+    from core.toyworld.world import ToyObject, render_frame
+    from core.training.refine import aligned_frames, training_clips
+
+    # Stand-in samples: the shipped autoencoder's encodings of each clip drawn 5 px to the right of its plan.
+    vae = FrameAutoencoderKL.from_pretrained("assets/wan-toy/vae").float().eval()
+    clips = [clip for clip, _ in itertools.islice(training_clips(0, num_frames=2, size=128), 3)]
+    shift = 5 / 128
+
+    def drawn(clip, dx):
+        return np.stack([
+            render_frame(clip.background, [
+                ToyObject(t.kind, t.colors[f], (t.boxes[f][0] + dx, t.boxes[f][1], t.boxes[f][2] + dx, t.boxes[f][3]))
+                for t in clip.tracks if t.boxes[f] is not None
+            ], 128)
+            for f in range(2)
+        ])
+
+    shifted = np.stack([drawn(clip, shift) for clip in clips])  # (3, 2, 128, 128, 3)
+    with torch.no_grad():
+        latents = vae.encode(torch.from_numpy(shifted).permute(0, 4, 1, 2, 3).float() / 127.5 - 1).latent_dist.mean
+    pairs = {"latents": latents, "frames": torch.from_numpy(np.stack([clip.frames for clip in clips]))}
+    aligned = aligned_frames(pairs, vae, seed=0)
+    assert aligned.shape == pairs["frames"].shape and aligned.dtype == torch.uint8
+    # In clips whose objects stand apart, the objects follow the sample: the aligned frames are near
+    # the shifted drawings, far nearer than the planned ones. Overlapping objects keep their plan.
+    apart = [i for i, clip in enumerate(clips) if not any(
+        None not in (a.boxes[f], b.boxes[f]) and box_iou(a.boxes[f], b.boxes[f]) for f in range(2) for a, b in itertools.combinations(clip.tracks, 2)
+    )]
+    assert apart and len(apart) < len(clips), "seed 0's first clips have objects apart and overlapping"
+    error = {name: np.abs(frames.numpy().astype(int) - shifted)[apart].mean() for name, frames in (("aligned", aligned), ("planned", pairs["frames"]))}
+    assert error["aligned"] < 0.4 * error["planned"]
+    overlapping = [i for i in range(len(clips)) if i not in apart]
+    assert torch.equal(aligned[overlapping], pairs["frames"][overlapping])
+    # Another seed's clips are refused, not silently misaligned.
+    with pytest.raises(ValueError, match="^seed: clip 0 of the pairs was not sampled with seed 1$"):
+        aligned_frames(pairs, vae, seed=1)
