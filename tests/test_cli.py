@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from core.export import read_mp4
-from core.render import DEFAULT_MODEL
+from core.render import DEFAULT_MODEL, REFERENCE_MODEL
 from tests.conftest import ROOT
 
 PROMPT = "A red ball rolls from left to right across the grass."
@@ -108,16 +108,19 @@ def test_unwritable_output_fails_before_rendering_and_leaves_nothing(tmp_path, b
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
-@pytest.mark.skipif(not (DEFAULT_MODEL / "model_index.json").exists(), reason="shipped model missing")
-def test_render_end_to_end_with_shipped_weights(tmp_path):
+@pytest.mark.parametrize(("model", "size"), [(None, 128), (REFERENCE_MODEL, 64)], ids=["default-model-v2", "reference-layout2vid"])
+def test_render_end_to_end_with_shipped_weights(tmp_path, model, size):
+    if not ((model or DEFAULT_MODEL) / "model_index.json").exists():
+        pytest.skip("shipped model missing")
     out = tmp_path / "video.mp4"
-    result = launch("render", "--prompt", "A red ball rolls from left to right across the grass.", "--out", out, "--steps", "10")
+    chosen = ["--model", model] if model else []
+    result = launch("render", "--prompt", "A red ball rolls from left to right across the grass.", "--out", out, "--steps", "10", *chosen)
     assert result.returncode == 0, result.stderr
     frames, fps = read_mp4(out)
-    assert frames.shape == (16, 64, 64, 3) and fps == 8
+    assert frames.shape == (16, size, size, 3) and fps == 8
     assert json.loads(out.with_suffix(".plan.json").read_text())["prompt"].startswith("A red ball")
     # The ball is planned to go from the left third to the right third: its red pixels must follow.
     red = (frames[..., 0].astype(int) > 150) & (frames[..., 1] < 110) & (frames[..., 2] < 110)
     xs = [red[f].nonzero()[1].mean() for f in (0, 15) if red[f].any()]
     assert len(xs) == 2, "no red object in the first or last frame"
-    assert xs[0] < 32 < xs[1]
+    assert xs[0] < size / 2 < xs[1]

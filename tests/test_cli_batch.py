@@ -25,7 +25,7 @@ def test_batch_end_to_end_on_the_embedded_cluster(tmp_path):
     summary = result.stdout.strip().splitlines()[-1]
     assert re.fullmatch(rf"batch: 1 ok, 2 errors, 0 skipped; [0-9.]+ videos per minute \([0-9.]+ s, 1 worker\); manifest {re.escape(str(out))}/manifest.jsonl", summary), summary
     frames, fps = read_mp4(out / "ball.mp4")
-    assert frames.shape == (8, 64, 64, 3) and fps == 8
+    assert frames.shape == (8, 128, 128, 3) and fps == 8
     assert json.loads((out / "ball.plan.json").read_text())["prompt"] == PROMPT
     entries = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert [(e["id"], e["status"]) for e in entries] == [("ball", "ok"), ("0002", "error"), ("0003", "error")]

@@ -174,8 +174,8 @@ def aligned_frames(pairs: dict, vae, *, seed: int = 0, min_iou: float = 0.3, are
     decoded by ``vae`` and the palette detector (:func:`core.toyworld.detect.detect`) finds each
     planned object twice, in the decoded sample and in the exact drawing: the detection of the plan's
     colour with the largest IoU with the planned box. The detector's box is not the planned box even
-    on an exact drawing (a star's points lie outside it), so the object is moved by the difference
-    of the two detections: its box becomes ``planned + (sampled - drawn)`` (xyxy, clipped to [0, 1]),
+    on an exact drawing (a star's points span 0.95 of it, a heart's less), so the object is moved by
+    the difference of the two detections: its box becomes ``planned + (sampled - drawn)`` (xyxy, clipped to [0, 1]),
     and the frame is drawn again by :func:`core.toyworld.world.render_frame` with the same kinds,
     colours and depth order. The planned box is kept where the detections are unsure: IoU of the two
     below ``min_iou``, the sampled area outside ``area_range`` times the drawn one (a fill split in

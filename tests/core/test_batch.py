@@ -23,7 +23,7 @@ from tests.conftest import EVAL_PROMPTS
 RED = "A red ball rolls from left to right across the grass."
 BLUE = "A blue star falls from the top of the night sky to the bottom."
 FAST = RenderSettings(num_inference_steps=2)
-MODEL = {}  # the shipped toy model on the CPU
+MODEL = {}  # the default model (model v2, 128x128) on the CPU
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_two_workers_render_four_jobs_record_the_invalid_one_lose_nothing_to_a_k
     for entry in entries[:4]:
         assert entry["status"] == "ok" and entry["error"] is None and entry["seconds"] > 0
         frames, fps = read_mp4(out / entry["outputs"][0])
-        assert frames.shape == (8, 64, 64, 3) and fps == 8
+        assert frames.shape == (8, 128, 128, 3) and fps == 8
         assert (out / entry["outputs"][1]).is_file()
     assert all(_pid(e["worker"]) != killed[0] for e in entries[:4] if e["seconds"] > 0 and e["id"] == "slow")  # redone by another process
     assert [e["settings"]["render"]["num_inference_steps"] for e in entries[:4]] == [48, 2, 2, 2]

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from core.cli import build_parser
-from core.render import DEFAULT_MODEL, RenderSettings, recommended_guidance_scale, recommended_layout_alpha
+from core.render import DEFAULT_MODEL, REFERENCE_MODEL, RenderSettings, recommended_guidance_scale, recommended_layout_alpha
 from core.settings import DEFAULT_GUIDANCE_SCALE, RENDER_SETTINGS, model_guidance_scale, model_layout_alpha
 
 
@@ -43,5 +43,6 @@ def test_model_defaults_come_from_the_model_index():
     assert model_guidance_scale({"default_guidance_scale": 2.5}) == 2.5
     assert model_guidance_scale({}) == DEFAULT_GUIDANCE_SCALE
     assert model_layout_alpha({"backgrounds": ["sky"]}) == 1.0 and model_layout_alpha({}) == 0.3
-    assert recommended_guidance_scale(DEFAULT_MODEL) == 2.5  # the shipped toy model's own
-    assert recommended_layout_alpha(DEFAULT_MODEL) == 1.0
+    assert recommended_guidance_scale(DEFAULT_MODEL) == 2.0  # model v2's own, chosen on its dev sets
+    assert recommended_guidance_scale(REFERENCE_MODEL) == 2.5  # the reference layout2vid-toy's
+    assert recommended_layout_alpha(DEFAULT_MODEL) == 1.0 and recommended_layout_alpha(REFERENCE_MODEL) == 1.0

@@ -368,7 +368,7 @@ def test_render_progress_download_and_cancel(page, server, shot):
     with page.expect_download() as download:
         link.click()
     frames, fps = read_mp4(download.value.path())
-    assert frames.shape == (16, 64, 64, 3) and fps == 8
+    assert frames.shape == (16, 128, 128, 3) and fps == 8
     shot(page, "#video", "render.png")
     # The render is listed in the project's gallery, also after a reload.
     page.wait_for_selector("#renders img, #renders video", timeout=30_000)

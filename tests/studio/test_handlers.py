@@ -446,7 +446,7 @@ def test_a_render_shows_previews_of_the_middle_frame_then_the_video(handlers):
     tab = new_tab(handlers)
     updates = list(handlers.render(tab.session, 10, 2.5, 1.0, 0, progress=lambda *a, **k: None))
     previews = [u[4] for u in updates if isinstance(u[4], np.ndarray)]
-    assert len(previews) == 1 and previews[0].shape == (64, 64, 3) and previews[0].dtype == np.uint8  # after step 5 of 10
+    assert len(previews) == 1 and previews[0].shape == (128, 128, 3) and previews[0].dtype == np.uint8  # after step 5 of 10
     video, downloads, status, gallery, preview = updates[-1]
     assert Path(video).is_file() and status.startswith("Rendered ") and len(gallery) == 1
     assert preview["visible"] is False  # the preview makes way for the video

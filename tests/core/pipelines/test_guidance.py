@@ -159,9 +159,9 @@ def test_masked_attention_outside_the_box_does_not_read_the_entitys_token():
 
 def test_masked_render_of_the_toy_model_restores_its_processors():
     from core.pipelines.layout2vid import LayoutConditioning
-    from core.render import load_pipeline
+    from core.render import REFERENCE_MODEL, load_pipeline
 
-    pipe = load_pipeline(None)
+    pipe = load_pipeline(REFERENCE_MODEL)
     pipe.set_progress_bar_config(disable=True)
     before = {name: type(proc) for name, proc in pipe.unet.attn_processors.items()}
     layout = LayoutConditioning(phrases=[["red ball"]] * 4, boxes=torch.tensor([[[0.1, 0.1, 0.5, 0.5]]]).repeat(4, 1, 1), masks=torch.ones(4, 1))

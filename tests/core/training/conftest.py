@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import pytest
 
-from core.render import DEFAULT_MODEL as TOY_MODEL
+from core.render import REFERENCE_MODEL as TOY_MODEL
 from core.training.config import ToyTrainConfig
 from core.training.toy_data import build_dataset
 
@@ -22,9 +22,9 @@ def graph_run(tmp_path):
 
 @pytest.fixture(scope="module")
 def toy_pipe():
-    """The shipped toy pipeline, progress bars off."""
+    """The shipped reference toy pipeline (layout2vid-toy, a UNet3D), progress bars off."""
     from core.render import load_pipeline
 
-    pipe = load_pipeline(None)
+    pipe = load_pipeline(TOY_MODEL)
     pipe.set_progress_bar_config(disable=True)
     return pipe

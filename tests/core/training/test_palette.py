@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from core.render import DEFAULT_MODEL as TOY_MODEL
+from core.render import REFERENCE_MODEL as TOY_MODEL
 from core.toyworld.world import BACKGROUNDS, COLORS
 from core.training.palette import near_colour_directions, palette_latents, palette_neighbours
 

@@ -5,7 +5,7 @@ import torch
 
 from core.models.toy import LATENT_CHANNELS, build_toy_unet, build_toy_vae
 from core.models.unet import PrunedUNet3DConditionModel
-from core.render import DEFAULT_MODEL as TOY_MODEL
+from core.render import REFERENCE_MODEL as TOY_MODEL
 from core.training.weights import load_matching, pipeline_weights
 
 
