@@ -2,6 +2,9 @@
 
     .venv/bin/python benchmarks/ablation.py [--model DIR] [--out eval] [PROMPTS.jsonl ...]
 
+The model is the VideoDirectorGPT reference ``assets/layout2vid-toy`` unless ``--model`` names another
+(its ``no-graph`` variant drops that model's scene-graph encoder).
+
 Runs ``launch.py eval``'s pipeline (core.evaluation.run.run_eval) for the variants full, no-graph,
 no-layout and training-free on each prompt file (default: assets/eval/toyworld_dev.jsonl and
 assets/eval/toyworld_heldout.jsonl), writes each run under ``--out/<file>/<variant>/`` and prints a
@@ -22,11 +25,11 @@ COLUMNS = ["box_miou", "box_ap50", "centroid_error", "direction_accuracy", "colo
 
 def main() -> None:
     from core.evaluation.run import VARIANTS, read_prompts, run_eval, variant_settings
-    from core.render import load_pipeline, recommended_guidance_scale
+    from core.render import REFERENCE_MODEL, load_pipeline, recommended_guidance_scale
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("prompts", nargs="*", type=Path, default=[ROOT / "assets" / "eval" / "toyworld_dev.jsonl", ROOT / "assets" / "eval" / "toyworld_heldout.jsonl"])
-    parser.add_argument("--model", default=None)
+    parser.add_argument("--model", default=str(REFERENCE_MODEL))
     parser.add_argument("--out", type=Path, default=ROOT / "eval")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))

@@ -4,7 +4,7 @@
 
 One embedded local Ray cluster (this machine's CPUs) serves every run. Planning is warmed up first
 (Ray Data's first run and spaCy's load in the task workers), so each timed run is what a batch costs
-on a running cluster: planning, starting the render actors (each loads the shipped toy model), the
+on a running cluster: planning, starting the render actors (each loads the default model), the
 renders and the writes. Each run writes to a fresh folder, so nothing is skipped. Printed per run:
 the end-to-end videos per minute, the mean render time per video on a worker, and the start-up
 (wall time less the renders' share per worker); then the ratio of the videos per minute.
@@ -58,7 +58,7 @@ def main() -> None:
     finally:
         ray.shutdown()
 
-    print(f"{args.jobs} prompt jobs ({args.frames} frames of 64x64 each), {args.steps} steps, the toy model on the CPU; {os.cpu_count()} CPUs")
+    print(f"{args.jobs} prompt jobs ({args.frames} frames each), {args.steps} steps, the default model (model v2, 128x128) on the CPU; {os.cpu_count()} CPUs")
     print(f"{'workers':>7} {'videos':>6} {'seconds':>8} {'videos/min':>10} {'s/video on a worker':>20} {'start-up s':>10}")
     for workers, videos, seconds, per_minute, render, startup in rows:
         print(f"{workers:>7} {videos:>6} {seconds:>8.1f} {per_minute:>10.2f} {render:>20.2f} {startup:>10.1f}")

@@ -56,11 +56,11 @@ def main() -> None:
     from core.evaluation.run import read_prompts, variant_settings
     from core.evaluation.scoring import aggregate, score_video
     from core.planner.rules import plan_with_rules
-    from core.render import DEFAULT_MODEL, load_pipeline
+    from core.render import REFERENCE_MODEL, load_pipeline
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("prompts", nargs="*", type=Path, default=[ROOT / "assets" / "eval" / "toyworld_dev.jsonl", ROOT / "assets" / "eval" / "toyworld_heldout.jsonl"])
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--model", type=Path, default=REFERENCE_MODEL, help="a Layout2Vid pipeline folder (default: the reference layout2vid-toy)")
     parser.add_argument("--vae", nargs="+", type=Path, required=True, help="autoencoder folders that share the model's encoder")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--limit", type=int, default=None, help="first N prompts of each file")

@@ -1,7 +1,7 @@
 """Render prompts with a model and save a picture: one row per prompt, every other frame, with
 the planned boxes drawn over the frames (for the model card: look at the frames).
 
-    .venv/bin/python benchmarks/sample_strip.py --out assets/layout2vid-toy/samples.png [--limit 6]
+    .venv/bin/python benchmarks/sample_strip.py --model assets/layout2vid-toy --out assets/layout2vid-toy/samples.png [--limit 6]
     .venv/bin/python benchmarks/sample_strip.py --per-kind --model DIR --out DIR/kinds.png
 
 ``--per-kind`` renders one clip per toy-world kind (``"a <colour> <kind> moves right on the
