@@ -25,6 +25,9 @@ def option(help: str = "", **argparse_keywords) -> dict:
     return {"cli": True, "help": help, **argparse_keywords}
 
 
+OVERLAP_TERM = "overlap"  # the --oversample term for clips whose boxes overlap (core.training.toy_data.OVERLAP_SHARE)
+
+
 def oversample_terms(text: str) -> tuple[str, ...]:
     """``"orange@ocean, red+orange"`` -> ``("orange@ocean", "red+orange")`` (empty items dropped)."""
     return tuple(t.strip() for t in text.split(",") if t.strip())
@@ -44,7 +47,7 @@ def parse_oversample_term(term: str) -> tuple[list[str], str | None]:
     elif "+" in term:
         pair, background = term.split("+", 1), None
     else:
-        raise ValueError(f"--oversample: {term!r}: must be a kind ({', '.join(KINDS)}), colour@background or colour+colour")
+        raise ValueError(f"--oversample: {term!r}: must be a kind ({', '.join(KINDS)}), colour@background, colour+colour or {OVERLAP_TERM}")
     for c in pair:
         if c not in COLORS:
             raise ValueError(f"--oversample: {term!r}: colour must be one of {', '.join(COLORS)}")
@@ -59,7 +62,7 @@ def check_oversample_terms(terms: tuple[str, ...] | list[str]) -> None:
             the toy world, in one line naming ``--oversample`` and the allowed values.
     """
     for term in terms:
-        if term not in KINDS:
+        if term not in KINDS and term != OVERLAP_TERM:
             parse_oversample_term(term)
 
 
@@ -133,7 +136,7 @@ class GraphTrainConfig:
 
     Raises:
         ValueError: ``ema_decay`` outside [0, 1), ``oversample_weight`` below 1, or an ``oversample`` term
-            that is not a kind, colour@background or colour+colour (the message names the option).
+            that is not a kind, colour@background, colour+colour or overlap (the message names the option).
     """
 
     steps: int = 3600
@@ -145,7 +148,7 @@ class GraphTrainConfig:
     )
     ema_decay: float = field(default=0.0, metadata=option("keep an EMA of the weights with this decay, in [0, 1); 0 keeps none"))
     oversample: tuple[str, ...] = field(
-        default=(), metadata=option("comma-separated kind, colour@background and colour+colour terms whose clips are drawn more often", type=oversample_terms)
+        default=(), metadata=option("comma-separated kind, colour@background, colour+colour and overlap terms whose clips are drawn more often", type=oversample_terms)
     )
     oversample_weight: float = field(default=3.0, metadata=option("draw weight of a matching clip, >= 1 (others 1)"))
     gate_init: float = field(default=0.1, metadata=HIDDEN)  # fusion gates of a fresh encoder: slightly open, the UNet trains too
@@ -293,7 +296,7 @@ class WanToyTrainConfig:
 
     Raises:
         ValueError: ``max_minutes`` outside (0, 150], ``vae_crop`` not a multiple of 8 in [16, 128],
-            ``min_side`` outside [0.05, 0.42], ``decoder_layers`` outside [1, 4], ``visibility_weight`` or ``image_batch`` below 0, ``oversample_weight`` below 1, an ``oversample`` term that is not a kind, colour@background or colour+colour, a share outside [0, 1],
+            ``min_side`` outside [0.05, 0.42], ``decoder_layers`` outside [1, 4], ``visibility_weight`` or ``image_batch`` below 0, ``oversample_weight`` below 1, an ``oversample`` term that is not a kind, colour@background, colour+colour or overlap, a share outside [0, 1],
             ``patch`` not 1 or 2, ``layers`` or ``heads`` outside [1, 40], or a ``device`` that is not cpu
             or cuda[:N] or that this machine lacks (the message names the field).
     """
@@ -333,7 +336,7 @@ class WanToyTrainConfig:
     device: str = field(default="cpu", metadata=option("where the transformer part trains: cpu or cuda[:N] (the cached clips stay in CPU memory, each batch is moved; a checkpoint resumes on either)"))
     box_loss_weight: float = field(default=3.0, metadata=option("loss weight of latent cells inside an entity's box (1: plain MSE)"))
     oversample: tuple[str, ...] = field(
-        default=(), metadata=option("comma-separated kind, colour@background and colour+colour terms whose clips the transformer part draws more often", type=oversample_terms)
+        default=(), metadata=option("comma-separated kind, colour@background, colour+colour and overlap terms whose clips the transformer part draws more often", type=oversample_terms)
     )
     oversample_weight: float = field(default=2.0, metadata=option("draw weight of a clip matching --oversample, >= 1 (others 1)"))
     stats_frames: int = field(default=512, metadata=HIDDEN)  # frames encoded to measure the latents' mean and std

@@ -18,10 +18,11 @@ from einops import rearrange
 from tqdm import tqdm
 
 from core.toyworld.world import BACKGROUNDS, COLORS, KINDS, sample_clip
-from core.training.config import ToyTrainConfig, parse_oversample_term
+from core.training.config import OVERLAP_TERM, ToyTrainConfig, parse_oversample_term
 from core.training.loop import atomic_save
 
 MAX_TRAIN_ENTITIES = 3  # entity slots per cached clip
+OVERLAP_SHARE = 0.2  # the ``overlap`` oversample term: two boxes sharing this much of the smaller one's area
 
 
 def phrase_vocabulary() -> list[str]:
@@ -145,16 +146,39 @@ def clip_backgrounds(captions: list[str]) -> list[str]:
     return out
 
 
+def box_overlap(boxes: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
+    """How much of the smaller of two boxes the pair shares, for every pair of on-screen entities.
+
+    Args:
+        boxes: (..., entities, 4) xyxy in [0, 1]. on: (..., entities) bool, the on-screen entities.
+
+    Returns:
+        torch.Tensor (..., entities, entities), float in [0, 1]: intersection area over the smaller
+        box's area; 0 on the diagonal and for any pair with an off-screen entity.
+    """
+    lo = torch.maximum(boxes[..., :, None, :2], boxes[..., None, :, :2])
+    hi = torch.minimum(boxes[..., :, None, 2:], boxes[..., None, :, 2:])
+    inter = (hi - lo).clamp(min=0).prod(-1)
+    area = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0).prod(-1)
+    smaller = torch.minimum(area[..., :, None], area[..., None, :]).clamp(min=1e-8)
+    pair = on[..., :, None] & on[..., None, :] & ~torch.eye(on.shape[-1], dtype=torch.bool, device=on.device)
+    return torch.where(pair, (inter / smaller).clamp(max=1.0), torch.zeros((), dtype=boxes.dtype))
+
+
 def mixture_weights(data: dict, terms: list[str], weight: float) -> torch.Tensor:
     """Per-clip sampling weights that over-sample clips matching any of ``terms``.
 
     A term is a kind (``star``: an on-screen entity of that kind, in any frame),
     ``colour@background`` (an on-screen entity of that colour, in any frame, on that background) or
     ``colour+colour`` (two on-screen entities with these colours in the same frame; ``white+white``
-    needs two white entities). Kinds, colours and backgrounds are those of :mod:`core.toyworld.world`.
+    needs two white entities) or ``overlap`` (two on-screen entities whose boxes, in the same frame,
+    share at least :data:`OVERLAP_SHARE` of the smaller box's area: the frames where the toy world
+    draws the later entity in front, and a model must keep the two apart). Kinds, colours and
+    backgrounds are those of :mod:`core.toyworld.world`.
 
     Args:
-        data: the cached clips of :func:`build_dataset` (``phrase_ids``, ``masks``, ``captions``).
+        data: the cached clips of :func:`build_dataset` (``phrase_ids``, ``masks``, ``captions``;
+            ``boxes`` for ``overlap``).
         terms: the terms; empty gives uniform weights.
         weight: sampling weight of a matching clip relative to 1 for the others, >= 1.
 
@@ -172,6 +196,9 @@ def mixture_weights(data: dict, terms: list[str], weight: float) -> torch.Tensor
     match = torch.zeros(colours.shape[0], dtype=torch.bool)
     backgrounds = None
     for term in terms:
+        if term == OVERLAP_TERM:
+            match |= (box_overlap(data["boxes"], on) >= OVERLAP_SHARE).flatten(1).any(-1)
+            continue
         if term in KINDS:
             kind_of = torch.tensor([list(KINDS).index(p.split()[1]) for p in phrase_vocabulary()])
             match |= ((kind_of[data["phrase_ids"]] == list(KINDS).index(term)) & on).flatten(1).any(-1)

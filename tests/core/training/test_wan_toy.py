@@ -294,6 +294,18 @@ def test_an_oversampled_kind_is_drawn_that_much_more_often_for_videos_and_images
     assert [row.split(",")[0] for row in (run / "loss.csv").read_text().splitlines()] == ["1", "2"]
 
 
+def test_overlap_oversamples_clips_where_one_box_covers_part_of_another(capsys):
+    covered = [[0.1, 0.1, 0.5, 0.5], [0.3, 0.3, 0.5, 0.5]]  # the small box lies wholly inside the big one
+    corner = [[0.1, 0.1, 0.4, 0.4], [0.3, 0.3, 0.6, 0.6]]  # 0.01 shared, 0.11 of either box: under OVERLAP_SHARE
+    apart = [[0.1, 0.1, 0.3, 0.3], [0.5, 0.5, 0.7, 0.7]]
+    data = {"latents": torch.zeros(4, 1, 1, 1, 1), "boxes": torch.tensor([[covered], [corner], [apart], [covered]]),
+            "masks": torch.tensor([[[1.0, 1.0]], [[1.0, 1.0]], [[1.0, 1.0]], [[1.0, 0.0]]]),  # the last clip's small box is off screen
+            "phrase_ids": torch.zeros(4, 1, 2, dtype=torch.long)}
+    draws = clip_sampler(data, ("overlap",), 100.0, torch.Generator().manual_seed(0), "transformer part")(400)
+    assert "1 of 4 clips match overlap; 97% of draws" in capsys.readouterr().out
+    assert (draws == 0).float().mean() > 0.9
+
+
 def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["wan-toy", "--out", str(out), "--vae-crop", "60"]) == 2
@@ -314,7 +326,7 @@ def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
         "error: --image-batch: must be >= 0 (got -1)",
         "error: --patch: must be 1 or 2 (got 4)",
         "error: --layers: must be in [1, 40] (got 0)",
-        "error: --oversample: 'moon': must be a kind (ball, square, triangle, star, heart, ring, diamond, cross), colour@background or colour+colour",
+        "error: --oversample: 'moon': must be a kind (ball, square, triangle, star, heart, ring, diamond, cross), colour@background, colour+colour or overlap",
         "error: --oversample-weight: must be >= 1 (got 0.5)",
     ]
     assert not out.exists()
