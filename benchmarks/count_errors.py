@@ -9,7 +9,9 @@ has too many or too few. Detections come sorted by pixel count, largest first; t
 planned count are the frame's *extras*. Each extra is tallied by whether its centre lies inside a
 planned box (a patch of another colour inside an object, or a shape split in two) or outside every
 box (a fragment or a halo), by its palette colour, whether the prompt names that colour, and the
-scene's background. The videos are read back from MP4, so figures can differ slightly from the
+scene's background. Frames whose planned boxes overlap (two boxes sharing at least
+:data:`core.training.toy_data.OVERLAP_SHARE` of the smaller one, the training's ``--oversample overlap`` rule)
+are counted among the wrong frames and among all frames. The videos are read back from MP4, so figures can differ slightly from the
 run's ``count_accuracy``, which scores the frames before encoding.
 
 Prints the totals, the extras' size (pixels, at the frame size of the run), the tally, and the
@@ -34,7 +36,7 @@ def count_errors(folder: Path) -> dict:
         folder: an eval output folder holding ``videos/NNN.mp4`` and ``videos/NNN.plan.json``.
 
     Returns:
-        ``{"frames": int, "extra": int, "missing": int, "extra_pixels": list[int],
+        ``{"frames": int, "extra": int, "missing": int, "overlap_frames": int, "overlap_wrong": int, "extra_pixels": list[int],
         "extras": Counter[(where, colour, background, named)], "videos": [(name, wrong, frames, prompt)]}``,
         where ``where`` is ``"inside"`` or ``"outside"`` (the extra's centre against the planned xyxy
         boxes) and ``named`` says whether the prompt's plan gives any entity that colour.
@@ -42,15 +44,18 @@ def count_errors(folder: Path) -> dict:
     Raises:
         FileNotFoundError: ``folder/videos`` holds no MP4.
     """
+    import torch
+
     from core.evaluation.scoring import score_video
     from core.export import read_mp4
     from core.plan import load_plan
     from core.plan.interpolation import interpolate_boxes
+    from core.training.toy_data import OVERLAP_SHARE, box_overlap
 
     videos = sorted((folder / "videos").glob("*.mp4"))
     if not videos:
         raise FileNotFoundError(f"{folder / 'videos'}: no MP4 files; pass the --out folder of a launch.py eval run")
-    tally = {"frames": 0, "extra": 0, "missing": 0, "extra_pixels": [], "extras": Counter(), "videos": []}
+    tally = {"frames": 0, "extra": 0, "missing": 0, "overlap_frames": 0, "overlap_wrong": 0, "extra_pixels": [], "extras": Counter(), "videos": []}
     for mp4 in videos:
         plan = load_plan(mp4.with_name(mp4.stem + ".plan.json"))
         frames, _ = read_mp4(mp4)
@@ -60,13 +65,16 @@ def count_errors(folder: Path) -> dict:
         for scene in plan.scenes:
             ids = scene.entity_ids()
             boxes, masks = interpolate_boxes(scene, ids)
+            overlapping = (box_overlap(torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(masks) > 0) >= OVERLAP_SHARE).flatten(1).any(-1)
             for f in range(scene.num_frames):
                 detections, hit = score.detections[index], score.count_hits[index]
                 index += 1
                 tally["frames"] += 1
+                tally["overlap_frames"] += int(overlapping[f])
                 if hit:
                     continue
                 wrong += 1
+                tally["overlap_wrong"] += int(overlapping[f])
                 planned = [tuple(float(v) for v in boxes[f, n]) for n in range(len(ids)) if masks[f, n]]
                 tally["extra" if len(detections) > len(planned) else "missing"] += 1
                 for det in detections[len(planned):]:
@@ -92,6 +100,7 @@ def main() -> int:
         return 2
     wrong = tally["extra"] + tally["missing"]
     print(f"{args.folder}: {wrong} of {tally['frames']} frames with the wrong count: {tally['extra']} with extra detections, {tally['missing']} with too few")
+    print(f"frames whose planned boxes overlap: {tally['overlap_wrong']} of the {wrong} wrong, {tally['overlap_frames']} of all {tally['frames']}")
     extras = tally["extras"]
     if extras:
         pixels = np.array(tally["extra_pixels"])
