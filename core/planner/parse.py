@@ -112,8 +112,8 @@ def is_action(token) -> bool:
     text, token_lemma = token.text.lower(), lemma(token)
     if text in ("left",) and token.i > 0 and token.nbor(-1).text.lower() in ("the", "to", "from", "on", "at"):
         return False  # "the left" is a place
-    if text == "cross" and token.i > 0 and (token.nbor(-1).pos_ in ("ADJ", "DET") or token.nbor(-1).text.lower() in lx.COLOR_WORDS):
-        return False  # "a pink cross" is a shape
+    if text in ("cross", "crosses") and token.i > 0 and (token.nbor(-1).pos_ in ("ADJ", "DET", "NUM") or token.nbor(-1).text.lower() in lx.COLOR_WORDS):
+        return False  # "a pink cross" and "two pink crosses" are shapes
     if text in ("square", "star", "ring", "box", "block", "dot"):
         return False
     if text.endswith("ing") and token.dep_ == "compound" and token.i > 0 and token.nbor(-1).pos_ == "NOUN":

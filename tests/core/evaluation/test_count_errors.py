@@ -41,6 +41,7 @@ def test_extras_are_told_apart_by_where_they_lie(tmp_path):
     assert (tally["frames"], tally["extra"], tally["missing"]) == (8, 4, 0)
     assert tally["extras"] == {("inside", "orange", "grass", False): 3, ("outside", "blue", "grass", False): 1}
     assert tally["videos"] == [("000.mp4", 4, 8, plan.prompt)]
+    assert (tally["overlap_frames"], tally["overlap_wrong"]) == (0, 0)  # one entity never overlaps itself
 
 
 def test_a_folder_without_videos_is_a_clear_error(tmp_path):

@@ -19,7 +19,7 @@ TEST_SET = EVAL_PROMPTS / "toyworld_test.jsonl"
 def test_the_sealed_test_set_is_new_well_formed_and_covers_the_world():
     items = read_prompts(TEST_SET)
     assert len(items) >= 60 and len({i["prompt"] for i in items}) == len(items)
-    seen_before = {i["prompt"] for name in ("toyworld_dev.jsonl", "toyworld_heldout.jsonl") for i in read_prompts(EVAL_PROMPTS / name)}
+    seen_before = {i["prompt"] for name in ("toyworld_dev.jsonl", "toyworld_heldout.jsonl", "toyworld_dev2.jsonl") for i in read_prompts(EVAL_PROMPTS / name)}
     assert not seen_before & {i["prompt"] for i in items}
     assert all(i["checks"] and all(c["type"] in CHECKS for c in i["checks"]) for i in items)
     text = " ".join(i["prompt"].lower() for i in items)
@@ -28,7 +28,7 @@ def test_the_sealed_test_set_is_new_well_formed_and_covers_the_world():
     assert {"direction", "color_change", "count", "same_entity", "grow", "shrink", "appear", "disappear"} <= types
 
 
-@pytest.mark.parametrize("name", ["toyworld_dev.jsonl", "toyworld_heldout.jsonl", "toyworld_test.jsonl"])
+@pytest.mark.parametrize("name", ["toyworld_dev.jsonl", "toyworld_heldout.jsonl", "toyworld_dev2.jsonl", "toyworld_test.jsonl"])
 def test_every_prompt_plans_and_passes_its_checks(name):
     failed = []
     for item in read_prompts(EVAL_PROMPTS / name):

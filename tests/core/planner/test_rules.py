@@ -40,6 +40,15 @@ def test_colour_change_becomes_a_timed_event():
     assert event.target == "blue" and 0 < event.start < plan.scenes[0].num_frames - 1
 
 
+@pytest.mark.parametrize("prompt, kinds", [
+    ("Two pink crosses sit on the snow.", ["cross", "cross"]),
+    ("Three crosses sit on the grass.", ["cross", "cross", "cross"]),
+    ("A red ball crosses the grass.", ["ball"]),  # the verb stays a verb
+])
+def test_crosses_are_shapes_after_a_number_or_colour(prompt, kinds):
+    assert [e.kind for e in plan_with_rules(prompt).entities] == kinds
+
+
 def test_then_orders_events_in_time():
     plan = plan_with_rules("A red ball rolls to the right, then a blue star falls.")
     events = {plan.entity(e.agent).kind: e for e in plan.scenes[0].events}
