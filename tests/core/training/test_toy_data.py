@@ -42,7 +42,7 @@ def test_mixture_weights_oversample_the_clips_that_show_a_kind():
 @pytest.mark.parametrize(("terms", "weight", "message"), [
     (["teal@ocean"], 3.0, r"--oversample: 'teal@ocean': colour must be one of red, orange"),
     (["orange@moon"], 3.0, r"--oversample: 'orange@moon': background must be one of sky, grass"),
-    (["orange"], 3.0, r"--oversample: 'orange': must be a kind \(ball, .*\), colour@background or colour\+colour"),
+    (["orange"], 3.0, r"--oversample: 'orange': must be a kind \(ball, .*\), colour@background, colour\+colour or overlap"),
     (["orange@ocean"], 0.5, r"--oversample-weight: must be >= 1 \(got 0.5\)"),
 ])
 def test_mixture_weights_reject_bad_terms_and_weights(terms, weight, message):
