@@ -1,6 +1,6 @@
 """How far eval runs fall below model v2's bars: the figure that chooses a fine-tune and its guidance.
 
-    .venv/bin/python benchmarks/shortfall.py runs/dev-g2.0 runs/heldout-g2.0 [--pool] [--margin 0.02]
+    .venv/bin/python benchmarks/shortfall.py runs/dev-g2.0 runs/heldout-g2.0 runs/dev2-g2.0 [--pool] [--margin 0.02]
 
 Reads ``metrics.json`` from each ``launch.py eval ... --out DIR`` folder and prints the run's row
 and its *shortfall*: the sum, over model v2's eight bars (box mIoU >= 0.70, AP50 >= 0.90, colour
@@ -8,7 +8,8 @@ and its *shortfall*: the sum, over model v2's eight bars (box mIoU >= 0.70, AP50
 of how far the figure falls below its bar (0 where the bar is met). ``--pool`` adds one row for all
 the folders together: each figure is the mean of the folders' figures weighted by their number of
 prompts (``videos`` in metrics.json), and the shortfall is computed from those pooled figures. This
-is how the model card chooses between candidates: dev (12) and held-out (8) pooled, 20 prompts.
+is how the model card chooses between candidates: dev (12), held-out (8) and the procedural dev2 (40)
+pooled, 60 prompts (dev and held-out alone, 20 prompts, before dev2 was drawn).
 ``--margin M`` raises every bar by M (capped at 1.0) before the gaps are summed, so that a figure just
 above its bar on the 20 prompts, where the sealed test has been below it, still counts.
 """
