@@ -218,18 +218,82 @@ def _sample_track(rng: np.random.Generator, num_frames: int, min_side: float) ->
     return ToyTrack(kind=kind, colors=colors, boxes=boxes), f"{article} {color} {kind} {phrase}".strip()
 
 
-def sample_clip(rng: np.random.Generator, num_frames: int = 8, size: int = 64, min_side: float = 0.18) -> ToyClip:
+GROUP_VERBS = {  # MOTION_WORDS for a plural subject ("two red balls move right")
+    (1, 0): ["move right", "slide to the right", "roll right", "drift right"],
+    (-1, 0): ["move left", "slide to the left", "roll left", "drift left"],
+    (0, 1): ["fall", "move down", "drop"],
+    (0, -1): ["rise", "move up", "fly up"],
+}
+GROUP_GAP = (0.01, 0.12)  # gap between neighbours of a group, as a share of the frame
+
+
+def plural(kind: str) -> str:
+    """The plural of a toy kind: ``"cross"`` -> ``"crosses"``, ``"ball"`` -> ``"balls"``."""
+    return kind + ("es" if kind.endswith(("s", "sh", "ch", "x")) else "s")
+
+
+def _sample_group(rng: np.random.Generator, num_frames: int, min_side: float) -> tuple[list[ToyTrack], str]:
+    """Two or three entities of one kind and colour, of one size, side by side in a row or a column
+    with a gap of :data:`GROUP_GAP`, sitting still or moving together along one axis: the layout a
+    planner gives "three purple squares" (one phrase per entity, as for any entity).
+
+    Returns:
+        (the tracks, the caption's subject and verb, e.g. ``"three purple squares sit"``).
+    """
+    count = int(rng.integers(2, 4))
+    kind, color = str(rng.choice(KINDS)), str(rng.choice(list(COLORS)))
+    axis = int(rng.integers(2))  # 0: a row (neighbours along x), 1: a column
+    gap = rng.uniform(*GROUP_GAP)
+    side = min(rng.uniform(min_side, 0.3), (0.95 - (count - 1) * gap) / count)
+    span = count * side + (count - 1) * gap  # along the group's axis; ``side`` across it
+    extent = np.array([span, side] if axis == 0 else [side, span])
+    start = rng.uniform(0.0, 1.0 - extent)
+    end = start.copy()
+    verb = str(rng.choice(["sit", "sit in a row", "stand still"])) if axis == 0 else str(rng.choice(["sit", "stand in a column"]))
+    move_axis = int(rng.integers(2))
+    if rng.random() < 0.6 and 1.0 - extent[move_axis] >= 0.2:  # moves (where there is room to)
+        end[move_axis] = rng.uniform(0.0, 1.0 - extent[move_axis])
+        step = end[move_axis] - start[move_axis]
+        if abs(step) < 0.1:  # too short to read as motion: go to the far side
+            end[move_axis] = 0.0 if start[move_axis] > (1.0 - extent[move_axis]) / 2 else 1.0 - extent[move_axis]
+            step = end[move_axis] - start[move_axis]
+        direction = (int(np.sign(step)), 0) if move_axis == 0 else (0, int(np.sign(step)))
+        verb = str(rng.choice(GROUP_VERBS[direction]))
+    ts = np.linspace(0.0, 1.0, num_frames)
+    tracks = []
+    for i in range(count):
+        offset = np.zeros(2)
+        offset[axis] = i * (side + gap)
+        boxes = []
+        for t in ts:
+            x0, y0 = (1 - t) * start + t * end + offset
+            boxes.append((float(x0), float(y0), float(x0 + side), float(y0 + side)))
+        tracks.append(ToyTrack(kind=kind, colors=[color] * num_frames, boxes=boxes))
+    number = {2: "two", 3: "three"}[count]
+    return tracks, f"{number} {color} {plural(kind)} {verb}"
+
+
+def sample_clip(
+    rng: np.random.Generator, num_frames: int = 8, size: int = 64, min_side: float = 0.18, group_share: float = 0.0
+) -> ToyClip:
     """Sample a random toy clip with 1-3 entities, a background and a caption.
 
     Each entity's box side is drawn from [``min_side``, 0.42] of the frame (then stretched by
     0.8-1.25 per axis); growing and shrinking entities span 0.12-0.6 whatever ``min_side`` is.
+    With probability ``group_share`` (in [0, 1]) the clip is instead a group of two or three
+    entities of one kind and colour side by side (:func:`_sample_group`); at 0 the random stream,
+    and so every clip, is that of earlier versions.
 
     Returns:
         ToyClip whose ``frames`` has shape (num_frames, size, size, 3), dtype uint8.
     """
     background = str(rng.choice(list(BACKGROUNDS)))
-    count = int(rng.choice([1, 1, 2, 2, 3]))
-    tracks, phrases = zip(*(_sample_track(rng, num_frames, min_side) for _ in range(count)))
+    if group_share > 0 and rng.random() < group_share:
+        group, subject = _sample_group(rng, num_frames, min_side)
+        tracks, phrases = tuple(group), (subject,)
+    else:
+        count = int(rng.choice([1, 1, 2, 2, 3]))
+        tracks, phrases = zip(*(_sample_track(rng, num_frames, min_side) for _ in range(count)))
     frames = np.stack(
         [
             render_frame(

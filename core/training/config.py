@@ -321,6 +321,7 @@ class WanToyTrainConfig:
     edge_weight: float = field(default=1.0, metadata=option("loss weight of the image-difference (edge) L1 term in refinement and decoder steps"))
     visibility_weight: float = field(default=1.0, metadata=option("loss weight, in decoder steps, of the shape pixels' lost contrast against the background, relative to their own (0: off)"))
     clips: int = field(default=2000, metadata=option("training clips generated and encoded for the transformer"))
+    group_share: float = field(default=0.0, metadata=option("share of the encoded clips that are groups: two or three entities of one kind and colour side by side, as plans draw \"three purple squares\", in [0, 1]"))
     clip_frames: int = 16
     transformer_steps: int = field(default=6800, metadata=option("transformer + layout adapter steps (6,800: about 100 minutes at 0.88 s a step on a 2-core CPU, one command after the data part)"))
     transformer_batch: int = 4
@@ -346,6 +347,7 @@ class WanToyTrainConfig:
             f"max_minutes: must be in (0, 150] (got {self.max_minutes})" if not 0.0 < self.max_minutes <= 150.0 else "",
             f"vae_crop: must be a multiple of 8 in [16, 128] (got {self.vae_crop})" if self.vae_crop % 8 or not 16 <= self.vae_crop <= 128 else "",
             f"min_side: must be in [0.05, 0.42] (got {self.min_side})" if not 0.05 <= self.min_side <= 0.42 else "",
+            f"group_share: must be in [0, 1] (got {self.group_share})" if not 0.0 <= self.group_share <= 1.0 else "",
             f"decoder_layers: must be in [1, 4] (got {self.decoder_layers})" if not 1 <= self.decoder_layers <= 4 else "",
             f"visibility_weight: must be >= 0 (got {self.visibility_weight})" if self.visibility_weight < 0 else "",
             f"image_batch: must be >= 0 (got {self.image_batch})" if self.image_batch < 0 else "",

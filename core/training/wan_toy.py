@@ -411,7 +411,10 @@ def build_wan_dataset(run: Path, cfg: WanToyTrainConfig) -> dict:
     captions: list[str] = []
     chunk = 4
     for start in tqdm(range(0, n, chunk), desc="data", file=sys.stdout, mininterval=10):
-        clips = [sample_clip(rng, num_frames=f, size=FRAME_SIZE, min_side=cfg.min_side) for _ in range(min(chunk, n - start))]
+        clips = [
+            sample_clip(rng, num_frames=f, size=FRAME_SIZE, min_side=cfg.min_side, group_share=cfg.group_share)
+            for _ in range(min(chunk, n - start))
+        ]
         z = vae.encode(video_tensor(np.stack([c.frames for c in clips]))).latent_dist.mean  # (B, C, F, h, w)
         latents[start : start + len(clips)] = ((z - mean) / std).half()
         for i, clip in enumerate(clips):
