@@ -23,6 +23,7 @@ Box = list[float]
 """``[x0, y0, x1, y1]`` in frame units 0-1, y pointing down."""
 
 START_Y = 0.55  # the row where entities stand before any position word moves them
+ROW_GAP = 0.08  # the least gap between neighbours a layout leaves (about one latent cell of model v2)
 
 
 def default_size(head: str, attributes: dict[str, str]) -> tuple[float, float]:
@@ -151,8 +152,45 @@ class SceneLayout:
     def __init__(self, sizes: list[tuple[str, tuple[float, float]]], num_frames: int):
         self.num_frames = num_frames
         self.tracks: dict[str, Track] = {
-            eid: Track(eid, size, [(n + 1) / (len(sizes) + 1), START_Y]) for n, (eid, size) in enumerate(sizes)
+            eid: Track(eid, size, [x, START_Y]) for (eid, size), x in zip(sizes, _row_centres([w for _, (w, _h) in sizes]))
         }
+
+    def spread(self, entity_ids: list[str], frames: list[int]) -> None:
+        """Lay out side by side the entities that one clause moves or places together and that share
+        a box ("two red balls roll right" starts and ends both at the same place).
+
+        Where the entities' boxes at ``frames[-1]`` (or their current boxes, without ``frames``)
+        share centres within half a box, they are set apart by :data:`ROW_GAP`, across their motion
+        (one above the other for a sideways motion, side by side otherwise), the group kept in the
+        frame; their waypoints at ``frames`` and their centres move alike.
+        """
+        tracks = [self.tracks[e] for e in entity_ids]
+        if len(tracks) < 2:
+            return
+        boxes = [t.waypoints.get(frames[-1]) if frames else t.box() for t in tracks]
+        if any(b is None for b in boxes):
+            return
+        centres = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in boxes]
+        reach = min(min(b[2] - b[0], b[3] - b[1]) for b in boxes) / 2
+        if max(abs(c[0] - centres[0][0]) + abs(c[1] - centres[0][1]) for c in centres) > reach:
+            return
+        first = tracks[0].waypoints.get(frames[0]) if frames else None
+        dx, dy = (0.0, 0.0) if first is None else (boxes[0][0] - first[0], boxes[0][1] - first[1])
+        axis = 1 if abs(dx) > abs(dy) else 0  # across the motion
+        steps = [b[2 + axis] - b[axis] + ROW_GAP for b in boxes]
+        offsets = [sum(steps[:i]) for i in range(len(tracks))]
+        offsets = [o - (offsets[-1]) / 2 for o in offsets]
+        current = [t.box() for t in tracks]
+        for frame_boxes in [[t.waypoints.get(f) for t in tracks] for f in frames] + [current]:
+            shown = [(b, o) for b, o in zip(frame_boxes, offsets) if b is not None]
+            lo = min(b[axis] + o for b, o in shown) if shown else 0.0
+            hi = max(b[2 + axis] + o for b, o in shown) if shown else 1.0
+            shift = max(0.0, -lo) - max(0.0, hi - 1.0)  # keep the group in the frame
+            for b, o in shown:
+                b[axis] = round(b[axis] + o + shift, 4)
+                b[2 + axis] = round(b[2 + axis] + o + shift, 4)
+        for t, b in zip(tracks, current):
+            t.center[axis] = (b[axis] + b[2 + axis]) / 2
 
     # Static placement -------------------------------------------------------------------------
 
@@ -283,6 +321,22 @@ class SceneLayout:
                     boxes[eid] = box
             out.append(Keyframe(frame=frame, boxes=boxes))
         return out
+
+
+def _row_centres(widths: list[float]) -> list[float]:
+    """The x centres of a starting row of boxes of these widths: evenly spread ((n + 1) / (count + 1)),
+    or, where that leaves neighbours less than :data:`ROW_GAP` apart, packed ``ROW_GAP`` apart about
+    the middle (within the frame as far as the widths allow)."""
+    even = [(n + 1) / (len(widths) + 1) for n in range(len(widths))]
+    gaps = [(b - wb / 2) - (a + wa / 2) for a, b, wa, wb in zip(even, even[1:], widths, widths[1:])]
+    if not gaps or min(gaps) >= ROW_GAP:
+        return even
+    span = sum(widths) + ROW_GAP * (len(widths) - 1)
+    x, centres = 0.5 - span / 2, []
+    for w in widths:
+        centres.append(x + w / 2)
+        x += w + ROW_GAP
+    return centres
 
 
 def _set_start(track: Track, clause: Clause, start: int, default: tuple[int, int]) -> None:

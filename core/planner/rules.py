@@ -169,6 +169,7 @@ class _Builder:
                 per_subject = places_per_subject(clause)
                 for eid, place in zip(agents, per_subject or [clause.place] * len(agents)):
                     layout.tracks[eid].place(place)
+                layout.spread(agents, [])  # "two red balls on the left": side by side there
             if clause.relation and agents:
                 relation, targets = clause.relation
                 if targets == ["them"]:
@@ -195,6 +196,7 @@ class _Builder:
             target_ids = [i for _p, ids in role.objects for i in ids if i in layout.tracks and i not in agents]
             for eid in agents:
                 layout.move(eid, clause, start, end, agents=agents, target_ids=target_ids)
+            layout.spread(agents, [start, end])  # "two red balls roll right": side by side, not one box
             if clause.verb and agents:
                 target = _event_target(clause, target_ids)
                 predicate = predicate_of(clause)

@@ -93,3 +93,30 @@ def test_a_colour_tagged_as_a_compound_noun_is_still_the_colour():
 def test_frames_out_of_range_is_a_one_line_plan_error(frames):
     with pytest.raises(PlanValidationError, match=rf"^num_frames: must be in \[8, 64\] \(got {frames}\)$"):
         plan_with_rules("A red ball rolls to the right.", num_frames=frames)
+
+
+def _gap(a, b):
+    """How far apart two xyxy boxes are along the axis that separates them most (< 0: overlapping)."""
+    return max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3])
+
+
+@pytest.mark.parametrize(
+    ("prompt", "moves"),
+    [
+        ("Two red balls roll right on the grass.", (1, 0)),
+        ("Three green hearts rise on the desert.", (0, -1)),
+        ("Two pink crosses on the left sit on the snow.", (0, 0)),
+        ("Three purple squares sit in the ocean.", (0, 0)),
+    ],
+)
+def test_a_counted_noun_is_drawn_as_that_many_boxes_apart_moving_together(prompt, moves):
+    (scene,) = plan_with_rules(prompt).scenes
+    for keyframe in scene.keyframes:
+        boxes = list(keyframe.boxes.values())
+        assert len(boxes) == int(prompt.startswith("Three")) + 2
+        assert all(_gap(a, b) >= 0.079 for i, a in enumerate(boxes) for b in boxes[i + 1 :]), keyframe.boxes
+        assert all(0 <= v <= 1 for b in boxes for v in b)
+    first, last = scene.keyframes[0].boxes, scene.keyframes[-1].boxes
+    for eid in first:
+        dx, dy = last[eid][0] - first[eid][0], last[eid][1] - first[eid][1]
+        assert (int(dx > 0.1) - int(dx < -0.1), int(dy > 0.1) - int(dy < -0.1)) == moves
