@@ -23,7 +23,7 @@ Box = list[float]
 """``[x0, y0, x1, y1]`` in frame units 0-1, y pointing down."""
 
 START_Y = 0.55  # the row where entities stand before any position word moves them
-ROW_GAP = 0.08  # the least gap between neighbours a layout leaves (about one latent cell of model v2)
+ROW_GAP = 0.08  # the gap between entities that one clause sets side by side (about one latent cell of model v2)
 
 
 def default_size(head: str, attributes: dict[str, str]) -> tuple[float, float]:
@@ -152,7 +152,7 @@ class SceneLayout:
     def __init__(self, sizes: list[tuple[str, tuple[float, float]]], num_frames: int):
         self.num_frames = num_frames
         self.tracks: dict[str, Track] = {
-            eid: Track(eid, size, [x, START_Y]) for (eid, size), x in zip(sizes, _row_centres([w for _, (w, _h) in sizes]))
+            eid: Track(eid, size, [(n + 1) / (len(sizes) + 1), START_Y]) for n, (eid, size) in enumerate(sizes)
         }
 
     def spread(self, entity_ids: list[str], frames: list[int]) -> None:
@@ -321,22 +321,6 @@ class SceneLayout:
                     boxes[eid] = box
             out.append(Keyframe(frame=frame, boxes=boxes))
         return out
-
-
-def _row_centres(widths: list[float]) -> list[float]:
-    """The x centres of a starting row of boxes of these widths: evenly spread ((n + 1) / (count + 1)),
-    or, where that leaves neighbours less than :data:`ROW_GAP` apart, packed ``ROW_GAP`` apart about
-    the middle (within the frame as far as the widths allow)."""
-    even = [(n + 1) / (len(widths) + 1) for n in range(len(widths))]
-    gaps = [(b - wb / 2) - (a + wa / 2) for a, b, wa, wb in zip(even, even[1:], widths, widths[1:])]
-    if not gaps or min(gaps) >= ROW_GAP:
-        return even
-    span = sum(widths) + ROW_GAP * (len(widths) - 1)
-    x, centres = 0.5 - span / 2, []
-    for w in widths:
-        centres.append(x + w / 2)
-        x += w + ROW_GAP
-    return centres
 
 
 def _set_start(track: Track, clause: Clause, start: int, default: tuple[int, int]) -> None:
