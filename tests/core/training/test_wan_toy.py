@@ -311,6 +311,7 @@ def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
     assert main(["wan-toy", "--out", str(out), "--vae-crop", "60"]) == 2
     assert main(["wan-toy", "--out", str(out), "--max-minutes", "151"]) == 2
     assert main(["wan-toy", "--out", str(out), "--min-side", "0.5"]) == 2
+    assert main(["wan-toy", "--out", str(out), "--group-share", "1.5"]) == 2
     assert main(["wan-toy", "--out", str(out), "--visibility-weight", "-1"]) == 2
     assert main(["wan-toy", "--out", str(out), "--image-batch", "-1"]) == 2
     assert main(["wan-toy", "--out", str(out), "--patch", "4"]) == 2
@@ -322,6 +323,7 @@ def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
         "error: --vae-crop: must be a multiple of 8 in [16, 128] (got 60)",
         "error: --max-minutes: must be in (0, 150] (got 151.0)",
         "error: --min-side: must be in [0.05, 0.42] (got 0.5)",
+        "error: --group-share: must be in [0, 1] (got 1.5)",
         "error: --visibility-weight: must be >= 0 (got -1.0)",
         "error: --image-batch: must be >= 0 (got -1)",
         "error: --patch: must be 1 or 2 (got 4)",
