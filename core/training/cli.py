@@ -132,7 +132,7 @@ def _wan_export(args: argparse.Namespace) -> int:
 def _wan_refine(args: argparse.Namespace) -> int:
     from core.training.wan_toy import refine_wan_decoder
 
-    print(refine_wan_decoder(args.run, args.model, args.to, config_from_args(args, WanRefineConfig)))
+    print(refine_wan_decoder(args.run, args.model, args.to, config_from_args(args, WanRefineConfig), args.pairs_from))
     return 0
 
 
@@ -198,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--model", type=Path, default=Path("assets/wan-toy"), help="the wan-toy pipeline whose samples its decoder learns")
         if name == "wan-refine":
             stage.add_argument("--to", type=Path, required=True, help="the new pipeline folder: --model with the refined autoencoder")
+            stage.add_argument(
+                "--pairs-from", type=Path, nargs="+", default=None, metavar="RUN",
+                help="earlier wan-refine runs of the same --model whose sampled pairs (and aligned targets) are trained on beside this run's own",
+            )
         if name in ("export", "wan-export", "wan-soup"):
             stage.add_argument("--to", type=Path, default=Path("assets/layout2vid-toy" if name == "export" else "assets/wan-toy"))
         add_config_options(stage, config)

@@ -390,7 +390,7 @@ class WanRefineConfig:
     decoder to decode those samples into the clips' drawn frames (:func:`core.training.wan_toy.refine_wan_decoder`).
 
     Raises:
-        ValueError: ``sample_share`` outside [0, 1), ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
+        ValueError: ``sample_share`` outside [0, 1), ``group_share`` outside [0, 1], ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
             not above 0, ``max_minutes`` outside (0, 150], or ``guidance_scale`` outside
             ``core.settings.GUIDANCE_SCALE``'s range (0-30).
     """
@@ -414,12 +414,16 @@ class WanRefineConfig:
             "(the same objects redrawn where the denoiser put them)", choices=["drawn", "aligned"],
         ),
     )
+    group_share: float = field(
+        default=0.0, metadata=option("share of the sampled clips that are groups: two or three entities of one kind and colour side by side, in [0, 1]"),
+    )
     seed: int = 0
     max_minutes: float = field(default=150.0, metadata=option("stop (checkpointed) after this many minutes, in (0, 150]; the same command resumes"))
     threads: int = 2
 
     def __post_init__(self) -> None:
         _first_problem([
+            f"group_share: must be in [0, 1] (got {self.group_share})" if not 0.0 <= self.group_share <= 1.0 else "",
             f"pair_targets: must be drawn or aligned (got {self.pair_targets!r})" if self.pair_targets not in ("drawn", "aligned") else "",
             f"sample_share: must be in [0, 1) (got {self.sample_share})" if not 0.0 <= self.sample_share < 1.0 else "",
             f"pair_outline_weight: must be >= 0 (got {self.pair_outline_weight})" if self.pair_outline_weight is not None and self.pair_outline_weight < 0 else "",

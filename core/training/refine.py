@@ -72,20 +72,22 @@ def decoder_latents(vae, latents: torch.Tensor) -> torch.Tensor:
     return latents / vae.config.scaling_factor
 
 
-def training_clips(seed: int, *, num_frames: int, size: int) -> Iterator[tuple[ToyClip, np.random.Generator]]:
+def training_clips(seed: int, *, num_frames: int, size: int, group_share: float = 0.0) -> Iterator[tuple[ToyClip, np.random.Generator]]:
     """The endless, replayable sequence of random training clips that :func:`sample_pairs` samples
     with ``seed``: each clip (``num_frames`` frames of ``size`` pixels) with the generator that draws
-    its entities' noise seeds (:func:`clip_conditioning`)."""
+    its entities' noise seeds (:func:`clip_conditioning`). ``group_share`` (in [0, 1]) of the clips
+    are groups of two or three of a kind side by side (:func:`core.toyworld.world.sample_clip`); at 0
+    the stream is that of earlier versions."""
     rng = np.random.default_rng([seed, 6])
     while True:
-        clip = sample_clip(rng, num_frames=num_frames, size=size)
+        clip = sample_clip(rng, num_frames=num_frames, size=size, group_share=group_share)
         yield clip, np.random.default_rng(rng.integers(0, 2**31 - 1, size=3))
 
 
-def _stacked_pairs(pairs: dict, guidance_scale: float) -> dict:
-    """The cache's lists stacked into tensors (backgrounds stay a list), with the guidance scale."""
+def _stacked_pairs(pairs: dict, guidance_scale: float, group_share: float) -> dict:
+    """The cache's lists stacked into tensors (backgrounds stay a list), with the guidance scale and group share."""
     stacked = {k: (torch.stack(v) if k != "backgrounds" else v) for k, v in pairs.items()}
-    return {**stacked, "guidance_scale": float(guidance_scale)}
+    return {**stacked, "guidance_scale": float(guidance_scale), "group_share": float(group_share)}
 
 
 def sample_pairs(
@@ -97,6 +99,7 @@ def sample_pairs(
     num_inference_steps: int = 25,
     guidance_scale: float | None = None,
     seed: int = 0,
+    group_share: float = 0.0,
     save_every: int = 10,
 ) -> dict:
     """Sample ``pipe`` on random toy clips and cache (sampled latents, drawn frames) at ``path``.
@@ -111,14 +114,15 @@ def sample_pairs(
         clips: total clips. num_frames: frames per clip (16, a scene's length).
         num_inference_steps, guidance_scale: the sampler settings of a render (25 steps; guidance
             None: the model's own, as a render uses: :func:`core.settings.model_guidance_scale`).
+        seed, group_share: the clip stream (:func:`training_clips`); the cache records the share.
 
     Returns:
         dict with ``latents`` (clips, C, F, h, w) float16 as ``vae.decode`` takes them
         (:func:`decoder_latents`), ``frames`` (clips, F, S, S, 3) uint8 drawn exactly (S 64 or 128), ``backgrounds`` (clips names) and
-        ``guidance_scale`` (float).
+        ``guidance_scale`` (float) and ``group_share`` (float).
 
     Raises:
-        ValueError: ``path`` holds clips sampled at another guidance scale.
+        ValueError: ``path`` holds clips sampled at another guidance scale or group share.
     """
     from core.settings import model_guidance_scale
 
@@ -126,8 +130,11 @@ def sample_pairs(
         guidance_scale = model_guidance_scale(pipe.config)
     pairs = torch.load(path, weights_only=False) if path.exists() else {"latents": [], "frames": [], "backgrounds": []}
     cached_scale = pairs.pop("guidance_scale", guidance_scale)
+    cached_share = pairs.pop("group_share", 0.0)  # caches written before the share existed hold the plain stream
     if len(pairs["latents"]) and cached_scale != guidance_scale:
         raise ValueError(f"{path}: its clips were sampled at guidance_scale {cached_scale}, not {guidance_scale}; use another file")
+    if len(pairs["latents"]) and cached_share != group_share:
+        raise ValueError(f"{path}: its clips were drawn with group_share {cached_share}, not {group_share}; use another file")
     pairs = {k: list(v) for k, v in pairs.items()}
     wan = getattr(pipe, "family", None) == "wan"
     size, controls = 64, {}
@@ -139,7 +146,7 @@ def sample_pairs(
         render = RenderSettings(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
         controls = {k: v for k, v in resolve_controls(pipe, render).items() if k in ("layout_alpha", "layout_mode", "box_guidance")}
         controls["unconditional_layout"] = render.unconditional_layout
-    drawn = training_clips(seed, num_frames=num_frames, size=size)
+    drawn = training_clips(seed, num_frames=num_frames, size=size, group_share=group_share)
     for _ in range(len(pairs["latents"])):  # skip the clips already sampled, so resuming draws new ones
         next(drawn)
     bar = tqdm(total=clips, initial=len(pairs["latents"]), desc="sample pairs", file=sys.stdout, mininterval=10)
@@ -156,9 +163,61 @@ def sample_pairs(
         pairs["backgrounds"].append(clip.background)
         bar.update(1)
         if len(pairs["latents"]) % save_every == 0 or len(pairs["latents"]) == clips:
-            atomic_save(_stacked_pairs(pairs, guidance_scale), path)
+            atomic_save(_stacked_pairs(pairs, guidance_scale, group_share), path)
     bar.close()
-    return _stacked_pairs(pairs, guidance_scale)
+    return _stacked_pairs(pairs, guidance_scale, group_share)
+
+
+def cached_pairs(run: Path, *, aligned: bool) -> dict:
+    """An earlier refine run's sampled pairs, to train on beside a new run's own (``wan-refine --pairs-from``).
+
+    Args:
+        run: a ``wan-refine`` (or ``refine``) run folder holding ``sample_pairs.pt`` (:func:`sample_pairs`).
+        aligned: use the run's aligned targets, ``aligned_frames.pt`` (:func:`aligned_frames`), as the frames.
+
+    Returns:
+        :func:`sample_pairs`'s dict: ``latents`` (clips, C, F, h, w) float16, ``frames`` (clips, F, S, S, 3) uint8, ``backgrounds``, ``guidance_scale``.
+
+    Raises:
+        ValueError: ``run`` has no ``sample_pairs.pt``, or (``aligned``) no ``aligned_frames.pt`` for
+            all its clips; the message names ``--pairs-from``.
+    """
+    if not (run / "sample_pairs.pt").is_file():
+        raise ValueError(f"--pairs-from: {run} has no sample_pairs.pt; name a wan-refine run whose sampling has finished")
+    pairs = torch.load(run / "sample_pairs.pt", weights_only=False)
+    if aligned:
+        cache = run / "aligned_frames.pt"
+        frames = torch.load(cache) if cache.is_file() else None
+        if frames is None or frames.shape != pairs["frames"].shape:
+            raise ValueError(f"--pairs-from: {run} has no aligned_frames.pt for its {len(pairs['latents'])} clips; run it with --pair-targets aligned first")
+        pairs = {**pairs, "frames": frames}
+    return pairs
+
+
+def join_pairs(parts: list[dict]) -> dict:
+    """Several :func:`sample_pairs` caches (e.g. random clips and group clips) as one training set.
+
+    Args:
+        parts: caches of latents of one shape, sampled at one guidance scale.
+
+    Returns:
+        dict with ``latents`` and ``frames`` concatenated along clips, ``backgrounds`` joined and the shared ``guidance_scale``.
+
+    Raises:
+        ValueError: the parts were sampled at different guidance scales or hold latents or frames of different shapes (names ``--pairs-from``).
+    """
+    scales = {float(part["guidance_scale"]) for part in parts}
+    shapes = {(tuple(part["latents"].shape[1:]), tuple(part["frames"].shape[1:])) for part in parts}
+    if len(scales) > 1:
+        raise ValueError(f"--pairs-from: the runs' clips were sampled at different guidance scales ({', '.join(map(str, sorted(scales)))}); join runs of one scale")
+    if len(shapes) > 1:
+        raise ValueError("--pairs-from: the runs hold latents or frames of different shapes; join runs of one model")
+    return {
+        "latents": torch.cat([part["latents"] for part in parts]),
+        "frames": torch.cat([part["frames"] for part in parts]),
+        "backgrounds": [name for part in parts for name in part["backgrounds"]],
+        "guidance_scale": scales.pop(),
+    }
 
 
 def _area(box) -> float:
@@ -186,7 +245,8 @@ def aligned_frames(pairs: dict, vae, *, seed: int = 0, min_iou: float = 0.3, are
         pairs: :func:`sample_pairs`'s cache: ``latents`` (clips, C, F, h, w) as ``vae.decode`` takes
             them, ``frames`` (clips, F, S, S, 3) uint8.
         vae: the autoencoder whose decoder draws the samples (the model's own), any dtype.
-        seed: the seed the pairs were sampled with; the clips are replayed (:func:`training_clips`).
+        seed: the seed the pairs were sampled with; the clips are replayed (:func:`training_clips`,
+            with the cache's ``group_share``).
 
     Returns:
         torch.Tensor (clips, F, S, S, 3) uint8.
@@ -199,7 +259,7 @@ def aligned_frames(pairs: dict, vae, *, seed: int = 0, min_iou: float = 0.3, are
     clips, _, num_frames = pairs["latents"].shape[:3]
     size = pairs["frames"].shape[2]
     aligned = pairs["frames"].clone()
-    drawn = training_clips(seed, num_frames=num_frames, size=size)
+    drawn = training_clips(seed, num_frames=num_frames, size=size, group_share=float(pairs.get("group_share", 0.0)))
     parameter = next(vae.parameters())
     for index in tqdm(range(clips), desc="align targets", file=sys.stdout, mininterval=10):
         clip, _ = next(drawn)

@@ -740,7 +740,7 @@ def use_autoencoder(run: Path, autoencoder: Path) -> None:
     staging.rename(run / "decoder")
 
 
-def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfig) -> str:
+def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfig, pairs_from: list[Path] | None = None) -> str:
     """Teach model v2's decoder the denoiser's own samples (the ``wan-refine`` stage), as the
     ``refine`` stage does for the UNet3D model (:mod:`core.training.refine`).
 
@@ -757,6 +757,9 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
     (:func:`core.training.refine.aligned_frames`, cached in ``run/aligned_frames.pt``), so that the
     decoder learns clean colours and edges without learning to move them. ``target`` gets ``model``
     with the refined autoencoder as ``vae/`` (written beside, then renamed into place).
+    ``cfg.group_share`` of the sampled clips are groups of two or three of a kind side by side; the
+    pairs of earlier runs of the same model (``pairs_from``, e.g. random clips beside this run's
+    groups) are joined to this run's own (:func:`core.training.refine.join_pairs`).
 
     Returns:
         A one-line summary: the written folder, or where the time limit stopped it (the same
@@ -764,14 +767,15 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
 
     Raises:
         ValueError: ``target`` is ``model`` or ``run`` (names ``--to``), ``model`` is not a
-            ``wan-toy`` pipeline folder (names ``--model``), or the cache holds clips sampled at
-            another guidance scale.
+            ``wan-toy`` pipeline folder (names ``--model``), a ``pairs_from`` run has no finished
+            cache (names ``--pairs-from``), or a cache holds clips sampled at another guidance scale
+            or group share.
     """
     import shutil
 
     from core.models.toy_wan import FrameAutoencoderKL
     from core.render import load_pipeline
-    from core.training.refine import aligned_frames, sample_pairs
+    from core.training.refine import aligned_frames, cached_pairs, join_pairs, sample_pairs
 
     started = time.time()
     torch.set_num_threads(cfg.threads)
@@ -779,16 +783,21 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
         raise ValueError(f"--to: {target} must be a new folder, not --model or --run")
     if not (model / "vae" / "config.json").is_file() or not (model / "transformer").is_dir():
         raise ValueError(f"--model: {model} is not a wan-toy pipeline folder (vae/ and transformer/), e.g. assets/wan-toy")
+    earlier = [cached_pairs(other, aligned=cfg.pair_targets == "aligned") for other in pairs_from or []]  # a bad run fails before sampling
     use_autoencoder(run, model / "vae")
     if not (run / "vae_refine" / "config.json").exists():
         pipe = load_pipeline(model)
         pipe.set_progress_bar_config(disable=True)
-        pairs = sample_pairs(pipe, run / "sample_pairs.pt", clips=cfg.clips, guidance_scale=cfg.guidance_scale, seed=cfg.seed)
+        pairs = sample_pairs(
+            pipe, run / "sample_pairs.pt", clips=cfg.clips, guidance_scale=cfg.guidance_scale, seed=cfg.seed, group_share=cfg.group_share,
+        )
         if cfg.pair_targets == "aligned":
             cache = run / "aligned_frames.pt"
             if not cache.exists() or torch.load(cache).shape != pairs["frames"].shape:
                 atomic_save(aligned_frames(pairs, pipe.vae.to(torch.float32), seed=cfg.seed), cache)
             pairs = {**pairs, "frames": torch.load(cache)}
+        if earlier:
+            pairs = join_pairs([*earlier, pairs])
         del pipe
         tune = WanToyTrainConfig(seed=cfg.seed, threads=cfg.threads, tune_batch=cfg.batch, max_minutes=cfg.max_minutes)
         left = cfg.max_minutes * 60 - (time.time() - started)

@@ -55,7 +55,25 @@ def test_sample_pairs_caches_the_shipped_models_samples_beside_drawn_frames_and_
     assert second["guidance_scale"] == toy_pipe.config.default_guidance_scale
     with pytest.raises(ValueError, match="sampled at guidance_scale 2.5, not 4.0"):
         sample_pairs(toy_pipe, path, clips=3, num_frames=4, num_inference_steps=10, guidance_scale=4.0)
+    with pytest.raises(ValueError, match="drawn with group_share 0.0, not 1.0"):
+        sample_pairs(toy_pipe, path, clips=3, num_frames=4, num_inference_steps=10, group_share=1.0)
     assert len(torch.load(path, weights_only=False)["latents"]) == 2
+
+
+def test_training_clips_with_a_group_share_are_rows_of_one_kind_and_the_plain_stream_is_unchanged():
+    import itertools
+
+    from core.training.refine import training_clips
+
+    groups = [clip for clip, _ in itertools.islice(training_clips(1, num_frames=2, size=64, group_share=1.0), 6)]
+    for clip in groups:
+        assert 2 <= len(clip.tracks) <= 3 and len({(t.kind, t.colors[0]) for t in clip.tracks}) == 1
+    # At share 0 the stream is the one earlier caches were sampled from (their replays must match).
+    rng = np.random.default_rng([0, 6])
+    plain = [clip for clip, _ in itertools.islice(training_clips(0, num_frames=2, size=64), 3)]
+    for clip in plain:
+        assert np.array_equal(clip.frames, sample_clip(rng, num_frames=2, size=64).frames)
+        rng.integers(0, 2**31 - 1, size=3)  # the stream also draws each clip's entity seeds
 
 
 def test_refine_stage_learns_to_decode_sampled_latents_into_drawn_frames(tmp_path):

@@ -484,6 +484,12 @@ def test_wan_refine_teaches_the_decoder_the_models_own_samples_and_keeps_the_res
     for part in ("transformer", "layout_adapter"):
         for name in (p.name for p in (model / part).iterdir()):
             assert (out / part / name).read_bytes() == (model / part / name).read_bytes()
+    # A second run samples groups of one kind side by side and trains on them beside the first run's pairs.
+    groups, joined = tmp_path / "groups", tmp_path / "joined"
+    args = ["wan-refine", "--run", str(groups), "--model", str(model), "--to", str(joined), "--clips", "1", "--batch", "2", "--steps", "2"]
+    assert main([*args, "--seed", "1", "--group-share", "1", "--pairs-from", str(run)]) == 0
+    group = torch.load(groups / "sample_pairs.pt", weights_only=False)
+    assert group["group_share"] == 1.0 and len(group["latents"]) == 1 and (joined / "vae" / "config.json").is_file()
 
 
 def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
@@ -501,6 +507,36 @@ def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path
         "error: --pair-outline-weight: must be >= 0 (got -1.0)",
     ]
     assert not run.exists() and not (tmp_path / "out").exists()
+    assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--group-share", "1.5"]) == 2
+    assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--pairs-from", str(tmp_path / "nowhere")]) == 2
+    (tmp_path / "sampled").mkdir()
+    torch.save({"latents": torch.zeros(1, 16, 2, 16, 16), "frames": torch.zeros(1, 2, 128, 128, 3, dtype=torch.uint8)}, tmp_path / "sampled" / "sample_pairs.pt")
+    aligned = ["--pairs-from", str(tmp_path / "sampled"), "--pair-targets", "aligned"]
+    assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), *aligned]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --group-share: must be in [0, 1] (got 1.5)",
+        f"error: --pairs-from: {tmp_path / 'nowhere'} has no sample_pairs.pt; name a wan-refine run whose sampling has finished",
+        f"error: --pairs-from: {tmp_path / 'sampled'} has no aligned_frames.pt for its 1 clips; run it with --pair-targets aligned first",
+    ]
+    assert not run.exists() and not (tmp_path / "out").exists()
+
+
+def test_joined_pairs_keep_every_clip_and_refuse_another_guidance_scale():
+    from core.training.refine import join_pairs
+
+    def part(clips, scale, background):
+        return {
+            "latents": torch.full((clips, 16, 2, 16, 16), float(clips), dtype=torch.float16),
+            "frames": torch.zeros(clips, 2, 128, 128, 3, dtype=torch.uint8),
+            "backgrounds": [background] * clips, "guidance_scale": scale,
+        }
+
+    joined = join_pairs([part(2, 2.0, "sky"), part(3, 2.0, "snow")])
+    assert joined["latents"].shape[0] == joined["frames"].shape[0] == 5 and joined["guidance_scale"] == 2.0
+    assert joined["backgrounds"] == ["sky", "sky", "snow", "snow", "snow"]
+    assert joined["latents"][:2].eq(2).all() and joined["latents"][2:].eq(3).all()
+    with pytest.raises(ValueError, match=r"^--pairs-from: the runs' clips were sampled at different guidance scales \(2.0, 3.0\)"):
+        join_pairs([part(1, 2.0, "sky"), part(1, 3.0, "sky")])
 
 
 def test_aligned_targets_redraw_each_object_where_the_sample_put_it():
