@@ -84,10 +84,35 @@ def training_clips(seed: int, *, num_frames: int, size: int, group_share: float 
         yield clip, np.random.default_rng(rng.integers(0, 2**31 - 1, size=3))
 
 
-def _stacked_pairs(pairs: dict, guidance_scale: float, group_share: float) -> dict:
-    """The cache's lists stacked into tensors (backgrounds stay a list), with the guidance scale and group share."""
+DENOISER_PARTS = ("transformer", "transformer_2", "unet", "layout_adapter", "graph_encoder", "text_encoder")
+"""The pipeline components whose weights decide a sample's latents (everything but the autoencoder)."""
+
+
+def denoiser_fingerprint(pipe) -> str:
+    """A SHA-256 hex digest (16 characters) of the weights that decide ``pipe``'s latents.
+
+    Hashes, in name order, every parameter and buffer of the components in :data:`DENOISER_PARTS`
+    that ``pipe`` has, as float32 bytes, so the digest does not depend on the device, the dtype a
+    pipeline was loaded in, or the folder it came from; the autoencoder is left out, so a pipeline
+    with a refined decoder samples the same latents and has the same fingerprint.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in DENOISER_PARTS:
+        module = getattr(pipe, part, None)
+        if not isinstance(module, torch.nn.Module):
+            continue
+        for name, tensor in sorted(module.state_dict().items()):
+            digest.update(f"{part}.{name}".encode())
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _stacked_pairs(pairs: dict, guidance_scale: float, group_share: float, denoiser: str) -> dict:
+    """The cache's lists stacked into tensors (backgrounds stay a list), with the guidance scale, group share and denoiser."""
     stacked = {k: (torch.stack(v) if k != "backgrounds" else v) for k, v in pairs.items()}
-    return {**stacked, "guidance_scale": float(guidance_scale), "group_share": float(group_share)}
+    return {**stacked, "guidance_scale": float(guidance_scale), "group_share": float(group_share), "denoiser": denoiser}
 
 
 def sample_pairs(
@@ -119,10 +144,12 @@ def sample_pairs(
     Returns:
         dict with ``latents`` (clips, C, F, h, w) float16 as ``vae.decode`` takes them
         (:func:`decoder_latents`), ``frames`` (clips, F, S, S, 3) uint8 drawn exactly (S 64 or 128), ``backgrounds`` (clips names) and
-        ``guidance_scale`` (float) and ``group_share`` (float).
+        ``guidance_scale`` (float), ``group_share`` (float) and ``denoiser``
+        (:func:`denoiser_fingerprint` of ``pipe``).
 
     Raises:
-        ValueError: ``path`` holds clips sampled at another guidance scale or group share.
+        ValueError: ``path`` holds clips sampled at another guidance scale or group share, or from
+            another denoiser.
     """
     from core.settings import model_guidance_scale
 
@@ -131,10 +158,14 @@ def sample_pairs(
     pairs = torch.load(path, weights_only=False) if path.exists() else {"latents": [], "frames": [], "backgrounds": []}
     cached_scale = pairs.pop("guidance_scale", guidance_scale)
     cached_share = pairs.pop("group_share", 0.0)  # caches written before the share existed hold the plain stream
+    denoiser = denoiser_fingerprint(pipe)
+    cached_denoiser = pairs.pop("denoiser", None)  # caches written before the fingerprint existed are not checked
     if len(pairs["latents"]) and cached_scale != guidance_scale:
         raise ValueError(f"{path}: its clips were sampled at guidance_scale {cached_scale}, not {guidance_scale}; use another file")
     if len(pairs["latents"]) and cached_share != group_share:
         raise ValueError(f"{path}: its clips were drawn with group_share {cached_share}, not {group_share}; use another file")
+    if len(pairs["latents"]) and cached_denoiser not in (None, denoiser):
+        raise ValueError(f"{path}: its clips were sampled from another denoiser ({cached_denoiser}, not {denoiser}); use another file")
     pairs = {k: list(v) for k, v in pairs.items()}
     wan = getattr(pipe, "family", None) == "wan"
     size, controls = 64, {}
@@ -163,9 +194,9 @@ def sample_pairs(
         pairs["backgrounds"].append(clip.background)
         bar.update(1)
         if len(pairs["latents"]) % save_every == 0 or len(pairs["latents"]) == clips:
-            atomic_save(_stacked_pairs(pairs, guidance_scale, group_share), path)
+            atomic_save(_stacked_pairs(pairs, guidance_scale, group_share, denoiser), path)
     bar.close()
-    return _stacked_pairs(pairs, guidance_scale, group_share)
+    return _stacked_pairs(pairs, guidance_scale, group_share, denoiser)
 
 
 def cached_pairs(run: Path, *, aligned: bool) -> dict:
@@ -198,18 +229,24 @@ def join_pairs(parts: list[dict]) -> dict:
     """Several :func:`sample_pairs` caches (e.g. random clips and group clips) as one training set.
 
     Args:
-        parts: caches of latents of one shape, sampled at one guidance scale.
+        parts: caches of latents of one shape, sampled at one guidance scale from one denoiser
+            (caches without a ``denoiser`` fingerprint, written before it existed, are not checked).
 
     Returns:
-        dict with ``latents`` and ``frames`` concatenated along clips, ``backgrounds`` joined and the shared ``guidance_scale``.
+        dict with ``latents`` and ``frames`` concatenated along clips, ``backgrounds`` joined, the shared
+        ``guidance_scale`` and ``denoiser`` (None where no part records one).
 
     Raises:
-        ValueError: the parts were sampled at different guidance scales or hold latents or frames of different shapes (names ``--pairs-from``).
+        ValueError: the parts were sampled at different guidance scales or from different denoisers,
+            or hold latents or frames of different shapes (names ``--pairs-from``).
     """
     scales = {float(part["guidance_scale"]) for part in parts}
+    denoisers = {part["denoiser"] for part in parts if part.get("denoiser")}
     shapes = {(tuple(part["latents"].shape[1:]), tuple(part["frames"].shape[1:])) for part in parts}
     if len(scales) > 1:
         raise ValueError(f"--pairs-from: the runs' clips were sampled at different guidance scales ({', '.join(map(str, sorted(scales)))}); join runs of one scale")
+    if len(denoisers) > 1:
+        raise ValueError(f"--pairs-from: the runs' clips were sampled from different denoisers ({', '.join(sorted(denoisers))}); join runs of one model")
     if len(shapes) > 1:
         raise ValueError("--pairs-from: the runs hold latents or frames of different shapes; join runs of one model")
     return {
@@ -217,6 +254,7 @@ def join_pairs(parts: list[dict]) -> dict:
         "frames": torch.cat([part["frames"] for part in parts]),
         "backgrounds": [name for part in parts for name in part["backgrounds"]],
         "guidance_scale": scales.pop(),
+        "denoiser": denoisers.pop() if denoisers else None,
     }
 
 

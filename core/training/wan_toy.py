@@ -769,7 +769,7 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
         ValueError: ``target`` is ``model`` or ``run`` (names ``--to``), ``model`` is not a
             ``wan-toy`` pipeline folder (names ``--model``), a ``pairs_from`` run has no finished
             cache (names ``--pairs-from``), or a cache holds clips sampled at another guidance scale
-            or group share.
+            or group share, or from another denoiser (:func:`core.training.refine.denoiser_fingerprint`).
     """
     import shutil
 

@@ -10,7 +10,7 @@ from core.models.toy import build_toy_vae
 from core.toyworld.world import BACKGROUNDS, sample_clip
 from core.training.config import DecoderTrainConfig
 from core.training.decoder import pair_batch, train_decoder
-from core.training.refine import clip_conditioning, sample_pairs
+from core.training.refine import clip_conditioning, denoiser_fingerprint, sample_pairs
 
 
 def test_clip_conditioning_is_the_clips_layout_frame_by_frame():
@@ -58,6 +58,27 @@ def test_sample_pairs_caches_the_shipped_models_samples_beside_drawn_frames_and_
     with pytest.raises(ValueError, match="drawn with group_share 0.0, not 1.0"):
         sample_pairs(toy_pipe, path, clips=3, num_frames=4, num_inference_steps=10, group_share=1.0)
     assert len(torch.load(path, weights_only=False)["latents"]) == 2
+    # Nor are samples of another denoiser: the cache records the one that sampled it.
+    cache = torch.load(path, weights_only=False)
+    assert cache["denoiser"] == denoiser_fingerprint(toy_pipe)
+    torch.save({**cache, "denoiser": "0" * 16}, path)
+    with pytest.raises(ValueError, match="sampled from another denoiser"):
+        sample_pairs(toy_pipe, path, clips=3, num_frames=4, num_inference_steps=10)
+
+
+def test_the_denoiser_fingerprint_follows_the_denoisers_weights_not_the_decoders(toy_pipe):
+    before = denoiser_fingerprint(toy_pipe)
+    for module, changes in ((toy_pipe.vae, False), (toy_pipe.unet, True)):
+        weight = next(p for name, p in module.named_parameters() if name.startswith(("decoder.", "conv_in.")))
+        kept = weight.detach().clone()
+        try:
+            with torch.no_grad():
+                weight.add_(0.5)
+            assert (denoiser_fingerprint(toy_pipe) != before) is changes
+        finally:
+            with torch.no_grad():
+                weight.copy_(kept)
+    assert denoiser_fingerprint(toy_pipe) == before
 
 
 def test_training_clips_with_a_group_share_are_rows_of_one_kind_and_the_plain_stream_is_unchanged():

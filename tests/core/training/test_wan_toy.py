@@ -521,7 +521,7 @@ def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path
     assert not run.exists() and not (tmp_path / "out").exists()
 
 
-def test_joined_pairs_keep_every_clip_and_refuse_another_guidance_scale():
+def test_joined_pairs_keep_every_clip_and_refuse_another_guidance_scale_or_denoiser():
     from core.training.refine import join_pairs
 
     def part(clips, scale, background):
@@ -537,6 +537,10 @@ def test_joined_pairs_keep_every_clip_and_refuse_another_guidance_scale():
     assert joined["latents"][:2].eq(2).all() and joined["latents"][2:].eq(3).all()
     with pytest.raises(ValueError, match=r"^--pairs-from: the runs' clips were sampled at different guidance scales \(2.0, 3.0\)"):
         join_pairs([part(1, 2.0, "sky"), part(1, 3.0, "sky")])
+    # Clips of two denoisers are refused; a cache written before the fingerprint existed joins either.
+    assert join_pairs([{**part(1, 2.0, "sky"), "denoiser": "aa"}, part(1, 2.0, "sky")])["denoiser"] == "aa"
+    with pytest.raises(ValueError, match=r"^--pairs-from: the runs' clips were sampled from different denoisers \(aa, bb\)"):
+        join_pairs([{**part(1, 2.0, "sky"), "denoiser": "aa"}, {**part(1, 2.0, "sky"), "denoiser": "bb"}])
 
 
 def test_aligned_targets_redraw_each_object_where_the_sample_put_it():
