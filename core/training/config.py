@@ -390,7 +390,7 @@ class WanRefineConfig:
     decoder to decode those samples into the clips' drawn frames (:func:`core.training.wan_toy.refine_wan_decoder`).
 
     Raises:
-        ValueError: ``sample_share`` outside [0, 1), ``group_share`` outside [0, 1], ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
+        ValueError: ``sample_share`` outside [0, 1), ``group_share`` outside [0, 1], ``decoder_layers`` outside [1, 4], ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
             not above 0, ``max_minutes`` outside (0, 150], or ``guidance_scale`` outside
             ``core.settings.GUIDANCE_SCALE``'s range (0-30).
     """
@@ -417,6 +417,12 @@ class WanRefineConfig:
     group_share: float = field(
         default=0.0, metadata=option("share of the sampled clips that are groups: two or three entities of one kind and colour side by side, in [0, 1]"),
     )
+    decoder_layers: int | None = field(
+        default=None, metadata=option(
+            "ResNet layers a level, beyond the first, of the trained decoder, in [1, 4]; above the model's, the decoder is deepened "
+            "first, the new layers starting as the identity (default: the model's own)", type=int,
+        ),
+    )
     seed: int = 0
     max_minutes: float = field(default=150.0, metadata=option("stop (checkpointed) after this many minutes, in (0, 150]; the same command resumes"))
     threads: int = 2
@@ -424,6 +430,7 @@ class WanRefineConfig:
     def __post_init__(self) -> None:
         _first_problem([
             f"group_share: must be in [0, 1] (got {self.group_share})" if not 0.0 <= self.group_share <= 1.0 else "",
+            f"decoder_layers: must be in [1, 4] (got {self.decoder_layers})" if self.decoder_layers is not None and not 1 <= self.decoder_layers <= 4 else "",
             f"pair_targets: must be drawn or aligned (got {self.pair_targets!r})" if self.pair_targets not in ("drawn", "aligned") else "",
             f"sample_share: must be in [0, 1) (got {self.sample_share})" if not 0.0 <= self.sample_share < 1.0 else "",
             f"pair_outline_weight: must be >= 0 (got {self.pair_outline_weight})" if self.pair_outline_weight is not None and self.pair_outline_weight < 0 else "",

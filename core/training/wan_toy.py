@@ -231,7 +231,7 @@ def tune_autoencoder(
         return True
     torch.manual_seed(cfg.seed)
     vae = FrameAutoencoderKL.from_pretrained(run / source)
-    if not encoder and cfg.decoder_layers > vae.config.layers_per_block:
+    if not encoder and cfg.decoder_layers > (vae.config.decoder_layers_per_block or vae.config.layers_per_block):
         vae = deepen_decoder(vae, cfg.decoder_layers)
     vae.requires_grad_(encoder)
     tuned = list(vae.parameters()) if encoder else [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
@@ -757,7 +757,9 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
     (:func:`core.training.refine.aligned_frames`, cached in ``run/aligned_frames.pt``), so that the
     decoder learns clean colours and edges without learning to move them. ``target`` gets ``model``
     with the refined autoencoder as ``vae/`` (written beside, then renamed into place).
-    ``cfg.group_share`` of the sampled clips are groups of two or three of a kind side by side; the
+    With ``cfg.decoder_layers`` above the model's decoder depth, the decoder is first deepened
+    (:func:`core.models.toy_wan.deepen_decoder`: new layers start as the identity, so training starts
+    from the model's decoding). ``cfg.group_share`` of the sampled clips are groups of two or three of a kind side by side; the
     pairs of earlier runs of the same model (``pairs_from``, e.g. random clips beside this run's
     groups) are joined to this run's own (:func:`core.training.refine.join_pairs`).
 
@@ -799,7 +801,9 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
         if earlier:
             pairs = join_pairs([*earlier, pairs])
         del pipe
-        tune = WanToyTrainConfig(seed=cfg.seed, threads=cfg.threads, tune_batch=cfg.batch, max_minutes=cfg.max_minutes)
+        depth = FrameAutoencoderKL.load_config(model / "vae")
+        layers = cfg.decoder_layers or depth.get("decoder_layers_per_block") or depth["layers_per_block"]
+        tune = WanToyTrainConfig(seed=cfg.seed, threads=cfg.threads, tune_batch=cfg.batch, max_minutes=cfg.max_minutes, decoder_layers=layers)
         left = cfg.max_minutes * 60 - (time.time() - started)
         if not tune_autoencoder(
             run, tune, left, part="vae_refine", source="decoder", steps=cfg.steps, lr=cfg.lr, encoder=False, pairs=pairs,

@@ -484,12 +484,19 @@ def test_wan_refine_teaches_the_decoder_the_models_own_samples_and_keeps_the_res
     for part in ("transformer", "layout_adapter"):
         for name in (p.name for p in (model / part).iterdir()):
             assert (out / part / name).read_bytes() == (model / part / name).read_bytes()
-    # A second run samples groups of one kind side by side and trains on them beside the first run's pairs.
+    # A second run samples groups of one kind side by side and trains on them beside the first run's pairs,
+    # with a decoder one layer a level deeper: the encoder (so the latents) stays the model's.
     groups, joined = tmp_path / "groups", tmp_path / "joined"
     args = ["wan-refine", "--run", str(groups), "--model", str(model), "--to", str(joined), "--clips", "1", "--batch", "2", "--steps", "2"]
-    assert main([*args, "--seed", "1", "--group-share", "1", "--pairs-from", str(run)]) == 0
+    assert main([*args, "--seed", "1", "--group-share", "1", "--pairs-from", str(run), "--decoder-layers", "2"]) == 0
     group = torch.load(groups / "sample_pairs.pt", weights_only=False)
-    assert group["group_share"] == 1.0 and len(group["latents"]) == 1 and (joined / "vae" / "config.json").is_file()
+    assert group["group_share"] == 1.0 and len(group["latents"]) == 1
+    deeper = FrameAutoencoderKL.from_pretrained(joined / "vae")
+    assert deeper.config.decoder_layers_per_block == 2 and len(deeper.decoder.up_blocks[0].resnets) == 3
+    assert len(FrameAutoencoderKL.from_pretrained(model / "vae").decoder.up_blocks[0].resnets) == 2
+    deep = load_file(joined / "vae" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(original[k].float(), deep[k].float()) for k in original if k.startswith(("encoder.", "quant_conv.")))
+    assert load_pipeline(joined).decode_latents(z).shape == (2, 128, 128, 3)
 
 
 def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
@@ -499,12 +506,14 @@ def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--sample-share", "1"]) == 2
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--clips", "0"]) == 2
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--pair-outline-weight", "-1"]) == 2
+    assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--decoder-layers", "5"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "error: --to: assets/wan-toy must be a new folder, not --model or --run",
         f"error: --model: {tmp_path} is not a wan-toy pipeline folder (vae/ and transformer/), e.g. assets/wan-toy",
         "error: --sample-share: must be in [0, 1) (got 1.0)",
         "error: --clips: must be >= 1 (got 0)",
         "error: --pair-outline-weight: must be >= 0 (got -1.0)",
+        "error: --decoder-layers: must be in [1, 4] (got 5)",
     ]
     assert not run.exists() and not (tmp_path / "out").exists()
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--group-share", "1.5"]) == 2
