@@ -390,7 +390,7 @@ class WanRefineConfig:
     decoder to decode those samples into the clips' drawn frames (:func:`core.training.wan_toy.refine_wan_decoder`).
 
     Raises:
-        ValueError: ``sample_share`` outside [0, 1), ``group_share`` outside [0, 1], ``decoder_layers`` outside [1, 4], ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
+        ValueError: ``sample_share`` outside [0, 1), ``group_share`` or ``small_share`` outside [0, 1], ``decoder_layers`` outside [1, 4], ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
             not above 0, ``max_minutes`` outside (0, 150], or ``guidance_scale`` outside
             ``core.settings.GUIDANCE_SCALE``'s range (0-30).
     """
@@ -423,6 +423,12 @@ class WanRefineConfig:
             "first, the new layers starting as the identity (default: the model's own)", type=int,
         ),
     )
+    small_share: float = field(
+        default=0.0, metadata=option(
+            "share, in [0, 1], of each batch's encoded frames (those not from sampled pairs) that are sheets of small exact shapes in a 3x3 or 4x4 grid "
+            "(sides 0.1-0.22 of the frame), where stars and rings are hardest to decode",
+        ),
+    )
     seed: int = 0
     max_minutes: float = field(default=150.0, metadata=option("stop (checkpointed) after this many minutes, in (0, 150]; the same command resumes"))
     threads: int = 2
@@ -430,6 +436,7 @@ class WanRefineConfig:
     def __post_init__(self) -> None:
         _first_problem([
             f"group_share: must be in [0, 1] (got {self.group_share})" if not 0.0 <= self.group_share <= 1.0 else "",
+            f"small_share: must be in [0, 1] (got {self.small_share})" if not 0.0 <= self.small_share <= 1.0 else "",
             f"decoder_layers: must be in [1, 4] (got {self.decoder_layers})" if self.decoder_layers is not None and not 1 <= self.decoder_layers <= 4 else "",
             f"pair_targets: must be drawn or aligned (got {self.pair_targets!r})" if self.pair_targets not in ("drawn", "aligned") else "",
             f"sample_share: must be in [0, 1) (got {self.sample_share})" if not 0.0 <= self.sample_share < 1.0 else "",

@@ -94,6 +94,50 @@ def random_frame_clips(
     return np.stack(runs), backgrounds
 
 
+SHEET_SIDES = (0.1, 0.22)
+"""Box sides, as shares of the frame, of :func:`small_shape_frames`' shapes: the small end of what
+plans draw (0.13 and up), where the autoencoder loses stars and rings."""
+
+
+def small_shape_frames(rng: np.random.Generator, count: int, sides: tuple[float, float] = SHEET_SIDES) -> tuple[np.ndarray, list[str]]:
+    """``count`` 128x128 frames each holding a sheet of small exact shapes.
+
+    Random training clips (:func:`random_frame_clips`) hold one to three shapes a frame with sides
+    up to 0.42, so a star or ring as small as a plan may draw it (0.13-0.2 of the frame, 16-26 px)
+    is rare in them, and the decoder draws such shapes as blobs although the latents still tell
+    the kinds apart (``benchmarks/latent_probe.py``). Here each frame has a random background and a
+    3x3 or 4x4 grid of cells; each cell holds, with probability 0.8, one shape of a random kind and
+    colour whose box side is drawn from ``sides`` (stretched 0.8-1.25 per axis, kept inside the
+    cell) at a random place in the cell, so shapes never overlap.
+
+    Args:
+        count: frames, >= 0. sides: (smallest, largest) box side, shares of the frame in (0, 0.25].
+
+    Returns:
+        (frames (count, 128, 128, 3) uint8, the frames' background names).
+    """
+    from core.models.toy_wan import FRAME_SIZE
+    from core.toyworld.world import BACKGROUNDS, COLORS, KINDS, ToyObject, render_frame
+
+    frames, backgrounds = [], []
+    for _ in range(count):
+        background = str(rng.choice(list(BACKGROUNDS)))
+        cells = int(rng.integers(3, 5))
+        cell = 1.0 / cells
+        objects = []
+        for row in range(cells):
+            for col in range(cells):
+                if rng.random() >= 0.8:
+                    continue
+                side = rng.uniform(*sides)
+                w, h = (min(side * rng.uniform(0.8, 1.25), cell) for _ in range(2))
+                x0, y0 = col * cell + rng.uniform(0.0, cell - w), row * cell + rng.uniform(0.0, cell - h)
+                objects.append(ToyObject(str(rng.choice(KINDS)), str(rng.choice(list(COLORS))), (x0, y0, x0 + w, y0 + h)))
+        frames.append(render_frame(background, objects, FRAME_SIZE))
+        backgrounds.append(background)
+    return np.stack(frames) if frames else np.zeros((0, FRAME_SIZE, FRAME_SIZE, 3), np.uint8), backgrounds
+
+
 def video_tensor(frames: np.ndarray) -> torch.Tensor:
     """(B, F, H, W, 3) uint8 -> (B, 3, F, H, W) float32 in [-1, 1], a video as FrameAutoencoderKL.encode takes it."""
     b, f = frames.shape[:2]
@@ -198,7 +242,7 @@ def lost_contrast(recon: torch.Tensor, images: torch.Tensor, backgrounds: list[s
 
 def tune_autoencoder(
     run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, part: str, source: str, steps: int, lr: float, encoder: bool,
-    pairs: dict | None = None, sample_share: float = 0.0, pair_outline_weight: float | None = None,
+    pairs: dict | None = None, sample_share: float = 0.0, pair_outline_weight: float | None = None, small_share: float = 0.0,
 ) -> bool:
     """Fine-tune the frame autoencoder of ``run/source`` on whole 128x128 frames (parts 2 and 3);
     returns whether ``run/part`` is complete.
@@ -224,6 +268,9 @@ def tune_autoencoder(
             drawn outline (where the denoiser may have put the edge a pixel or two away, so the
             drawn edge is no exact target); None: weighted as in encodings. Shape pixels there also
             leave the lost-contrast term.
+        small_share: decoder-only: the share, in [0, 1], of every step's encoded frames (those not
+            taken by ``pairs``) that are sheets of small exact shapes (:func:`small_shape_frames`)
+            instead of random clips' frames; 0 keeps the random stream of earlier versions.
     """
     from core.models.toy_wan import FrameAutoencoderKL, deepen_decoder
 
@@ -251,10 +298,16 @@ def tune_autoencoder(
     loop.resume()
 
     sampled = round(cfg.tune_batch * sample_share) if pairs is not None and not encoder else 0
+    sheets = round((cfg.tune_batch - sampled) * small_share) if not encoder else 0
 
     def batch_loss(step: int) -> StepLoss:
-        frames, backgrounds = random_frame_clips(rng, cfg.tune_batch - sampled, 1, min_side=cfg.min_side)
-        frames = frames[:, 0]  # (B - sampled, 128, 128, 3)
+        frames, backgrounds = small_shape_frames(rng, 0)  # (0, 128, 128, 3): no random clips when sheets fill the batch
+        if cfg.tune_batch - sampled - sheets:
+            frames, backgrounds = random_frame_clips(rng, cfg.tune_batch - sampled - sheets, 1, min_side=cfg.min_side)
+            frames = frames[:, 0]  # (B - sampled - sheets, 128, 128, 3)
+        if sheets:
+            small, small_backgrounds = small_shape_frames(rng, sheets)
+            frames, backgrounds = np.concatenate([frames, small]), [*backgrounds, *small_backgrounds]
         images = frames_to_tensor(frames)
         with torch.set_grad_enabled(encoder):
             posterior = vae.encode(images).latent_dist
@@ -759,7 +812,8 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
     with the refined autoencoder as ``vae/`` (written beside, then renamed into place).
     With ``cfg.decoder_layers`` above the model's decoder depth, the decoder is first deepened
     (:func:`core.models.toy_wan.deepen_decoder`: new layers start as the identity, so training starts
-    from the model's decoding). ``cfg.group_share`` of the sampled clips are groups of two or three of a kind side by side; the
+    from the model's decoding). ``cfg.small_share`` of the encoded frames are sheets of small exact
+    shapes (:func:`small_shape_frames`). ``cfg.group_share`` of the sampled clips are groups of two or three of a kind side by side; the
     pairs of earlier runs of the same model (``pairs_from``, e.g. random clips beside this run's
     groups) are joined to this run's own (:func:`core.training.refine.join_pairs`).
 
@@ -807,7 +861,7 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
         left = cfg.max_minutes * 60 - (time.time() - started)
         if not tune_autoencoder(
             run, tune, left, part="vae_refine", source="decoder", steps=cfg.steps, lr=cfg.lr, encoder=False, pairs=pairs,
-            sample_share=cfg.sample_share, pair_outline_weight=cfg.pair_outline_weight,
+            sample_share=cfg.sample_share, pair_outline_weight=cfg.pair_outline_weight, small_share=cfg.small_share,
         ):
             return "vae_refine: stopped at the time limit; run the same command to resume"
     staging = target.with_name(target.name + ".partial")

@@ -379,6 +379,24 @@ def test_training_frames_hold_shapes_as_small_as_the_smallest_a_plan_draws():
     assert (small < 0.15).mean() > 0.09 and (default < 0.15).mean() < 0.07  # 0.11 and 0.05 (grown and shrunk shapes)
 
 
+def test_small_shape_sheets_hold_many_separate_small_shapes_of_every_kind():
+    """The decoder's sheets (``--small-share``): what the detector sees in them is small, separate and varied."""
+    from core.toyworld.detect import detect
+    from core.toyworld.shapes import classify
+    from core.training.wan_toy import small_shape_frames
+
+    frames, backgrounds = small_shape_frames(np.random.default_rng(0), 40)
+    assert frames.shape == (40, 128, 128, 3) and frames.dtype == np.uint8 and len(backgrounds) == 40
+    found = [detect(frame, background=background) for frame, background in zip(frames, backgrounds)]
+    counts = np.array([len(d) for d in found])
+    sides = np.array([max(b.box[2] - b.box[0], b.box[3] - b.box[1]) for d in found for b in d])
+    assert counts.min() >= 3 and counts.mean() > 7  # 3x3 or 4x4 cells, 0.8 of them filled
+    assert 0.09 < sides.min() and sides.max() <= 0.3  # 0.1-0.22, stretched 0.8-1.25 a side, with the outline
+    kinds = {classify(frame, b, background=background).kind for frame, background, d in zip(frames, backgrounds, found) for b in d}
+    assert len(kinds) == 8
+    assert small_shape_frames(np.random.default_rng(0), 0)[0].shape == (0, 128, 128, 3)
+
+
 def test_a_deepened_decoder_decodes_as_before_until_trained_and_reloads(tmp_path):
     from core.models.toy_wan import FrameAutoencoderKL, build_toy_wan_vae, deepen_decoder
 
@@ -488,7 +506,7 @@ def test_wan_refine_teaches_the_decoder_the_models_own_samples_and_keeps_the_res
     # with a decoder one layer a level deeper: the encoder (so the latents) stays the model's.
     groups, joined = tmp_path / "groups", tmp_path / "joined"
     args = ["wan-refine", "--run", str(groups), "--model", str(model), "--to", str(joined), "--clips", "1", "--batch", "2", "--steps", "2"]
-    assert main([*args, "--seed", "1", "--group-share", "1", "--pairs-from", str(run), "--decoder-layers", "2"]) == 0
+    assert main([*args, "--seed", "1", "--group-share", "1", "--pairs-from", str(run), "--decoder-layers", "2", "--small-share", "1"]) == 0
     group = torch.load(groups / "sample_pairs.pt", weights_only=False)
     assert group["group_share"] == 1.0 and len(group["latents"]) == 1
     deeper = FrameAutoencoderKL.from_pretrained(joined / "vae")
@@ -507,6 +525,7 @@ def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--clips", "0"]) == 2
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--pair-outline-weight", "-1"]) == 2
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--decoder-layers", "5"]) == 2
+    assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--small-share", "-0.1"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "error: --to: assets/wan-toy must be a new folder, not --model or --run",
         f"error: --model: {tmp_path} is not a wan-toy pipeline folder (vae/ and transformer/), e.g. assets/wan-toy",
@@ -514,6 +533,7 @@ def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path
         "error: --clips: must be >= 1 (got 0)",
         "error: --pair-outline-weight: must be >= 0 (got -1.0)",
         "error: --decoder-layers: must be in [1, 4] (got 5)",
+        "error: --small-share: must be in [0, 1] (got -0.1)",
     ]
     assert not run.exists() and not (tmp_path / "out").exists()
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--group-share", "1.5"]) == 2
