@@ -390,7 +390,7 @@ class WanRefineConfig:
     decoder to decode those samples into the clips' drawn frames (:func:`core.training.wan_toy.refine_wan_decoder`).
 
     Raises:
-        ValueError: ``sample_share`` outside [0, 1), ``group_share`` or ``small_share`` outside [0, 1], ``decoder_layers`` outside [1, 4], ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
+        ValueError: ``sample_share`` outside [0, 1), ``group_share`` or ``small_share`` outside [0, 1], ``patch_mix_share`` outside [0, 1 - ``small_share``], ``decoder_layers`` outside [1, 4], ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
             not above 0, ``max_minutes`` outside (0, 150], or ``guidance_scale`` outside
             ``core.settings.GUIDANCE_SCALE``'s range (0-30).
     """
@@ -429,6 +429,12 @@ class WanRefineConfig:
             "(sides 0.1-0.22 of the frame), where stars and rings are hardest to decode",
         ),
     )
+    patch_mix_share: float = field(
+        default=0.0, metadata=option(
+            "share, in [0, 1 - small_share], of each batch's encoded frames whose latents have a patch of one object moved "
+            "0.2-0.7 of the way toward a neighbouring palette colour, to be decoded as drawn (one colour)",
+        ),
+    )
     seed: int = 0
     max_minutes: float = field(default=150.0, metadata=option("stop (checkpointed) after this many minutes, in (0, 150]; the same command resumes"))
     threads: int = 2
@@ -437,6 +443,8 @@ class WanRefineConfig:
         _first_problem([
             f"group_share: must be in [0, 1] (got {self.group_share})" if not 0.0 <= self.group_share <= 1.0 else "",
             f"small_share: must be in [0, 1] (got {self.small_share})" if not 0.0 <= self.small_share <= 1.0 else "",
+            f"patch_mix_share: must be in [0, {1 - self.small_share:g}] (got {self.patch_mix_share})"
+            if not 0.0 <= self.patch_mix_share <= 1.0 - self.small_share else "",
             f"decoder_layers: must be in [1, 4] (got {self.decoder_layers})" if self.decoder_layers is not None and not 1 <= self.decoder_layers <= 4 else "",
             f"pair_targets: must be drawn or aligned (got {self.pair_targets!r})" if self.pair_targets not in ("drawn", "aligned") else "",
             f"sample_share: must be in [0, 1) (got {self.sample_share})" if not 0.0 <= self.sample_share < 1.0 else "",

@@ -138,6 +138,56 @@ def small_shape_frames(rng: np.random.Generator, count: int, sides: tuple[float,
     return np.stack(frames) if frames else np.zeros((0, FRAME_SIZE, FRAME_SIZE, 3), np.uint8), backgrounds
 
 
+PATCH_MIX = (0.2, 0.7)
+"""How far, as a share of the way, :func:`patch_mixed_frames`' patches move toward a neighbouring
+palette colour: past half way, a patch alone would decode as the other colour."""
+
+
+def patch_mixed_frames(
+    rng: np.random.Generator, count: int, neighbours: dict[str, dict[str, list[str]]], min_side: float = 0.12
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """``count`` one-frame random clips, each drawn twice, for teaching the decoder that an object is one colour.
+
+    The denoiser's latents sometimes give part of an object the code of a neighbouring palette
+    colour (a pink ball with a red patch, an orange diamond with a yellow one); the decoder draws
+    the patch, and the detector counts it as a second object. Here the frontmost object of each frame (frame
+    ``a``) is redrawn in one of its colour's ``neighbours`` on that background (frame ``b``), and a
+    patch of the latent cells its box touches is chosen: a rectangle of 0.3-0.7 of them a side (at
+    least one cell, never all of them), at a random place among them, as a (16, 16) mask. The caller mixes the latents,
+    ``z_a + t * mask * (z_b - z_a)`` with ``t`` in :data:`PATCH_MIX`, and asks for frame ``a``.
+
+    Args:
+        count: frames, >= 0. neighbours: :func:`core.training.palette.palette_neighbours`' table.
+        min_side: smallest shape side, a share of the frame (:func:`core.toyworld.world.sample_clip`).
+
+    Returns:
+        (frames ``a`` (count, 128, 128, 3) uint8, frames ``b`` (count, 128, 128, 3) uint8,
+        masks (count, 1, 16, 16) float32 in {0, 1}, background names).
+    """
+    from dataclasses import replace
+
+    from core.models.toy_wan import FRAME_SIZE
+    from core.toyworld.world import ToyObject, render_frame
+
+    cells = FRAME_SIZE // 8
+    drawn, recoloured, masks, backgrounds = [], [], np.zeros((count, 1, cells, cells), np.float32), []
+    for i in range(count):
+        clip = sample_clip(rng, num_frames=1, size=FRAME_SIZE, min_side=min_side)
+        objects = [ToyObject(track.kind, track.colors[0], track.boxes[0]) for track in clip.tracks]
+        n = len(objects) - 1  # the frontmost (drawn last), so no other object hides the patch
+        swapped = list(objects)
+        swapped[n] = replace(objects[n], color=str(rng.choice(neighbours[clip.background][objects[n].color])))
+        (r0, r1), (c0, c1) = ((int(lo * cells), int(np.ceil(hi * cells))) for lo, hi in (objects[n].box[1::2], objects[n].box[0::2]))
+        h, w = (max(1, min(span - 1, round(span * rng.uniform(0.3, 0.7)))) for span in (r1 - r0, c1 - c0))  # never all of it
+        top, left = r0 + int(rng.integers(0, r1 - r0 - h + 1)), c0 + int(rng.integers(0, c1 - c0 - w + 1))
+        masks[i, 0, top : top + h, left : left + w] = 1.0
+        drawn.append(clip.frames[0])
+        recoloured.append(render_frame(clip.background, swapped, FRAME_SIZE))
+        backgrounds.append(clip.background)
+    empty = np.zeros((0, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+    return (np.stack(drawn) if count else empty), (np.stack(recoloured) if count else empty), masks, backgrounds
+
+
 def video_tensor(frames: np.ndarray) -> torch.Tensor:
     """(B, F, H, W, 3) uint8 -> (B, 3, F, H, W) float32 in [-1, 1], a video as FrameAutoencoderKL.encode takes it."""
     b, f = frames.shape[:2]
@@ -243,6 +293,7 @@ def lost_contrast(recon: torch.Tensor, images: torch.Tensor, backgrounds: list[s
 def tune_autoencoder(
     run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, part: str, source: str, steps: int, lr: float, encoder: bool,
     pairs: dict | None = None, sample_share: float = 0.0, pair_outline_weight: float | None = None, small_share: float = 0.0,
+    patch_mix_share: float = 0.0,
 ) -> bool:
     """Fine-tune the frame autoencoder of ``run/source`` on whole 128x128 frames (parts 2 and 3);
     returns whether ``run/part`` is complete.
@@ -271,6 +322,10 @@ def tune_autoencoder(
         small_share: decoder-only: the share, in [0, 1], of every step's encoded frames (those not
             taken by ``pairs``) that are sheets of small exact shapes (:func:`small_shape_frames`)
             instead of random clips' frames; 0 keeps the random stream of earlier versions.
+        patch_mix_share: decoder-only: the share, in [0, 1 - ``small_share``], of those frames whose
+            latents have a patch of one object moved toward a neighbouring palette colour
+            (:func:`patch_mixed_frames`, neighbours by :func:`core.training.palette.palette_neighbours`),
+            to be decoded as drawn, one colour.
     """
     from core.models.toy_wan import FrameAutoencoderKL, deepen_decoder
 
@@ -299,19 +354,34 @@ def tune_autoencoder(
 
     sampled = round(cfg.tune_batch * sample_share) if pairs is not None and not encoder else 0
     sheets = round((cfg.tune_batch - sampled) * small_share) if not encoder else 0
+    mixed = round((cfg.tune_batch - sampled) * patch_mix_share) if not encoder else 0
+    plain = cfg.tune_batch - sampled - sheets - mixed
+    if mixed:
+        from core.training.palette import palette_neighbours
+
+        with torch.no_grad():
+            neighbours = palette_neighbours(vae)
 
     def batch_loss(step: int) -> StepLoss:
-        frames, backgrounds = small_shape_frames(rng, 0)  # (0, 128, 128, 3): no random clips when sheets fill the batch
-        if cfg.tune_batch - sampled - sheets:
-            frames, backgrounds = random_frame_clips(rng, cfg.tune_batch - sampled - sheets, 1, min_side=cfg.min_side)
-            frames = frames[:, 0]  # (B - sampled - sheets, 128, 128, 3)
+        frames, backgrounds = small_shape_frames(rng, 0)  # (0, 128, 128, 3): no random clips when the other items fill the batch
+        if plain:
+            frames, backgrounds = random_frame_clips(rng, plain, 1, min_side=cfg.min_side)
+            frames = frames[:, 0]  # (plain, 128, 128, 3)
         if sheets:
             small, small_backgrounds = small_shape_frames(rng, sheets)
             frames, backgrounds = np.concatenate([frames, small]), [*backgrounds, *small_backgrounds]
+        if mixed:
+            drawn, recoloured, masks, mixed_backgrounds = patch_mixed_frames(rng, mixed, neighbours, cfg.min_side)
+            frames, backgrounds = np.concatenate([frames, drawn]), [*backgrounds, *mixed_backgrounds]
         images = frames_to_tensor(frames)
         with torch.set_grad_enabled(encoder):
             posterior = vae.encode(images).latent_dist
             latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        if mixed:  # a patch of one object's cells part of the way toward its recoloured twin's
+            with torch.no_grad():
+                other = vae.encode(frames_to_tensor(recoloured)).latent_dist.mean
+            t = torch.from_numpy(rng.uniform(*PATCH_MIX, size=(mixed, 1, 1, 1))).float()
+            latents = torch.cat([latents[:-mixed], latents[-mixed:] + t * torch.from_numpy(masks) * (other - posterior.mean[-mixed:])])
         if sampled:  # the denoiser's latents, to be decoded into the frames drawn for their layouts
             clips = torch.from_numpy(rng.integers(0, len(pairs["latents"]), size=sampled))
             at = torch.from_numpy(rng.integers(0, pairs["latents"].shape[2], size=sampled))
@@ -813,7 +883,8 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
     With ``cfg.decoder_layers`` above the model's decoder depth, the decoder is first deepened
     (:func:`core.models.toy_wan.deepen_decoder`: new layers start as the identity, so training starts
     from the model's decoding). ``cfg.small_share`` of the encoded frames are sheets of small exact
-    shapes (:func:`small_shape_frames`). ``cfg.group_share`` of the sampled clips are groups of two or three of a kind side by side; the
+    shapes (:func:`small_shape_frames`), ``cfg.patch_mix_share`` have a patch of one object moved toward
+    a neighbouring colour in latent space (:func:`patch_mixed_frames`). ``cfg.group_share`` of the sampled clips are groups of two or three of a kind side by side; the
     pairs of earlier runs of the same model (``pairs_from``, e.g. random clips beside this run's
     groups) are joined to this run's own (:func:`core.training.refine.join_pairs`).
 
@@ -862,6 +933,7 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
         if not tune_autoencoder(
             run, tune, left, part="vae_refine", source="decoder", steps=cfg.steps, lr=cfg.lr, encoder=False, pairs=pairs,
             sample_share=cfg.sample_share, pair_outline_weight=cfg.pair_outline_weight, small_share=cfg.small_share,
+            patch_mix_share=cfg.patch_mix_share,
         ):
             return "vae_refine: stopped at the time limit; run the same command to resume"
     staging = target.with_name(target.name + ".partial")

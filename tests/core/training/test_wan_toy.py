@@ -397,6 +397,26 @@ def test_small_shape_sheets_hold_many_separate_small_shapes_of_every_kind():
     assert small_shape_frames(np.random.default_rng(0), 0)[0].shape == (0, 128, 128, 3)
 
 
+def test_patch_mixed_frames_recolour_one_object_and_mask_a_patch_of_its_cells():
+    """``--patch-mix-share``: frame b is frame a with one object in a neighbouring colour; the mask is inside that object."""
+    from core.toyworld.world import BACKGROUNDS, COLORS
+    from core.training.wan_toy import patch_mixed_frames
+
+    names = list(COLORS)
+    neighbours = {b: {c: [names[(i + 1) % len(names)]] for i, c in enumerate(names)} for b in BACKGROUNDS}
+    drawn, recoloured, masks, backgrounds = patch_mixed_frames(np.random.default_rng(0), 30, neighbours)
+    assert drawn.shape == recoloured.shape == (30, 128, 128, 3) and masks.shape == (30, 1, 16, 16) and len(backgrounds) == 30
+    for a, b, mask in zip(drawn, recoloured, masks[:, 0]):
+        changed = (a != b).any(-1)
+        assert changed.any() and set(np.unique(mask)) == {0.0, 1.0}
+        rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))  # the recoloured object's extent
+        cell_rows, cell_cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        assert rows[0] // 8 - 1 <= cell_rows[0] and cell_rows[-1] <= rows[-1] // 8 + 1
+        assert cols[0] // 8 - 1 <= cell_cols[0] and cell_cols[-1] <= cols[-1] // 8 + 1
+        assert mask.sum() < ((rows[-1] // 8 - rows[0] // 8 + 1) * (cols[-1] // 8 - cols[0] // 8 + 1))  # a patch, not the whole object
+    assert patch_mixed_frames(np.random.default_rng(0), 0, neighbours)[0].shape == (0, 128, 128, 3)
+
+
 def test_a_deepened_decoder_decodes_as_before_until_trained_and_reloads(tmp_path):
     from core.models.toy_wan import FrameAutoencoderKL, build_toy_wan_vae, deepen_decoder
 
@@ -475,7 +495,7 @@ def test_wan_refine_teaches_the_decoder_the_models_own_samples_and_keeps_the_res
     model = export_wan_toy(tiny_run, tmp_path / "model", WanExportConfig(guidance_scale=3.0))
     run, out = tmp_path / "refine", tmp_path / "refined"
     args = ["wan-refine", "--run", str(run), "--model", str(model), "--to", str(out), "--clips", "1", "--batch", "2", "--sample-share", "0.5"]
-    assert main([*args, "--steps", "12", "--lr", "1e-3"]) == 0
+    assert main([*args, "--steps", "12", "--lr", "1e-3", "--patch-mix-share", "1"]) == 0  # every encoded frame patch-mixed
     pairs = torch.load(run / "sample_pairs.pt", weights_only=False)
     assert pairs["latents"].shape == (1, 16, 16, 16, 16) and pairs["latents"].dtype == torch.float16
     assert pairs["frames"].shape == (1, 16, 128, 128, 3) and pairs["guidance_scale"] == 3.0  # sampled as a render of this model
@@ -526,6 +546,7 @@ def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--pair-outline-weight", "-1"]) == 2
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--decoder-layers", "5"]) == 2
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--small-share", "-0.1"]) == 2
+    assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--small-share", "0.5", "--patch-mix-share", "0.8"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "error: --to: assets/wan-toy must be a new folder, not --model or --run",
         f"error: --model: {tmp_path} is not a wan-toy pipeline folder (vae/ and transformer/), e.g. assets/wan-toy",
@@ -534,6 +555,7 @@ def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path
         "error: --pair-outline-weight: must be >= 0 (got -1.0)",
         "error: --decoder-layers: must be in [1, 4] (got 5)",
         "error: --small-share: must be in [0, 1] (got -0.1)",
+        "error: --patch-mix-share: must be in [0, 0.5] (got 0.8)",
     ]
     assert not run.exists() and not (tmp_path / "out").exists()
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--group-share", "1.5"]) == 2
