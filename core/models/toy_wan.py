@@ -49,6 +49,10 @@ class FrameAutoencoderKL(AutoencoderKL):
         scale_factor_temporal, scale_factor_spatial: frames and pixels per latent cell (1 and 8).
         decoder_layers_per_block: ResNet layers per decoder level beyond the first, when the decoder
             is deeper than the encoder (None: ``layers_per_block``, diffusers' symmetric autoencoder).
+        decoder_block_out_channels: the decoder's widths, full resolution first as in
+            ``block_out_channels``, when the decoder is wider than the encoder (None: ``block_out_channels``). The
+            full-resolution level's first ResNet layer keeps a 1x1 shortcut convolution even where its
+            input is as wide, as in the narrow decoder it was widened from (:func:`widen_decoder`).
     """
 
     @register_to_config
@@ -75,6 +79,7 @@ class FrameAutoencoderKL(AutoencoderKL):
         use_post_quant_conv: bool = True,
         mid_block_add_attention: bool = True,
         decoder_layers_per_block: int | None = None,
+        decoder_block_out_channels: tuple[int, ...] | None = None,
     ):
         super().__init__(
             in_channels=in_channels, out_channels=out_channels, down_block_types=down_block_types, up_block_types=up_block_types,
@@ -83,12 +88,17 @@ class FrameAutoencoderKL(AutoencoderKL):
             latents_std=latents_std, shift_factor=shift_factor, force_upcast=force_upcast, use_quant_conv=use_quant_conv,
             use_post_quant_conv=use_post_quant_conv, mid_block_add_attention=mid_block_add_attention,
         )
-        if decoder_layers_per_block is not None and decoder_layers_per_block != layers_per_block:
+        decoder_layers = decoder_layers_per_block or layers_per_block
+        decoder_widths = tuple(decoder_block_out_channels or block_out_channels)
+        if decoder_layers != layers_per_block or decoder_widths != tuple(block_out_channels):
             self.decoder = Decoder(
-                in_channels=latent_channels, out_channels=out_channels, up_block_types=up_block_types, block_out_channels=block_out_channels,
-                layers_per_block=decoder_layers_per_block, norm_num_groups=norm_num_groups, act_fn=act_fn,
+                in_channels=latent_channels, out_channels=out_channels, up_block_types=up_block_types, block_out_channels=decoder_widths,
+                layers_per_block=decoder_layers, norm_num_groups=norm_num_groups, act_fn=act_fn,
                 mid_block_add_attention=mid_block_add_attention,
             )
+        first = self.decoder.up_blocks[-1].resnets[0]
+        if decoder_block_out_channels is not None and first.conv_shortcut is None:  # as wide as its input: keep the 1x1 shortcut
+            first.conv_shortcut = torch.nn.Conv2d(first.in_channels, first.out_channels, kernel_size=1)  # of the narrow decoder
 
     def encode(self, x: torch.Tensor, return_dict: bool = True):
         """``AutoencoderKL.encode`` of every frame of ``x`` (B, 3, F, H, W) or of images (B, 3, H, W)."""
@@ -172,3 +182,55 @@ def deepen_decoder(vae: FrameAutoencoderKL, layers_per_block: int) -> FrameAutoe
             conv.weight.zero_()
             conv.bias.zero_()
     return deeper if deeper.dtype == vae.dtype else deeper.to(vae.dtype)
+
+
+def widen_decoder(vae: FrameAutoencoderKL, width: int) -> FrameAutoencoderKL:
+    """A copy of ``vae`` whose decoder's full-resolution level (the last up block, its output norm and
+    convolution) has ``width`` channels, that decodes exactly as ``vae`` does until trained.
+
+    Net2WiderNet (arXiv 1511.05641) adapted to GroupNorm: with ``r = width / w`` (``w`` the current
+    width), each old channel is copied ``r`` times *within its own norm group* (group g of the wide
+    level holds r copies of the old group g's channels), so every group's mean and variance, and thus
+    every normalised activation, are unchanged. A convolution reading the widened channels splits each
+    old weight among the ``r`` copies in random shares that sum to 1 (exact in function, and unequal
+    so that the copies' gradients differ and they can learn different features). Weights of the level's
+    input (the 64x64 level's upsampler) and everything before are copied as they are.
+
+    Args:
+        vae: a :class:`FrameAutoencoderKL` (any dtype; the copy keeps it).
+        width: the new full-resolution width, a multiple of the current one.
+
+    Raises:
+        ValueError: ``width`` not a multiple of the current full-resolution width above it (names
+            ``decoder_width``).
+    """
+    widths = list(vae.config.decoder_block_out_channels or vae.config.block_out_channels)
+    if width <= widths[0] or width % widths[0]:
+        raise ValueError(f"decoder_width: must be a multiple of the decoder's {widths[0]} channels above it (got {width})")
+    ratio, groups = width // widths[0], vae.config.norm_num_groups
+    old_group = widths[0] // groups
+    new = torch.arange(width)
+    source = (new // (old_group * ratio)) * old_group + new % old_group  # (width,): the old channel each new one copies
+    generator = torch.Generator().manual_seed(0)
+
+    def split(weight: torch.Tensor) -> torch.Tensor:
+        """(out, old_in, k, k) -> (out, width, k, k): each input's weight shared among its r copies."""
+        shares = torch.rand((weight.shape[0], width, 1, 1), generator=generator) + 0.5  # (out, width, 1, 1) in [0.5, 1.5)
+        totals = torch.zeros((weight.shape[0], widths[0], 1, 1)).index_add_(1, source, shares)
+        return weight[:, source] * shares / totals[:, source]
+
+    wide = FrameAutoencoderKL.from_config(vae.config, decoder_block_out_channels=[width, *widths[1:]])
+    state = {key: value.float() for key, value in vae.state_dict().items()}
+    level = f"decoder.up_blocks.{len(widths) - 1}."
+    reads_below = {f"{level}resnets.0.conv1", f"{level}resnets.0.conv_shortcut"}  # convolutions of the 64x64 level's channels
+    for key, value in list(state.items()):
+        module = key.rsplit(".", 1)[0]
+        if not (key.startswith(level) or module in ("decoder.conv_norm_out", "decoder.conv_out")) or module == f"{level}resnets.0.norm1":
+            continue  # the 64x64 level and what it feeds in: unchanged
+        if value.ndim == 4 and module not in reads_below:
+            value = split(value)  # reads the widened channels
+        if module != "decoder.conv_out":
+            value = value[source]  # widened outputs: weights, biases, norms' affine parameters
+        state[key] = value
+    wide.load_state_dict(state)
+    return wide.to(vae.dtype)

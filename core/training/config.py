@@ -290,13 +290,16 @@ class ExportConfig:
         ])
 
 
+DECODER_WIDTHS = (32, 64, 96, 128)  # full-resolution widths of model v2's decoder: multiples of its 32 (core.models.toy_wan.widen_decoder)
+
+
 @dataclass(frozen=True)
 class WanToyTrainConfig:
     """Settings of the ``wan-toy`` stage: model v2, a miniature Wan at 128x128 (:mod:`core.models.toy_wan`).
 
     Raises:
         ValueError: ``max_minutes`` outside (0, 150], ``vae_crop`` not a multiple of 8 in [16, 128],
-            ``min_side`` outside [0.05, 0.42], ``decoder_layers`` outside [1, 4], ``visibility_weight`` or ``image_batch`` below 0, ``oversample_weight`` below 1, an ``oversample`` term that is not a kind, colour@background, colour+colour or overlap, a share outside [0, 1],
+            ``min_side`` outside [0.05, 0.42], ``decoder_layers`` outside [1, 4], ``decoder_width`` outside {32, 64, 96, 128}, ``visibility_weight`` or ``image_batch`` below 0, ``oversample_weight`` below 1, an ``oversample`` term that is not a kind, colour@background, colour+colour or overlap, a share outside [0, 1],
             ``patch`` not 1 or 2, ``layers`` or ``heads`` outside [1, 40], or a ``device`` that is not cpu
             or cuda[:N] or that this machine lacks (the message names the field).
     """
@@ -316,6 +319,7 @@ class WanToyTrainConfig:
     decoder_steps: int = field(default=1000, metadata=option("decoder-only steps after the refinement (encoder frozen)"))
     decoder_lr: float = 3e-4
     decoder_layers: int = field(default=1, metadata=option("ResNet layers a level, beyond the first, of the decoder part's decoder, in [1, 4] (1: refine's; more: deepened, the new layers starting as the identity)"))
+    decoder_width: int = field(default=32, metadata=option("channels of the decoder part's full-resolution level, 32, 64, 96 or 128 (32: refine's; more: widened, decoding as before until trained)"))
     tune_batch: int = field(default=8, metadata=option("whole frames per refinement and decoder step"))
     boundary_weight: float = field(default=4.0, metadata=option("loss weight factor of pixels within 3 px of a shape's outline (inside or out) over shape pixels, in refinement and decoder steps"))
     edge_weight: float = field(default=1.0, metadata=option("loss weight of the image-difference (edge) L1 term in refinement and decoder steps"))
@@ -349,6 +353,7 @@ class WanToyTrainConfig:
             f"min_side: must be in [0.05, 0.42] (got {self.min_side})" if not 0.05 <= self.min_side <= 0.42 else "",
             f"group_share: must be in [0, 1] (got {self.group_share})" if not 0.0 <= self.group_share <= 1.0 else "",
             f"decoder_layers: must be in [1, 4] (got {self.decoder_layers})" if not 1 <= self.decoder_layers <= 4 else "",
+            f"decoder_width: must be 32, 64, 96 or 128 (got {self.decoder_width})" if self.decoder_width not in DECODER_WIDTHS else "",
             f"visibility_weight: must be >= 0 (got {self.visibility_weight})" if self.visibility_weight < 0 else "",
             f"image_batch: must be >= 0 (got {self.image_batch})" if self.image_batch < 0 else "",
             f"oversample_weight: must be >= 1 (got {self.oversample_weight})" if self.oversample_weight < 1 else "",
@@ -390,7 +395,7 @@ class WanRefineConfig:
     decoder to decode those samples into the clips' drawn frames (:func:`core.training.wan_toy.refine_wan_decoder`).
 
     Raises:
-        ValueError: ``sample_share`` outside [0, 1), ``group_share`` or ``small_share`` outside [0, 1], ``patch_mix_share`` outside [0, 1 - ``small_share``], ``decoder_layers`` outside [1, 4], ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
+        ValueError: ``sample_share`` outside [0, 1), ``group_share`` or ``small_share`` outside [0, 1], ``patch_mix_share`` outside [0, 1 - ``small_share``], ``decoder_layers`` outside [1, 4], ``decoder_width`` not 32, 64, 96 or 128, ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
             not above 0, ``max_minutes`` outside (0, 150], or ``guidance_scale`` outside
             ``core.settings.GUIDANCE_SCALE``'s range (0-30).
     """
@@ -423,6 +428,12 @@ class WanRefineConfig:
             "first, the new layers starting as the identity (default: the model's own)", type=int,
         ),
     )
+    decoder_width: int | None = field(
+        default=None, metadata=option(
+            "channels of the trained decoder's full-resolution level, 32, 64, 96 or 128; above the model's, the level is widened first, "
+            "each channel copied within its norm group so that it decodes as before until trained (default: the model's own)", type=int,
+        ),
+    )
     small_share: float = field(
         default=0.0, metadata=option(
             "share, in [0, 1], of each batch's encoded frames (those not from sampled pairs) that are sheets of small exact shapes in a 3x3 or 4x4 grid "
@@ -446,6 +457,8 @@ class WanRefineConfig:
             f"patch_mix_share: must be in [0, {1 - self.small_share:g}] (got {self.patch_mix_share})"
             if not 0.0 <= self.patch_mix_share <= 1.0 - self.small_share else "",
             f"decoder_layers: must be in [1, 4] (got {self.decoder_layers})" if self.decoder_layers is not None and not 1 <= self.decoder_layers <= 4 else "",
+            f"decoder_width: must be 32, 64, 96 or 128 (got {self.decoder_width})"
+            if self.decoder_width is not None and self.decoder_width not in DECODER_WIDTHS else "",
             f"pair_targets: must be drawn or aligned (got {self.pair_targets!r})" if self.pair_targets not in ("drawn", "aligned") else "",
             f"sample_share: must be in [0, 1) (got {self.sample_share})" if not 0.0 <= self.sample_share < 1.0 else "",
             f"pair_outline_weight: must be >= 0 (got {self.pair_outline_weight})" if self.pair_outline_weight is not None and self.pair_outline_weight < 0 else "",

@@ -310,7 +310,9 @@ def tune_autoencoder(
         encoder: train the encoder too (the latents change: their statistics are measured again
             for the saved config); else only the decoder, so latents cached from ``run/source`` stay valid.
             A decoder-only part first deepens the decoder to ``cfg.decoder_layers`` layers a level
-            (:func:`core.models.toy_wan.deepen_decoder`) when that is above the source's.
+            (:func:`core.models.toy_wan.deepen_decoder`) when that is above the source's, and widens its
+            full-resolution level to ``cfg.decoder_width`` channels (:func:`core.models.toy_wan.widen_decoder`)
+            when that is above the source's.
         pairs: decoder-only: the denoiser's sampled latents beside the frames drawn for the same
             layouts (:func:`core.training.refine.sample_pairs`); ``round(cfg.tune_batch * sample_share)``
             frames of every step decode one of those latents and are scored against the drawn frame,
@@ -327,7 +329,7 @@ def tune_autoencoder(
             (:func:`patch_mixed_frames`, neighbours by :func:`core.training.palette.palette_neighbours`),
             to be decoded as drawn, one colour.
     """
-    from core.models.toy_wan import FrameAutoencoderKL, deepen_decoder
+    from core.models.toy_wan import FrameAutoencoderKL, deepen_decoder, widen_decoder
 
     if (run / part / "config.json").exists():
         return True
@@ -335,6 +337,8 @@ def tune_autoencoder(
     vae = FrameAutoencoderKL.from_pretrained(run / source)
     if not encoder and cfg.decoder_layers > (vae.config.decoder_layers_per_block or vae.config.layers_per_block):
         vae = deepen_decoder(vae, cfg.decoder_layers)
+    if not encoder and cfg.decoder_width > (vae.config.decoder_block_out_channels or vae.config.block_out_channels)[0]:
+        vae = widen_decoder(vae, cfg.decoder_width)
     vae.requires_grad_(encoder)
     tuned = list(vae.parameters()) if encoder else [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
     for param in tuned:
@@ -882,7 +886,9 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
     with the refined autoencoder as ``vae/`` (written beside, then renamed into place).
     With ``cfg.decoder_layers`` above the model's decoder depth, the decoder is first deepened
     (:func:`core.models.toy_wan.deepen_decoder`: new layers start as the identity, so training starts
-    from the model's decoding). ``cfg.small_share`` of the encoded frames are sheets of small exact
+    from the model's decoding); with ``cfg.decoder_width`` above the width of its full-resolution
+    level, that level is widened (:func:`core.models.toy_wan.widen_decoder`, also decoding as before).
+    ``cfg.small_share`` of the encoded frames are sheets of small exact
     shapes (:func:`small_shape_frames`), ``cfg.patch_mix_share`` have a patch of one object moved toward
     a neighbouring colour in latent space (:func:`patch_mixed_frames`). ``cfg.group_share`` of the sampled clips are groups of two or three of a kind side by side; the
     pairs of earlier runs of the same model (``pairs_from``, e.g. random clips beside this run's
@@ -928,7 +934,10 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
         del pipe
         depth = FrameAutoencoderKL.load_config(model / "vae")
         layers = cfg.decoder_layers or depth.get("decoder_layers_per_block") or depth["layers_per_block"]
-        tune = WanToyTrainConfig(seed=cfg.seed, threads=cfg.threads, tune_batch=cfg.batch, max_minutes=cfg.max_minutes, decoder_layers=layers)
+        width = cfg.decoder_width or (depth.get("decoder_block_out_channels") or depth["block_out_channels"])[0]
+        tune = WanToyTrainConfig(
+            seed=cfg.seed, threads=cfg.threads, tune_batch=cfg.batch, max_minutes=cfg.max_minutes, decoder_layers=layers, decoder_width=width,
+        )
         left = cfg.max_minutes * 60 - (time.time() - started)
         if not tune_autoencoder(
             run, tune, left, part="vae_refine", source="decoder", steps=cfg.steps, lr=cfg.lr, encoder=False, pairs=pairs,

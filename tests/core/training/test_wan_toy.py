@@ -438,6 +438,34 @@ def test_a_deepened_decoder_decodes_as_before_until_trained_and_reloads(tmp_path
         deepen_decoder(deeper, 2)
 
 
+def test_a_widened_decoder_decodes_as_before_until_trained_and_reloads(tmp_path):
+    from core.models.toy_wan import FrameAutoencoderKL, build_toy_wan_vae, deepen_decoder, widen_decoder
+
+    torch.manual_seed(0)
+    vae = deepen_decoder(build_toy_wan_vae(), 2).eval()
+    for param in vae.decoder.parameters():  # trained-looking weights: no zeroed layer hides a wrong copy
+        param.data.add_(0.05 * torch.randn_like(param))
+    latents = torch.randn(1, 16, 2, 4, 4)
+    with torch.no_grad():
+        narrow = vae.decode(latents).sample
+    for width in (64, 96):
+        wide = widen_decoder(vae, width).eval()
+        assert wide.decoder.conv_out.in_channels == width and wide.decoder.up_blocks[-1].resnets[2].conv2.out_channels == width
+        assert wide.decoder.up_blocks[-2].resnets[0].conv1.out_channels == 64  # the 64x64 level is as it was
+        with torch.no_grad():
+            assert torch.allclose(wide.decode(latents).sample, narrow, atol=1e-4)
+    # The copies of a channel read by the next layer get unequal shares, so they can learn apart.
+    weight = wide.decoder.conv_out.weight  # (3, 96, 3, 3): old channel 0's copies are 0, 2 and 4 (groups of 2 -> 6)
+    assert not torch.allclose(weight[:, 0], weight[:, 2])
+    wide.save_pretrained(tmp_path / "vae")
+    reloaded = FrameAutoencoderKL.from_pretrained(tmp_path / "vae").eval()
+    assert reloaded.config.decoder_block_out_channels == [96, 64, 64, 128] and reloaded.config.decoder_layers_per_block == 2
+    with torch.no_grad():
+        assert torch.equal(reloaded.decode(latents).sample, wide.decode(latents).sample)
+    with pytest.raises(ValueError, match=r"decoder_width: must be a multiple of the decoder's 96 channels above it \(got 128\)"):
+        widen_decoder(wide, 128)
+
+
 def test_a_soup_of_exported_models_averages_their_weights_and_renders(tiny_run, tmp_path):
     from safetensors.torch import load_file
 
@@ -523,14 +551,17 @@ def test_wan_refine_teaches_the_decoder_the_models_own_samples_and_keeps_the_res
         for name in (p.name for p in (model / part).iterdir()):
             assert (out / part / name).read_bytes() == (model / part / name).read_bytes()
     # A second run samples groups of one kind side by side and trains on them beside the first run's pairs,
-    # with a decoder one layer a level deeper: the encoder (so the latents) stays the model's.
+    # with a decoder one layer a level deeper and twice as wide at full resolution: the encoder (so the latents) stays the model's.
     groups, joined = tmp_path / "groups", tmp_path / "joined"
     args = ["wan-refine", "--run", str(groups), "--model", str(model), "--to", str(joined), "--clips", "1", "--batch", "2", "--steps", "2"]
-    assert main([*args, "--seed", "1", "--group-share", "1", "--pairs-from", str(run), "--decoder-layers", "2", "--small-share", "1"]) == 0
+    assert main([
+        *args, "--seed", "1", "--group-share", "1", "--pairs-from", str(run), "--decoder-layers", "2", "--decoder-width", "64", "--small-share", "1",
+    ]) == 0
     group = torch.load(groups / "sample_pairs.pt", weights_only=False)
     assert group["group_share"] == 1.0 and len(group["latents"]) == 1
     deeper = FrameAutoencoderKL.from_pretrained(joined / "vae")
     assert deeper.config.decoder_layers_per_block == 2 and len(deeper.decoder.up_blocks[0].resnets) == 3
+    assert deeper.decoder.conv_out.in_channels == 64 and deeper.encoder.conv_in.out_channels == 32
     assert len(FrameAutoencoderKL.from_pretrained(model / "vae").decoder.up_blocks[0].resnets) == 2
     deep = load_file(joined / "vae" / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(original[k].float(), deep[k].float()) for k in original if k.startswith(("encoder.", "quant_conv.")))
@@ -545,6 +576,7 @@ def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--clips", "0"]) == 2
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--pair-outline-weight", "-1"]) == 2
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--decoder-layers", "5"]) == 2
+    assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--decoder-width", "48"]) == 2
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--small-share", "-0.1"]) == 2
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--small-share", "0.5", "--patch-mix-share", "0.8"]) == 2
     assert capsys.readouterr().err.splitlines() == [
@@ -554,6 +586,7 @@ def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path
         "error: --clips: must be >= 1 (got 0)",
         "error: --pair-outline-weight: must be >= 0 (got -1.0)",
         "error: --decoder-layers: must be in [1, 4] (got 5)",
+        "error: --decoder-width: must be 32, 64, 96 or 128 (got 48)",
         "error: --small-share: must be in [0, 1] (got -0.1)",
         "error: --patch-mix-share: must be in [0, 0.5] (got 0.8)",
     ]
