@@ -89,9 +89,11 @@ def grid_figure(blocks: list[tuple[dict, list, list]], path: Path, zoom: int = 3
     Image.fromarray(image).resize((image.shape[1] * zoom, image.shape[0] * zoom), Image.NEAREST).save(path)
 
 
-def grid_rows(vaes: dict, sides: list[float], seed: int = 1, figure: Path | None = None) -> None:
+def grid_rows(vaes: dict, sides: list[float], seed: int = 1, figure: Path | None = None, by_contrast: bool = False) -> None:
     """Print the ``--grid`` table: kind accuracy of single exact shapes, drawn and reconstructed;
-    with ``figure``, also write :func:`grid_figure`'s PNG there."""
+    with ``figure``, also write :func:`grid_figure`'s PNG there; with ``by_contrast``, a second table
+    of the same frames' kind accuracy in each quarter of the shape colour's RGB distance (0-255 a
+    channel) from its background, and of the stars below and above the median distance."""
     import itertools
     from collections import defaultdict
 
@@ -106,7 +108,7 @@ def grid_rows(vaes: dict, sides: list[float], seed: int = 1, figure: Path | None
         return bool(found) and classify(frame, found[0], background=background).kind == kind
 
     rng = np.random.default_rng(seed)
-    blocks = []
+    blocks, by_distance = [], []
     print("| side | frames | kind accuracy | " + " | ".join(KINDS) + " | worst colour | worst background |")
     print("| --- | --- | --- | " + " | ".join("---" for _ in KINDS) + " | --- | --- |")
     for side in sides:
@@ -123,10 +125,15 @@ def grid_rows(vaes: dict, sides: list[float], seed: int = 1, figure: Path | None
                 rows[name] = np.concatenate([reconstruct(vae, drawn[i : i + 48]) for i in range(0, len(drawn), 48)])
         for name, videos in rows.items():
             by = {"kind": defaultdict(list), "color": defaultdict(list), "background": defaultdict(list)}
+            hits = []
             for frame, (kind, color, background) in zip(videos, combos):
                 ok = correct(frame, kind, background)
+                hits.append(ok)
                 for key, value in (("kind", kind), ("color", color), ("background", background)):
                     by[key][value].append(ok)
+            distance = np.array([np.linalg.norm(np.subtract(COLORS[c], BACKGROUNDS[b])) for _, c, b in combos])
+            stars = np.array([kind == "star" for kind, _, _ in combos])
+            by_distance.append((side, name, np.array(hits), distance, stars))
             mean = {key: {k: float(np.mean(v)) for k, v in groups.items()} for key, groups in by.items()}
             worst = {key: min(mean[key].items(), key=lambda item: item[1]) for key in ("color", "background")}
             print(
@@ -137,6 +144,17 @@ def grid_rows(vaes: dict, sides: list[float], seed: int = 1, figure: Path | None
         blocks.append((rows, combos, boxes))
     if figure is not None:
         grid_figure(blocks, figure)
+    if by_contrast:
+        edges = np.quantile(by_distance[0][3], [0.0, 0.25, 0.5, 0.75, 1.0])
+        quarters = [f"RGB distance {lo:.0f}-{hi:.0f}" for lo, hi in zip(edges[:-1], edges[1:])]
+        print()
+        print("| side | frames | " + " | ".join(quarters) + " | stars below median | stars above median |")
+        print("| --- | --- | " + " | ".join("---" for _ in quarters) + " | --- | --- |")
+        for side, name, hits, distance, stars in by_distance:
+            quarter = np.clip(np.searchsorted(edges, distance, side="right") - 1, 0, 3)  # the top edge belongs to the last quarter
+            median = edges[2]
+            cells = [hits[quarter == q].mean() for q in range(4)] + [hits[stars & (distance < median)].mean(), hits[stars & (distance >= median)].mean()]
+            print(f"| {side:.2f} | {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
 
 
 def main() -> None:
@@ -149,11 +167,12 @@ def main() -> None:
     parser.add_argument("--vae", nargs="*", type=Path, default=[ROOT / "assets" / "layout2vid-toy" / "vae"])
     parser.add_argument("--grid", nargs="+", type=float, metavar="SIDE", help="score single shapes of these sides (shares of a 128x128 frame) instead of prompts")
     parser.add_argument("--figure", type=Path, help="with --grid: write drawn and reconstructed shapes of every kind to this PNG")
+    parser.add_argument("--by-contrast", action="store_true", help="with --grid: also score the frames by each quarter of their shape's colour distance from the background")
     args = parser.parse_args()
 
     vaes = {str(path): load_autoencoder(path) for path in args.vae}
     if args.grid:
-        grid_rows(vaes, args.grid, figure=args.figure)
+        grid_rows(vaes, args.grid, figure=args.figure, by_contrast=args.by_contrast)
         return
     print("| prompts | frames | " + " | ".join(COLUMNS) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in COLUMNS) + " |")
