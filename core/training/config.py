@@ -395,7 +395,7 @@ class WanRefineConfig:
     decoder to decode those samples into the clips' drawn frames (:func:`core.training.wan_toy.refine_wan_decoder`).
 
     Raises:
-        ValueError: ``sample_share`` outside [0, 1), ``group_share`` or ``small_share`` outside [0, 1], ``patch_mix_share`` outside [0, 1 - ``small_share``], ``decoder_layers`` outside [1, 4], ``decoder_width`` not 32, 64, 96 or 128, ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
+        ValueError: ``sample_share`` outside [0, 1), ``group_share`` or ``small_share`` outside [0, 1], ``patch_mix_share`` outside [0, 1 - ``small_share``], ``decoder_layers`` outside [1, 4], ``decoder_width`` not 32, 64, 96 or 128, ``adversarial_weight`` outside [0, 10], ``adversarial_start`` or ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
             not above 0, ``max_minutes`` outside (0, 150], or ``guidance_scale`` outside
             ``core.settings.GUIDANCE_SCALE``'s range (0-30).
     """
@@ -446,6 +446,13 @@ class WanRefineConfig:
             "0.2-0.7 of the way toward a neighbouring palette colour, to be decoded as drawn (one colour)",
         ),
     )
+    adversarial_weight: float = field(
+        default=0.0, metadata=option(
+            "weight, in [0, 10], of a patch discriminator's hinge loss on the decoder (scaled by the ratio of the reconstruction's "
+            "and its gradients at the last layer, as in latent diffusion's autoencoders); 0: none",
+        ),
+    )
+    adversarial_start: int = field(default=100, metadata=option("steps, >= 0, the discriminator trains alone before the decoder sees its loss"))
     seed: int = 0
     max_minutes: float = field(default=150.0, metadata=option("stop (checkpointed) after this many minutes, in (0, 150]; the same command resumes"))
     threads: int = 2
@@ -459,6 +466,8 @@ class WanRefineConfig:
             f"decoder_layers: must be in [1, 4] (got {self.decoder_layers})" if self.decoder_layers is not None and not 1 <= self.decoder_layers <= 4 else "",
             f"decoder_width: must be 32, 64, 96 or 128 (got {self.decoder_width})"
             if self.decoder_width is not None and self.decoder_width not in DECODER_WIDTHS else "",
+            f"adversarial_weight: must be in [0, 10] (got {self.adversarial_weight})" if not 0.0 <= self.adversarial_weight <= 10.0 else "",
+            f"adversarial_start: must be >= 0 (got {self.adversarial_start})" if self.adversarial_start < 0 else "",
             f"pair_targets: must be drawn or aligned (got {self.pair_targets!r})" if self.pair_targets not in ("drawn", "aligned") else "",
             f"sample_share: must be in [0, 1) (got {self.sample_share})" if not 0.0 <= self.sample_share < 1.0 else "",
             f"pair_outline_weight: must be >= 0 (got {self.pair_outline_weight})" if self.pair_outline_weight is not None and self.pair_outline_weight < 0 else "",

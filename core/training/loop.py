@@ -18,8 +18,9 @@ loop owns everything else:
     loop.run(lambda step: StepLoss(unet_batch_loss(...)))
 
 The checkpoint is a ``torch.save`` dict: one entry per module (its ``state_dict``), ``optimizer``,
-``step``, and where present ``generator`` (a ``torch.Generator`` state), ``rng`` (a numpy
-``Generator``'s ``bit_generator.state``) and ``ema`` (``EMAModel.state_dict()``).
+``step``, and where present ``aux_optimizers`` (name -> ``state_dict``), ``generator`` (a
+``torch.Generator`` state), ``rng`` (a numpy ``Generator``'s ``bit_generator.state``) and ``ema``
+(``EMAModel.state_dict()``).
 """
 
 from __future__ import annotations
@@ -113,6 +114,8 @@ class TrainingState:
         optimizer: the stage's optimizer.
         generator: the torch generator the stage draws batches and noise from, if any.
         rng: the numpy generator the stage draws clips from, if any.
+        aux_optimizers: name -> an optimizer the stage steps itself (a discriminator's), kept in the
+            checkpoint beside the loop's own.
     """
 
     modules: dict[str, torch.nn.Module]
@@ -122,11 +125,14 @@ class TrainingState:
     step: int = 0
     ema: Any = None  # a diffusers EMAModel while the loop keeps an average
     saved_ema: dict | None = field(default=None, repr=False)  # the average a resumed checkpoint held
+    aux_optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
 
     def state_dict(self) -> dict:
         """The checkpoint dict (see the module docstring)."""
         state = {name: module.state_dict() for name, module in self.modules.items()}
         state["optimizer"] = self.optimizer.state_dict()
+        if self.aux_optimizers:
+            state["aux_optimizers"] = {name: opt.state_dict() for name, opt in self.aux_optimizers.items()}
         if self.rng is not None:
             state["rng"] = self.rng.bit_generator.state
         if self.generator is not None:
@@ -141,12 +147,14 @@ class TrainingState:
         is kept in ``saved_ema`` for the loop to resume its average from.
 
         Raises:
-            KeyError: the dict lacks a module, the optimizer or the step.
+            KeyError: the dict lacks a module, an optimizer or the step.
             RuntimeError: a module's tensors do not fit (``load_state_dict``'s error).
         """
         for name, module in self.modules.items():
             module.load_state_dict(state[name])
         self.optimizer.load_state_dict(state["optimizer"])
+        for name, opt in self.aux_optimizers.items():
+            opt.load_state_dict(state["aux_optimizers"][name])
         if self.rng is not None:
             self.rng.bit_generator.state = state["rng"]
         if self.generator is not None:

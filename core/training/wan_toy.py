@@ -293,7 +293,7 @@ def lost_contrast(recon: torch.Tensor, images: torch.Tensor, backgrounds: list[s
 def tune_autoencoder(
     run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, part: str, source: str, steps: int, lr: float, encoder: bool,
     pairs: dict | None = None, sample_share: float = 0.0, pair_outline_weight: float | None = None, small_share: float = 0.0,
-    patch_mix_share: float = 0.0,
+    patch_mix_share: float = 0.0, adversarial_weight: float = 0.0, adversarial_start: int = 0,
 ) -> bool:
     """Fine-tune the frame autoencoder of ``run/source`` on whole 128x128 frames (parts 2 and 3);
     returns whether ``run/part`` is complete.
@@ -328,8 +328,16 @@ def tune_autoencoder(
             latents have a patch of one object moved toward a neighbouring palette colour
             (:func:`patch_mixed_frames`, neighbours by :func:`core.training.palette.palette_neighbours`),
             to be decoded as drawn, one colour.
+        adversarial_weight: decoder-only: above 0, a patch discriminator
+            (:class:`core.training.adversarial.PatchDiscriminator`) trains beside the decoder, one hinge
+            step a step on the batch's frames against its decodings (AdamW at ``lr``, betas 0.5/0.9, constant),
+            and from step ``adversarial_start`` on the decoder's loss adds ``adversarial_weight`` times
+            the adaptive weight (:func:`core.training.adversarial.adaptive_weight`) times its adversarial
+            loss; the discriminator and its optimizer are in the checkpoint. 0: none (earlier versions).
+        adversarial_start: the steps, >= 0, the discriminator trains alone first.
     """
     from core.models.toy_wan import FrameAutoencoderKL, deepen_decoder, widen_decoder
+    from core.training.adversarial import PatchDiscriminator, adaptive_weight, generator_loss, hinge_discriminator_loss
 
     if (run / part / "config.json").exists():
         return True
@@ -349,8 +357,14 @@ def tune_autoencoder(
     optimizer = torch.optim.AdamW(tuned, lr=lr, weight_decay=0.0)
     rng = np.random.default_rng(cfg.seed + 3)
     generator = torch.Generator().manual_seed(cfg.seed + 3)
+    modules, aux = {"model": vae}, {}
+    adversarial = adversarial_weight > 0 and not encoder
+    if adversarial:
+        discriminator = PatchDiscriminator()
+        modules["discriminator"] = discriminator
+        aux["discriminator"] = torch.optim.AdamW(discriminator.parameters(), lr=lr, betas=(0.5, 0.9), weight_decay=0.0)
     loop = TrainingLoop(
-        part, TrainingState({"model": vae}, optimizer, generator=generator, rng=rng), tuned, CosineSchedule(steps),
+        part, TrainingState(modules, optimizer, generator=generator, rng=rng, aux_optimizers=aux), tuned, CosineSchedule(steps),
         checkpoint=run / f"{part}_ckpt.pt", checkpoint_every=cfg.checkpoint_every, clip_grad_norm=1.0, log=run / f"{part}_loss.csv",
         time_limit_s=time_limit_s,
     )
@@ -407,7 +421,22 @@ def tune_autoencoder(
         edge = 0.5 * ((wx * (rx - ix).abs()).mean() + (wy * (ry - iy).abs()).mean())
         kl = 0.5 * (posterior.mean**2 + posterior.var - 1.0 - posterior.logvar).mean() if encoder else torch.zeros(())
         faded = torch.zeros(()) if encoder else lost_contrast(recon, images, backgrounds, shape)
-        return StepLoss(l1 + mse + cfg.edge_weight * edge + cfg.visibility_weight * faded + 1e-5 * kl, {"l1": l1, "mse": mse, "edge": edge, "faded": faded})
+        loss = l1 + mse + cfg.edge_weight * edge + cfg.visibility_weight * faded + 1e-5 * kl
+        terms = {"l1": l1, "mse": mse, "edge": edge, "faded": faded}
+        if not adversarial:
+            return StepLoss(loss, terms)
+        discriminator.requires_grad_(True)  # one hinge step on drawn frames against this batch's decodings
+        critic = hinge_discriminator_loss(discriminator(images), discriminator(recon.detach()))
+        aux["discriminator"].zero_grad(set_to_none=True)
+        critic.backward()
+        aux["discriminator"].step()
+        discriminator.requires_grad_(False)  # the decoder's term reaches the decoder alone
+        fooled, weight = torch.zeros(()), torch.zeros(())
+        if step >= adversarial_start:
+            fooled = generator_loss(discriminator(recon))
+            weight = adversarial_weight * adaptive_weight(loss, fooled, vae.decoder.conv_out.weight)
+            loss = loss + weight * fooled
+        return StepLoss(loss, {**terms, "discriminator": critic.detach(), "adversarial": fooled.detach(), "adaptive": weight})
 
     loop.run(batch_loss)
     if not loop.finished:
@@ -890,7 +919,9 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
     level, that level is widened (:func:`core.models.toy_wan.widen_decoder`, also decoding as before).
     ``cfg.small_share`` of the encoded frames are sheets of small exact
     shapes (:func:`small_shape_frames`), ``cfg.patch_mix_share`` have a patch of one object moved toward
-    a neighbouring colour in latent space (:func:`patch_mixed_frames`). ``cfg.group_share`` of the sampled clips are groups of two or three of a kind side by side; the
+    a neighbouring colour in latent space (:func:`patch_mixed_frames`). With ``cfg.adversarial_weight``
+    above 0 a patch discriminator trains beside the decoder and its loss joins the decoder's after
+    ``cfg.adversarial_start`` steps (:mod:`core.training.adversarial`). ``cfg.group_share`` of the sampled clips are groups of two or three of a kind side by side; the
     pairs of earlier runs of the same model (``pairs_from``, e.g. random clips beside this run's
     groups) are joined to this run's own (:func:`core.training.refine.join_pairs`).
 
@@ -942,7 +973,7 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
         if not tune_autoencoder(
             run, tune, left, part="vae_refine", source="decoder", steps=cfg.steps, lr=cfg.lr, encoder=False, pairs=pairs,
             sample_share=cfg.sample_share, pair_outline_weight=cfg.pair_outline_weight, small_share=cfg.small_share,
-            patch_mix_share=cfg.patch_mix_share,
+            patch_mix_share=cfg.patch_mix_share, adversarial_weight=cfg.adversarial_weight, adversarial_start=cfg.adversarial_start,
         ):
             return "vae_refine: stopped at the time limit; run the same command to resume"
     staging = target.with_name(target.name + ".partial")

@@ -38,6 +38,17 @@ def _loop(state, model, path, **kwargs):
                         checkpoint_every=2, log=path / "loss.csv", **kwargs)
 
 
+def _stopped_at(stop: int, batch_loss):
+    """``batch_loss`` that raises KeyboardInterrupt (a user's Ctrl-C) when asked for step ``stop``."""
+
+    def interrupted(step):
+        if step == stop:
+            raise KeyboardInterrupt
+        return batch_loss(step)
+
+    return interrupted
+
+
 def test_an_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -45,14 +56,8 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_path):
     straight = _loop(state, model, tmp_path / "a").run(batch_loss)
 
     model, state, batch_loss = _toy_problem()
-
-    def interrupted(step):
-        if step == 3:
-            raise KeyboardInterrupt
-        return batch_loss(step)
-
     with pytest.raises(KeyboardInterrupt):
-        _loop(state, model, tmp_path / "b").run(interrupted)
+        _loop(state, model, tmp_path / "b").run(_stopped_at(3, batch_loss))
     model, state, batch_loss = _toy_problem(seed=5)  # fresh weights: all of them come from the checkpoint
     loop = _loop(state, model, tmp_path / "b")
     assert loop.resume() and loop.step == 2
@@ -122,3 +127,39 @@ def test_a_time_limit_stops_after_a_checkpoint_and_the_same_call_resumes_to_the_
     rest = loop.run(batch_loss)
     assert chunk + rest == pytest.approx(straight)
     assert torch.equal(model.weight, weights)
+
+
+def _adversarial_problem(seed: int = 0):
+    """A model and a critic the stage steps itself (its optimizer an aux optimizer), as a discriminator is."""
+    torch.manual_seed(seed)
+    model, critic = torch.nn.Linear(3, 1), torch.nn.Linear(1, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    critic_optimizer = torch.optim.AdamW(critic.parameters(), lr=0.05)
+    state = TrainingState(
+        {"model": model, "critic": critic}, optimizer, generator=torch.Generator().manual_seed(1), aux_optimizers={"critic": critic_optimizer},
+    )
+
+    def batch_loss(step):
+        x = torch.randn(4, 3, generator=state.generator)
+        critic_optimizer.zero_grad()
+        ((critic(model(x).detach()) - 1.0) ** 2).mean().backward()
+        critic_optimizer.step()
+        return StepLoss(critic(model(x)).pow(2).mean())
+
+    return model, critic, state, batch_loss
+
+
+def test_a_stage_stepping_its_own_optimizer_resumes_it_from_the_checkpoint(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    model, critic, state, batch_loss = _adversarial_problem()
+    straight = _loop(state, model, tmp_path / "a").run(batch_loss)
+    model, critic, state, batch_loss = _adversarial_problem()
+    with pytest.raises(KeyboardInterrupt):
+        _loop(state, model, tmp_path / "b").run(_stopped_at(3, batch_loss))
+    model, critic, state, batch_loss = _adversarial_problem(seed=5)
+    loop = _loop(state, model, tmp_path / "b")
+    assert loop.resume() and loop.step == 2
+    assert state.aux_optimizers["critic"].state_dict()["state"]  # Adam's moments came back
+    assert loop.run(batch_loss) == straight[2:]
+    assert torch.equal(critic.weight, torch.load(tmp_path / "a" / "ckpt.pt", weights_only=False)["critic"]["weight"])

@@ -551,12 +551,19 @@ def test_wan_refine_teaches_the_decoder_the_models_own_samples_and_keeps_the_res
         for name in (p.name for p in (model / part).iterdir()):
             assert (out / part / name).read_bytes() == (model / part / name).read_bytes()
     # A second run samples groups of one kind side by side and trains on them beside the first run's pairs,
-    # with a decoder one layer a level deeper and twice as wide at full resolution: the encoder (so the latents) stays the model's.
+    # with a decoder one layer a level deeper and twice as wide at full resolution, and a patch discriminator whose loss
+    # joins the decoder's from the second step: the encoder (so the latents) stays the model's.
     groups, joined = tmp_path / "groups", tmp_path / "joined"
     args = ["wan-refine", "--run", str(groups), "--model", str(model), "--to", str(joined), "--clips", "1", "--batch", "2", "--steps", "2"]
     assert main([
         *args, "--seed", "1", "--group-share", "1", "--pairs-from", str(run), "--decoder-layers", "2", "--decoder-width", "64", "--small-share", "1",
+        "--adversarial-weight", "0.5", "--adversarial-start", "1",
     ]) == 0
+    rows = [[float(v) for v in row.split(",")] for row in (groups / "vae_refine_loss.csv").read_text().splitlines()]
+    assert [len(row) for row in rows] == [9, 9]  # step, loss, l1, mse, edge, faded, discriminator, adversarial, adaptive weight
+    assert rows[0][-1] == 0.0 and rows[1][-1] > 0.0  # the discriminator trains alone for the first step
+    checkpoint = torch.load(groups / "vae_refine_ckpt.pt", weights_only=False)
+    assert "discriminator" in checkpoint and checkpoint["aux_optimizers"]["discriminator"]["state"]
     group = torch.load(groups / "sample_pairs.pt", weights_only=False)
     assert group["group_share"] == 1.0 and len(group["latents"]) == 1
     deeper = FrameAutoencoderKL.from_pretrained(joined / "vae")
@@ -579,6 +586,8 @@ def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--decoder-width", "48"]) == 2
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--small-share", "-0.1"]) == 2
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--small-share", "0.5", "--patch-mix-share", "0.8"]) == 2
+    assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--adversarial-weight", "11"]) == 2
+    assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--adversarial-start", "-1"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "error: --to: assets/wan-toy must be a new folder, not --model or --run",
         f"error: --model: {tmp_path} is not a wan-toy pipeline folder (vae/ and transformer/), e.g. assets/wan-toy",
@@ -589,6 +598,8 @@ def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path
         "error: --decoder-width: must be 32, 64, 96 or 128 (got 48)",
         "error: --small-share: must be in [0, 1] (got -0.1)",
         "error: --patch-mix-share: must be in [0, 0.5] (got 0.8)",
+        "error: --adversarial-weight: must be in [0, 10] (got 11.0)",
+        "error: --adversarial-start: must be >= 0 (got -1)",
     ]
     assert not run.exists() and not (tmp_path / "out").exists()
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--group-share", "1.5"]) == 2
