@@ -2,7 +2,7 @@
 scored as drawn and after encode -> decode.
 
     .venv/bin/python benchmarks/vae_ceiling.py [PROMPTS.jsonl ...] [--vae DIR ...]
-    .venv/bin/python benchmarks/vae_ceiling.py --grid 0.15 0.24 --vae DIR ... [--figure PNG]
+    .venv/bin/python benchmarks/vae_ceiling.py --grid 0.15 0.24 --vae DIR ... [--figure PNG] [--by-contrast] [--silhouettes]
 
 Each prompt is planned with the offline rules planner and drawn exactly by
 :func:`core.evaluation.scoring.draw_plan` (the toy world's own renderer: perfect boxes, colours and
@@ -89,26 +89,33 @@ def grid_figure(blocks: list[tuple[dict, list, list]], path: Path, zoom: int = 3
     Image.fromarray(image).resize((image.shape[1] * zoom, image.shape[0] * zoom), Image.NEAREST).save(path)
 
 
-def grid_rows(vaes: dict, sides: list[float], seed: int = 1, figure: Path | None = None, by_contrast: bool = False) -> None:
+def grid_rows(vaes: dict, sides: list[float], seed: int = 1, figure: Path | None = None, by_contrast: bool = False, silhouettes: bool = False) -> None:
     """Print the ``--grid`` table: kind accuracy of single exact shapes, drawn and reconstructed;
     with ``figure``, also write :func:`grid_figure`'s PNG there; with ``by_contrast``, a second table
     of the same frames' kind accuracy in each quarter of the shape colour's RGB distance (0-255 a
-    channel) from its background, and of the stars below and above the median distance."""
+    channel) from its background, and of the stars below and above the median distance; with
+    ``silhouettes``, a table per side, reconstruction and kind of the mean foreground pixels a frame
+    (farther than the detector's ``FOREGROUND_DISTANCE`` from the background) as drawn, those the
+    reconstruction loses and gains, and the median RGB distance of the lost ones from the background
+    as drawn and as decoded (a point faded out, or a notch or hole filled in)."""
     import itertools
     from collections import defaultdict
 
     import numpy as np
 
-    from core.toyworld.detect import detect
+    from core.toyworld.detect import FOREGROUND_DISTANCE, detect
     from core.toyworld.shapes import classify
     from core.toyworld.world import BACKGROUNDS, COLORS, KINDS, ToyObject, render_frame
+
+    def foreground(frame, background):  # (H, W) bool: the detector's test, farther than its threshold from the background
+        return np.linalg.norm(frame.astype(np.float32) - np.float32(BACKGROUNDS[background]), axis=-1) > FOREGROUND_DISTANCE
 
     def correct(frame, kind, background) -> bool:
         found = detect(frame, background=background)
         return bool(found) and classify(frame, found[0], background=background).kind == kind
 
     rng = np.random.default_rng(seed)
-    blocks, by_distance = [], []
+    blocks, by_distance, pixel_rows = [], [], []
     print("| side | frames | kind accuracy | " + " | ".join(KINDS) + " | worst colour | worst background |")
     print("| --- | --- | --- | " + " | ".join("---" for _ in KINDS) + " | --- | --- |")
     for side in sides:
@@ -142,8 +149,31 @@ def grid_rows(vaes: dict, sides: list[float], seed: int = 1, figure: Path | None
                 + " | " + " | ".join(f"{k} {v:.2f}" for k, v in worst.values()) + " |"
             )
         blocks.append((rows, combos, boxes))
+        masks = [foreground(frame, background) for frame, (_, _, background) in zip(drawn, combos)]
+        for name, videos in list(rows.items())[1:]:
+            for kind in KINDS:
+                lost, gained, drawn_distance, kept_distance = [], [], [], []
+                for frame, decoded, mask, (k, _, background) in zip(drawn, videos, masks, combos):
+                    if k != kind:
+                        continue
+                    seen = foreground(decoded, background)
+                    lost.append((mask & ~seen).sum())
+                    gained.append((~mask & seen).sum())
+                    gone = mask & ~seen
+                    bg = np.float32(BACKGROUNDS[background])
+                    drawn_distance += list(np.linalg.norm(frame[gone].astype(np.float32) - bg, axis=-1))
+                    kept_distance += list(np.linalg.norm(decoded[gone].astype(np.float32) - bg, axis=-1))
+                size = np.mean([m.sum() for m, (k, _, _) in zip(masks, combos) if k == kind])
+                medians = (np.median(drawn_distance), np.median(kept_distance)) if drawn_distance else (float("nan"),) * 2
+                pixel_rows.append((side, name, kind, size, np.mean(lost), np.mean(gained), *medians))
     if figure is not None:
         grid_figure(blocks, figure)
+    if silhouettes:
+        print()
+        print("| side | frames | kind | foreground pixels drawn | lost | gained | lost pixels' distance drawn | decoded |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for side, name, kind, size, lost, gained, far, near in pixel_rows:
+            print(f"| {side:.2f} | {name} | {kind} | {size:.0f} | {lost:.1f} | {gained:.1f} | {far:.0f} | {near:.0f} |")
     if by_contrast:
         edges = np.quantile(by_distance[0][3], [0.0, 0.25, 0.5, 0.75, 1.0])
         quarters = [f"RGB distance {lo:.0f}-{hi:.0f}" for lo, hi in zip(edges[:-1], edges[1:])]
@@ -168,11 +198,16 @@ def main() -> None:
     parser.add_argument("--grid", nargs="+", type=float, metavar="SIDE", help="score single shapes of these sides (shares of a 128x128 frame) instead of prompts")
     parser.add_argument("--figure", type=Path, help="with --grid: write drawn and reconstructed shapes of every kind to this PNG")
     parser.add_argument("--by-contrast", action="store_true", help="with --grid: also score the frames by each quarter of their shape's colour distance from the background")
+    parser.add_argument(
+        "--silhouettes", action="store_true",
+        help="with --grid: also count, per kind, the foreground pixels (the detector's test) each reconstruction loses and gains, "
+        "and the median distance from the background of the lost ones as drawn and as decoded",
+    )
     args = parser.parse_args()
 
     vaes = {str(path): load_autoencoder(path) for path in args.vae}
     if args.grid:
-        grid_rows(vaes, args.grid, figure=args.figure, by_contrast=args.by_contrast)
+        grid_rows(vaes, args.grid, figure=args.figure, by_contrast=args.by_contrast, silhouettes=args.silhouettes)
         return
     print("| prompts | frames | " + " | ".join(COLUMNS) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in COLUMNS) + " |")

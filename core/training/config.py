@@ -395,7 +395,7 @@ class WanRefineConfig:
     decoder to decode those samples into the clips' drawn frames (:func:`core.training.wan_toy.refine_wan_decoder`).
 
     Raises:
-        ValueError: ``sample_share`` outside [0, 1), ``group_share`` or ``small_share`` outside [0, 1], ``patch_mix_share`` outside [0, 1 - ``small_share``], ``decoder_layers`` outside [1, 4], ``decoder_width`` not 32, 64, 96 or 128, ``adversarial_weight`` outside [0, 10], ``adversarial_start`` or ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
+        ValueError: ``sample_share`` outside [0, 1), ``group_share`` or ``small_share`` outside [0, 1], ``patch_mix_share`` outside [0, 1 - ``small_share``], ``decoder_layers`` outside [1, 4], ``decoder_width`` not 32, 64, 96 or 128, ``adversarial_weight`` outside [0, 10], ``shift_tolerance`` outside [0, 2], ``adversarial_start`` or ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
             not above 0, ``max_minutes`` outside (0, 150], or ``guidance_scale`` outside
             ``core.settings.GUIDANCE_SCALE``'s range (0-30).
     """
@@ -453,6 +453,12 @@ class WanRefineConfig:
         ),
     )
     adversarial_start: int = field(default=100, metadata=option("steps, >= 0, the discriminator trains alone before the decoder sees its loss"))
+    shift_tolerance: int = field(
+        default=0, metadata=option(
+            "pixels, 0-2: each 32-pixel patch of a decoding is scored against the drawn frame moved by its best-fitting shift of up to this many "
+            "pixels per axis, so a sharp shape a pixel off costs less than a blur (0: as drawn)",
+        ),
+    )
     seed: int = 0
     max_minutes: float = field(default=150.0, metadata=option("stop (checkpointed) after this many minutes, in (0, 150]; the same command resumes"))
     threads: int = 2
@@ -468,6 +474,7 @@ class WanRefineConfig:
             if self.decoder_width is not None and self.decoder_width not in DECODER_WIDTHS else "",
             f"adversarial_weight: must be in [0, 10] (got {self.adversarial_weight})" if not 0.0 <= self.adversarial_weight <= 10.0 else "",
             f"adversarial_start: must be >= 0 (got {self.adversarial_start})" if self.adversarial_start < 0 else "",
+            f"shift_tolerance: must be in [0, 2] (got {self.shift_tolerance})" if not 0 <= self.shift_tolerance <= 2 else "",
             f"pair_targets: must be drawn or aligned (got {self.pair_targets!r})" if self.pair_targets not in ("drawn", "aligned") else "",
             f"sample_share: must be in [0, 1) (got {self.sample_share})" if not 0.0 <= self.sample_share < 1.0 else "",
             f"pair_outline_weight: must be >= 0 (got {self.pair_outline_weight})" if self.pair_outline_weight is not None and self.pair_outline_weight < 0 else "",

@@ -557,7 +557,7 @@ def test_wan_refine_teaches_the_decoder_the_models_own_samples_and_keeps_the_res
     args = ["wan-refine", "--run", str(groups), "--model", str(model), "--to", str(joined), "--clips", "1", "--batch", "2", "--steps", "2"]
     assert main([
         *args, "--seed", "1", "--group-share", "1", "--pairs-from", str(run), "--decoder-layers", "2", "--decoder-width", "64", "--small-share", "1",
-        "--adversarial-weight", "0.5", "--adversarial-start", "1",
+        "--adversarial-weight", "0.5", "--adversarial-start", "1", "--shift-tolerance", "1",
     ]) == 0
     rows = [[float(v) for v in row.split(",")] for row in (groups / "vae_refine_loss.csv").read_text().splitlines()]
     assert [len(row) for row in rows] == [9, 9]  # step, loss, l1, mse, edge, faded, discriminator, adversarial, adaptive weight
@@ -588,6 +588,7 @@ def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--small-share", "0.5", "--patch-mix-share", "0.8"]) == 2
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--adversarial-weight", "11"]) == 2
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--adversarial-start", "-1"]) == 2
+    assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--shift-tolerance", "3"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "error: --to: assets/wan-toy must be a new folder, not --model or --run",
         f"error: --model: {tmp_path} is not a wan-toy pipeline folder (vae/ and transformer/), e.g. assets/wan-toy",
@@ -600,6 +601,7 @@ def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path
         "error: --patch-mix-share: must be in [0, 0.5] (got 0.8)",
         "error: --adversarial-weight: must be in [0, 10] (got 11.0)",
         "error: --adversarial-start: must be >= 0 (got -1)",
+        "error: --shift-tolerance: must be in [0, 2] (got 3)",
     ]
     assert not run.exists() and not (tmp_path / "out").exists()
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--group-share", "1.5"]) == 2
@@ -677,3 +679,28 @@ def test_aligned_targets_redraw_each_object_where_the_sample_put_it():
     # Another seed's clips are refused, not silently misaligned.
     with pytest.raises(ValueError, match="^seed: clip 0 of the pairs was not sampled with seed 1$"):
         aligned_frames(pairs, vae, seed=1)
+
+
+def test_shift_tolerant_terms_forgive_a_sharp_shape_a_pixel_off_but_not_a_blur():
+    from core.toyworld.world import ToyObject, render_frame
+    from core.training.toy_data import frames_to_tensor
+    from core.training.wan_toy import image_differences, outline_weights, shift_tolerant_terms
+
+    drawn = np.stack([render_frame("night", [ToyObject("star", "yellow", (0.3, 0.3, 0.45, 0.45))], 128)])
+    images, weight = frames_to_tensor(drawn), outline_weights(drawn, ["night"], 8.0, 4.0)
+    # At tolerance 0 the terms are the plain weighted L1, MSE and edge means.
+    recon = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    (rx, ry), (ix, iy) = image_differences(recon), image_differences(images)
+    wx, wy = torch.maximum(weight[..., :, 1:], weight[..., :, :-1]), torch.maximum(weight[..., 1:, :], weight[..., :-1, :])
+    plain = [(weight * (recon - images).abs()).mean(), (weight * (recon - images) ** 2).mean(), 0.5 * ((wx * (rx - ix).abs()).mean() + (wy * (ry - iy).abs()).mean())]
+    assert torch.allclose(torch.stack(shift_tolerant_terms(recon, images, weight, 1.0, 0)), torch.stack(plain), rtol=1e-5)
+    # Scored as drawn, the star drawn a pixel right and down costs more than its blur; within tolerance 1 it costs nothing.
+    moved = torch.roll(images, (1, 1), dims=(2, 3))
+    blurred = torch.nn.functional.avg_pool2d(images, 3, stride=1, padding=1, count_include_pad=False)
+
+    def total(recon, tolerance):
+        l1, mse, edge = shift_tolerant_terms(recon, images, weight, 1.0, tolerance)
+        return (l1 + mse + edge).item()
+
+    assert total(moved, 0) > total(blurred, 0)
+    assert total(moved, 1) == 0.0 < total(blurred, 1)
