@@ -278,7 +278,7 @@ def shift_tolerant_terms(
 
     A decoder unsure by a pixel where a small star's points lie draws, under per-pixel losses, the
     mean of the star's possible positions: points faded below the detector's threshold and notches
-    filled (at side 0.15, about 15 of a star's 131 foreground pixels lost and 15 gained). Scored
+    filled (at side 0.15, about 14 of a star's 131 foreground pixels lost and 15 gained). Scored
     against its best-fitting shift, a sharp star a pixel off costs little and the blur costs more,
     so the decoder can commit to one position. The shifts are ``torch.roll``s (the frame wraps by at
     most ``tolerance`` pixels at its border, where the toy world's backgrounds are flat).
@@ -293,13 +293,13 @@ def shift_tolerant_terms(
         ``(l1, mse, edge)`` scalars; at ``tolerance`` 0 the means of :func:`tune_autoencoder`'s plain terms.
     """
     shifts = [(dy, dx) for dy in range(-tolerance, tolerance + 1) for dx in range(-tolerance, tolerance + 1)]
+    height, width = images.shape[-2:]
     rx, ry = image_differences(recon)
     per_shift = []  # per shift: (3, N, h, w) patch means of the L1, MSE and edge maps
     for dy, dx in shifts:
         target, w = (torch.roll(t, (dy, dx), dims=(2, 3)) for t in (images, weight))
         ix, iy = image_differences(target)
         wx, wy = torch.maximum(w[..., :, 1:], w[..., :, :-1]), torch.maximum(w[..., 1:, :], w[..., :-1, :])
-        height, width = images.shape[-2:]
         edge = 0.5 * (  # (N, 1, H, W), scaled so that its mean is the plain term's
             torch.nn.functional.pad((wx * (rx - ix).abs()).mean(1, keepdim=True), (0, 1)) * width / (width - 1)
             + torch.nn.functional.pad((wy * (ry - iy).abs()).mean(1, keepdim=True), (0, 0, 0, 1)) * height / (height - 1)
@@ -483,12 +483,12 @@ def tune_autoencoder(
         critic.backward()
         aux["discriminator"].step()
         discriminator.requires_grad_(False)  # the decoder's term reaches the decoder alone
-        fooled, weight = torch.zeros(()), torch.zeros(())
+        fooled, balance = torch.zeros(()), torch.zeros(())
         if step >= adversarial_start:
             fooled = generator_loss(discriminator(recon))
-            weight = adversarial_weight * adaptive_weight(loss, fooled, vae.decoder.conv_out.weight)
-            loss = loss + weight * fooled
-        return StepLoss(loss, {**terms, "discriminator": critic.detach(), "adversarial": fooled.detach(), "adaptive": weight})
+            balance = adversarial_weight * adaptive_weight(loss, fooled, vae.decoder.conv_out.weight)
+            loss = loss + balance * fooled
+        return StepLoss(loss, {**terms, "discriminator": critic.detach(), "adversarial": fooled.detach(), "adaptive": balance})
 
     loop.run(batch_loss)
     if not loop.finished:
