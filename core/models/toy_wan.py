@@ -119,10 +119,27 @@ class FrameAutoencoderKL(AutoencoderKL):
         return DecoderOutput(sample=video) if return_dict else (video,)
 
 
-def build_toy_wan_vae() -> FrameAutoencoderKL:
-    """:class:`FrameAutoencoderKL`: (B, 3, F, 128, 128) in [-1, 1] <-> (B, 16, F, 16, 16), 3.0 M parameters
-    (widths 32-64-64-128, one ResNet layer a level), placeholder latent statistics (0 and 1)."""
-    return FrameAutoencoderKL(latents_mean=[0.0] * LATENT_CHANNELS, latents_std=[1.0] * LATENT_CHANNELS)
+def build_toy_wan_vae(latent_factor: int = SPATIAL_FACTOR) -> FrameAutoencoderKL:
+    """An untrained :class:`FrameAutoencoderKL` with placeholder latent statistics (0 and 1), one ResNet
+    layer a level.
+
+    Args:
+        latent_factor: pixels per latent cell. 8: (B, 3, F, 128, 128) in [-1, 1] <-> (B, 16, F, 16, 16),
+            widths 32-64-64-128, 3.0 M parameters (the shipped autoencoder's shape). 4: <-> (B, 16, F, 32, 32),
+            widths 32-64-128 (one downsampling fewer), 2.7 M parameters: a latent cell per 4x4 pixels, so a
+            20-pixel star spans 5 cells a side instead of 2-3.
+
+    Raises:
+        ValueError: ``latent_factor`` not 4 or 8.
+    """
+    levels = {8: (32, 64, 64, 128), 4: (32, 64, 128)}
+    if latent_factor not in levels:
+        raise ValueError(f"latent_factor: must be 4 or 8 (got {latent_factor})")
+    widths = levels[latent_factor]
+    return FrameAutoencoderKL(
+        block_out_channels=widths, down_block_types=("DownEncoderBlock2D",) * len(widths), up_block_types=("UpDecoderBlock2D",) * len(widths),
+        scale_factor_spatial=latent_factor, latents_mean=[0.0] * LATENT_CHANNELS, latents_std=[1.0] * LATENT_CHANNELS,
+    )
 
 
 def build_toy_wan_transformer(num_layers: int = 4, heads: int = 4, head_dim: int = 64, patch: int = 2) -> WanTransformer3DModel:

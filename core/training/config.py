@@ -290,6 +290,7 @@ class ExportConfig:
         ])
 
 
+LATENT_FACTORS = (4, 8)  # pixels per latent cell of model v2's autoencoder (core.models.toy_wan.build_toy_wan_vae)
 DECODER_WIDTHS = (32, 64, 96, 128)  # full-resolution widths of model v2's decoder: multiples of its 32 (core.models.toy_wan.widen_decoder)
 
 
@@ -300,7 +301,7 @@ class WanToyTrainConfig:
     Raises:
         ValueError: ``max_minutes`` outside (0, 150], ``vae_crop`` not a multiple of 8 in [16, 128],
             ``min_side`` outside [0.05, 0.42], ``decoder_layers`` outside [1, 4], ``decoder_width`` outside {32, 64, 96, 128}, ``visibility_weight`` or ``image_batch`` below 0, ``oversample_weight`` below 1, an ``oversample`` term that is not a kind, colour@background, colour+colour or overlap, a share outside [0, 1],
-            ``patch`` not 1 or 2, ``layers`` or ``heads`` outside [1, 40], or a ``device`` that is not cpu
+            ``latent_factor`` not 4 or 8, ``patch`` not 1, 2 or 4, ``layers`` or ``heads`` outside [1, 40], or a ``device`` that is not cpu
             or cuda[:N] or that this machine lacks (the message names the field).
     """
 
@@ -313,6 +314,9 @@ class WanToyTrainConfig:
     vae_batch: int = field(default=20, metadata=option("autoencoder batch: random frames, each cut to a vae_crop window"))
     vae_crop: int = field(default=64, metadata=option("side of the random window each autoencoder clip is cut to (128: whole frames)"))
     vae_lr: float = 1e-3
+    latent_factor: int = field(
+        default=8, metadata=option("pixels per latent cell of a new autoencoder, 8 (16x16 latents, 4 levels) or 4 (32x32, 3 levels: finer outlines; use --patch 4 to keep the token count)")
+    )
     vae_foreground_weight: float = field(default=8.0, metadata=option("autoencoder loss weight of shape pixels (background pixels 1)"))
     refine_steps: int = field(default=5000, metadata=option("autoencoder refinement steps (encoder and decoder) on whole 128x128 frames, outlines weighted"))
     refine_lr: float = 3e-4
@@ -331,7 +335,7 @@ class WanToyTrainConfig:
     transformer_batch: int = 4
     image_batch: int = field(default=0, metadata=option("one-frame clips (images: a random frame of a random clip) trained beside each step's videos, as Wan trains on images and videos together (0: videos only)"))
     transformer_lr: float = 3e-4
-    patch: int = field(default=2, metadata=option("spatial patch of the transformer, 1 or 2: a 16x16 latent frame is 64 tokens at 2 (16 pixels of the frame a token), 256 at 1 (8 pixels: 4x the tokens, for a GPU)"))
+    patch: int = field(default=2, metadata=option("spatial patch of the transformer, 1, 2 or 4: a 16x16 latent frame is 64 tokens at 2 (16 pixels of the frame a token), 256 at 1 (8 pixels: 4x the tokens, for a GPU); a 32x32 one (--latent-factor 4) is 64 tokens at 4"))
     layers: int = field(default=4, metadata=option("transformer blocks, in [1, 40]"))
     heads: int = field(default=4, metadata=option("attention heads of 64 channels (the transformer's width is 64 x heads), in [1, 40]"))
     warmup: int = 200
@@ -360,7 +364,8 @@ class WanToyTrainConfig:
             _oversample_problem(self.oversample),
             f"drop_prompt: must be in [0, 1] (got {self.drop_prompt})" if not 0.0 <= self.drop_prompt <= 1.0 else "",
             f"drop_layout: must be in [0, 1] (got {self.drop_layout})" if not 0.0 <= self.drop_layout <= 1.0 else "",
-            f"patch: must be 1 or 2 (got {self.patch})" if self.patch not in (1, 2) else "",
+            f"latent_factor: must be 4 or 8 (got {self.latent_factor})" if self.latent_factor not in LATENT_FACTORS else "",
+            f"patch: must be 1, 2 or 4 (got {self.patch})" if self.patch not in (1, 2, 4) else "",
             f"layers: must be in [1, 40] (got {self.layers})" if not 1 <= self.layers <= 40 else "",
             f"heads: must be in [1, 40] (got {self.heads})" if not 1 <= self.heads <= 40 else "",
             _device_problem(self.device),

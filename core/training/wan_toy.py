@@ -144,7 +144,7 @@ palette colour: past half way, a patch alone would decode as the other colour.""
 
 
 def patch_mixed_frames(
-    rng: np.random.Generator, count: int, neighbours: dict[str, dict[str, list[str]]], min_side: float = 0.12
+    rng: np.random.Generator, count: int, neighbours: dict[str, dict[str, list[str]]], min_side: float = 0.12, latent_factor: int = 8
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """``count`` one-frame random clips, each drawn twice, for teaching the decoder that an object is one colour.
 
@@ -153,23 +153,24 @@ def patch_mixed_frames(
     the patch, and the detector counts it as a second object. Here the frontmost object of each frame (frame
     ``a``) is redrawn in one of its colour's ``neighbours`` on that background (frame ``b``), and a
     patch of the latent cells its box touches is chosen: a rectangle of 0.3-0.7 of them a side (at
-    least one cell, never all of them), at a random place among them, as a (16, 16) mask. The caller mixes the latents,
+    least one cell, never all of them), at a random place among them, as an (h, w) mask of the latent grid. The caller mixes the latents,
     ``z_a + t * mask * (z_b - z_a)`` with ``t`` in :data:`PATCH_MIX`, and asks for frame ``a``.
 
     Args:
         count: frames, >= 0. neighbours: :func:`core.training.palette.palette_neighbours`' table.
         min_side: smallest shape side, a share of the frame (:func:`core.toyworld.world.sample_clip`).
+        latent_factor: pixels per latent cell (the autoencoder's ``scale_factor_spatial``), 4 or 8.
 
     Returns:
         (frames ``a`` (count, 128, 128, 3) uint8, frames ``b`` (count, 128, 128, 3) uint8,
-        masks (count, 1, 16, 16) float32 in {0, 1}, background names).
+        masks (count, 1, 128 / latent_factor, 128 / latent_factor) float32 in {0, 1}, background names).
     """
     from dataclasses import replace
 
     from core.models.toy_wan import FRAME_SIZE
     from core.toyworld.world import ToyObject, render_frame
 
-    cells = FRAME_SIZE // 8
+    cells = FRAME_SIZE // latent_factor
     drawn, recoloured, masks, backgrounds = [], [], np.zeros((count, 1, cells, cells), np.float32), []
     for i in range(count):
         clip = sample_clip(rng, num_frames=1, size=FRAME_SIZE, min_side=min_side)
@@ -206,7 +207,7 @@ def train_wan_vae(run: Path, cfg: WanToyTrainConfig, time_limit_s: float) -> boo
     if (run / "vae" / "config.json").exists():
         return True
     torch.manual_seed(cfg.seed)
-    vae = build_toy_wan_vae()
+    vae = build_toy_wan_vae(cfg.latent_factor)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     rng = np.random.default_rng(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -438,7 +439,7 @@ def tune_autoencoder(
             small, small_backgrounds = small_shape_frames(rng, sheets)
             frames, backgrounds = np.concatenate([frames, small]), [*backgrounds, *small_backgrounds]
         if mixed:
-            drawn, recoloured, masks, mixed_backgrounds = patch_mixed_frames(rng, mixed, neighbours, cfg.min_side)
+            drawn, recoloured, masks, mixed_backgrounds = patch_mixed_frames(rng, mixed, neighbours, cfg.min_side, vae.config.scale_factor_spatial)
             frames, backgrounds = np.concatenate([frames, drawn]), [*backgrounds, *mixed_backgrounds]
         images = frames_to_tensor(frames)
         with torch.set_grad_enabled(encoder):
@@ -612,7 +613,7 @@ def build_wan_dataset(run: Path, cfg: WanToyTrainConfig) -> dict:
     vocab = phrase_vocabulary()
     index = {p: i for i, p in enumerate(vocab)}
     rng = np.random.default_rng(cfg.seed + 2)
-    n, f, e, side = cfg.clips, cfg.clip_frames, MAX_TRAIN_ENTITIES, FRAME_SIZE // 8
+    n, f, e, side = cfg.clips, cfg.clip_frames, MAX_TRAIN_ENTITIES, FRAME_SIZE // vae.config.scale_factor_spatial
     latents = torch.zeros(n, LATENT_CHANNELS, f, side, side, dtype=torch.float16)
     boxes, masks = torch.zeros(n, f, e, 4), torch.zeros(n, f, e)
     phrase_ids = torch.zeros(n, f, e, dtype=torch.long)

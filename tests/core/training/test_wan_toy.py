@@ -214,16 +214,12 @@ def test_the_export_renders_a_plan_at_128x128_through_the_wan_pipeline(tiny_run,
     assert fresh.returncode == 0, fresh.stderr[-500:]
 
 
-def test_a_run_with_patch_1_trains_exports_and_renders_with_four_times_the_tokens(tiny_run, tmp_path, capsys):
+def render_counting_tokens(folder):
+    """One scene of a plan rendered by the exported model in ``folder`` at one step: its frames (F, H, W, 3)
+    uint8 and the set of video-token counts its transformer's first block saw."""
     from core.planner.rules import plan_with_rules
     from core.render import RenderSettings, load_pipeline, render_plan
 
-    fine = WanToyTrainConfig(**{**TINY.__dict__, "patch": 1, "layers": 1, "heads": 1})
-    run = tmp_path / "patch1"
-    assert train_wan_toy(run, fine, autoencoder=tiny_run / "decoder") == "done"
-    folder = export_wan_toy(run, tmp_path / "model")
-    config = json.loads((folder / "transformer" / "config.json").read_text())
-    assert config["patch_size"] == [1, 1, 1] and config["num_layers"] == 1 and config["num_attention_heads"] == 1
     pipe = load_pipeline(folder)
     pipe.set_progress_bar_config(disable=True)
     seen = []
@@ -231,8 +227,20 @@ def test_a_run_with_patch_1_trains_exports_and_renders_with_four_times_the_token
     plan = plan_with_rules("a red ball rolls right on the grass")
     frames = render_plan(pipe, plan, RenderSettings(num_inference_steps=1))
     hook.remove()
-    assert frames.shape == (plan.scenes[0].num_frames, 128, 128, 3)
-    assert seen and set(seen) == {plan.scenes[0].num_frames * 16 * 16}  # a token per latent cell: 256 a frame
+    assert len(frames) == plan.scenes[0].num_frames and seen
+    return frames, set(seen)
+
+
+def test_a_run_with_patch_1_trains_exports_and_renders_with_four_times_the_tokens(tiny_run, tmp_path, capsys):
+    fine = WanToyTrainConfig(**{**TINY.__dict__, "patch": 1, "layers": 1, "heads": 1})
+    run = tmp_path / "patch1"
+    assert train_wan_toy(run, fine, autoencoder=tiny_run / "decoder") == "done"
+    folder = export_wan_toy(run, tmp_path / "model")
+    config = json.loads((folder / "transformer" / "config.json").read_text())
+    assert config["patch_size"] == [1, 1, 1] and config["num_layers"] == 1 and config["num_attention_heads"] == 1
+    frames, tokens = render_counting_tokens(folder)
+    assert frames.shape[1:] == (128, 128, 3)
+    assert tokens == {len(frames) * 16 * 16}  # a token per latent cell: 256 a frame
     # the shipped architecture's weights cannot start it: one line naming the options that must match
     shipped = export_wan_toy(tiny_run, tmp_path / "patch2")
     out = tmp_path / "mismatch"
@@ -314,7 +322,8 @@ def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
     assert main(["wan-toy", "--out", str(out), "--group-share", "1.5"]) == 2
     assert main(["wan-toy", "--out", str(out), "--visibility-weight", "-1"]) == 2
     assert main(["wan-toy", "--out", str(out), "--image-batch", "-1"]) == 2
-    assert main(["wan-toy", "--out", str(out), "--patch", "4"]) == 2
+    assert main(["wan-toy", "--out", str(out), "--patch", "3"]) == 2
+    assert main(["wan-toy", "--out", str(out), "--latent-factor", "2"]) == 2
     assert main(["wan-toy", "--out", str(out), "--layers", "0"]) == 2
     assert main(["wan-toy", "--out", str(out), "--oversample", "star,moon"]) == 2
     assert main(["wan-toy", "--out", str(out), "--oversample", "star", "--oversample-weight", "0.5"]) == 2
@@ -326,7 +335,8 @@ def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
         "error: --group-share: must be in [0, 1] (got 1.5)",
         "error: --visibility-weight: must be >= 0 (got -1.0)",
         "error: --image-batch: must be >= 0 (got -1)",
-        "error: --patch: must be 1 or 2 (got 4)",
+        "error: --patch: must be 1, 2 or 4 (got 3)",
+        "error: --latent-factor: must be 4 or 8 (got 2)",
         "error: --layers: must be in [1, 40] (got 0)",
         "error: --oversample: 'moon': must be a kind (ball, square, triangle, star, heart, ring, diamond, cross), colour@background, colour+colour or overlap",
         "error: --oversample-weight: must be >= 1 (got 0.5)",
@@ -356,6 +366,31 @@ def test_the_frame_autoencoder_codes_each_frame_of_a_video_as_an_image():
         decoded = vae.decode(latents).sample
         assert decoded.shape == video.shape and torch.allclose(decoded[:, :, 2], vae.decode(latents[:, :, 2]).sample, atol=1e-4)
     assert vae.config.scale_factor_temporal == 1 and vae.config.scale_factor_spatial == 8  # what WanPipeline reads
+
+
+def test_a_factor_4_autoencoder_codes_a_latent_cell_per_4x4_pixels():
+    from core.models.toy_wan import build_toy_wan_vae
+
+    vae = build_toy_wan_vae(4).eval()
+    video = torch.rand(1, 3, 2, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        latents = vae.encode(video).latent_dist.mean
+        assert latents.shape == (1, 16, 2, 8, 8)
+        assert vae.decode(latents).sample.shape == video.shape
+    assert vae.config.scale_factor_spatial == 4 and len(vae.config.block_out_channels) == 3
+    with pytest.raises(ValueError, match=r"^latent_factor: must be 4 or 8 \(got 16\)$"):
+        build_toy_wan_vae(16)
+
+
+def test_a_run_with_latent_factor_4_caches_32x32_latents_and_renders_with_patch_4(tmp_path):
+    """``--latent-factor 4 --patch 4``: the finer latent, and as many tokens a frame as the shipped 16x16 one at patch 2."""
+    run = tmp_path / "f4"
+    assert train_wan_toy(run, WanToyTrainConfig(**{**TINY.__dict__, "latent_factor": 4, "patch": 4, "layers": 1, "heads": 1})) == "done"
+    assert json.loads((run / "decoder" / "config.json").read_text())["scale_factor_spatial"] == 4
+    assert torch.load(run / "data.pt", weights_only=False)["latents"].shape == (2, 16, 16, 32, 32)
+    frames, tokens = render_counting_tokens(export_wan_toy(run, tmp_path / "model"))
+    assert frames.shape[1:] == (128, 128, 3)
+    assert tokens == {len(frames) * 8 * 8}  # 32x32 cells in 4x4 patches: 64 tokens a frame
 
 
 def test_autoencoder_clips_are_consecutive_frames_cut_to_one_window():
@@ -397,23 +432,25 @@ def test_small_shape_sheets_hold_many_separate_small_shapes_of_every_kind():
     assert small_shape_frames(np.random.default_rng(0), 0)[0].shape == (0, 128, 128, 3)
 
 
-def test_patch_mixed_frames_recolour_one_object_and_mask_a_patch_of_its_cells():
+@pytest.mark.parametrize("factor", [8, 4])
+def test_patch_mixed_frames_recolour_one_object_and_mask_a_patch_of_its_cells(factor):
     """``--patch-mix-share``: frame b is frame a with one object in a neighbouring colour; the mask is inside that object."""
     from core.toyworld.world import BACKGROUNDS, COLORS
     from core.training.wan_toy import patch_mixed_frames
 
     names = list(COLORS)
     neighbours = {b: {c: [names[(i + 1) % len(names)]] for i, c in enumerate(names)} for b in BACKGROUNDS}
-    drawn, recoloured, masks, backgrounds = patch_mixed_frames(np.random.default_rng(0), 30, neighbours)
-    assert drawn.shape == recoloured.shape == (30, 128, 128, 3) and masks.shape == (30, 1, 16, 16) and len(backgrounds) == 30
+    drawn, recoloured, masks, backgrounds = patch_mixed_frames(np.random.default_rng(0), 30, neighbours, latent_factor=factor)
+    cells = 128 // factor
+    assert drawn.shape == recoloured.shape == (30, 128, 128, 3) and masks.shape == (30, 1, cells, cells) and len(backgrounds) == 30
     for a, b, mask in zip(drawn, recoloured, masks[:, 0]):
         changed = (a != b).any(-1)
         assert changed.any() and set(np.unique(mask)) == {0.0, 1.0}
         rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))  # the recoloured object's extent
         cell_rows, cell_cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-        assert rows[0] // 8 - 1 <= cell_rows[0] and cell_rows[-1] <= rows[-1] // 8 + 1
-        assert cols[0] // 8 - 1 <= cell_cols[0] and cell_cols[-1] <= cols[-1] // 8 + 1
-        assert mask.sum() < ((rows[-1] // 8 - rows[0] // 8 + 1) * (cols[-1] // 8 - cols[0] // 8 + 1))  # a patch, not the whole object
+        assert rows[0] // factor - 1 <= cell_rows[0] and cell_rows[-1] <= rows[-1] // factor + 1
+        assert cols[0] // factor - 1 <= cell_cols[0] and cell_cols[-1] <= cols[-1] // factor + 1
+        assert mask.sum() < ((rows[-1] // factor - rows[0] // factor + 1) * (cols[-1] // factor - cols[0] // factor + 1))  # a patch, not the whole object
     assert patch_mixed_frames(np.random.default_rng(0), 0, neighbours)[0].shape == (0, 128, 128, 3)
 
 
