@@ -1,7 +1,7 @@
 """What the autoencoder alone lets the layout metrics reach: exact drawings of the planned videos,
 scored as drawn and after encode -> decode.
 
-    .venv/bin/python benchmarks/vae_ceiling.py [PROMPTS.jsonl ...] [--vae DIR ...]
+    .venv/bin/python benchmarks/vae_ceiling.py [PROMPTS.jsonl ...] [--vae DIR ...] [--misses]
     .venv/bin/python benchmarks/vae_ceiling.py --grid 0.15 0.24 --vae DIR ... [--figure PNG] [--by-contrast] [--silhouettes]
 
 Each prompt is planned with the offline rules planner and drawn exactly by
@@ -12,6 +12,10 @@ autoencoder given with ``--vae`` (a folder with an ``AutoencoderKL`` config, dra
 reconstructs it from the posterior mean and the reconstruction is scored too. No
 denoiser is involved: a metric below the issue's bar here cannot be cleared by any UNet trained on
 these latents.
+
+``--misses`` adds, per prompt file and autoencoder, where its kind accuracy is lost: the
+(entity, frame)s whose kind the classifier gets right as drawn and wrong after encode -> decode,
+counted by prompt, planned kind and what they were taken for (or "unmatched").
 
 ``--grid SIDE ...`` scores single shapes instead: for each side (a share of the frame), one exact
 drawing of every kind x colour x background (384 frames) at a random place, and the kind accuracy
@@ -187,6 +191,20 @@ def grid_rows(vaes: dict, sides: list[float], seed: int = 1, figure: Path | None
             print(f"| {side:.2f} | {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
 
 
+def kind_misses(plans, drawn_scores, decoded_scores) -> list[tuple[str, str, str, int]]:
+    """``--misses``' rows: (prompt, planned kind, what the reconstruction's classifier says or
+    "unmatched", (entity, frame)s) for the (entity, frame)s right as drawn and wrong after decoding,
+    most first. The scores are :func:`core.evaluation.scoring.score_video`'s, one per plan."""
+    from collections import Counter
+
+    lost = Counter()
+    for plan, drawn, decoded in zip(plans, drawn_scores, decoded_scores):
+        for before, after in zip(drawn.entity_frames, decoded.entity_frames):
+            if before.planned_kind and before.detected_kind == before.planned_kind and after.detected_kind != after.planned_kind:
+                lost[plan.prompt, before.planned_kind, after.detected_kind or "unmatched"] += 1
+    return [(*key, count) for key, count in lost.most_common()]
+
+
 def main() -> None:
     from core.evaluation.run import read_prompts
     from core.evaluation.scoring import aggregate, draw_plan, score_video
@@ -203,6 +221,7 @@ def main() -> None:
         help="with --grid: also count, per kind, the foreground pixels (the detector's test) each reconstruction loses and gains, "
         "and the median distance from the background of the lost ones as drawn and as decoded",
     )
+    parser.add_argument("--misses", action="store_true", help="also list, per autoencoder, the (entity, frame)s whose kind is lost in encode -> decode, by prompt")
     args = parser.parse_args()
 
     vaes = {str(path): load_autoencoder(path) for path in args.vae}
@@ -211,6 +230,7 @@ def main() -> None:
         return
     print("| prompts | frames | " + " | ".join(COLUMNS) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in COLUMNS) + " |")
+    misses = []
     for path in args.prompts:
         plans = [plan_with_rules(item["prompt"]) for item in read_prompts(path)]
         for size in sorted({size for _, size in vaes.values()}):
@@ -219,9 +239,18 @@ def main() -> None:
             for name, (vae, vae_size) in vaes.items():
                 if vae_size == size:
                     rows[name] = [reconstruct(vae, frames) for frames in drawn]
-            for name, videos in rows.items():
-                metrics = aggregate([score_video(plan, frames) for plan, frames in zip(plans, videos)])
+            scores = {name: [score_video(plan, frames) for plan, frames in zip(plans, videos)] for name, videos in rows.items()}
+            for name, per_video in scores.items():
+                metrics = aggregate(per_video)
                 print(f"| {path.name} | {name} | " + " | ".join(f"{metrics[k]:.3f}" for k in COLUMNS) + " |")
+                if name != f"drawn at {size}":
+                    misses += [(path.name, name, *row) for row in kind_misses(plans, scores[f"drawn at {size}"], per_video)]
+    if args.misses:
+        print()
+        print("| prompts | frames | prompt | planned kind | taken for | (entity, frame)s |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for row in misses:
+            print("| " + " | ".join(str(v) for v in row) + " |")
 
 if __name__ == "__main__":
     main()

@@ -400,7 +400,7 @@ class WanRefineConfig:
     decoder to decode those samples into the clips' drawn frames (:func:`core.training.wan_toy.refine_wan_decoder`).
 
     Raises:
-        ValueError: ``sample_share`` outside [0, 1), ``group_share`` or ``small_share`` outside [0, 1], ``patch_mix_share`` outside [0, 1 - ``small_share``], ``decoder_layers`` outside [1, 4], ``decoder_width`` not 32, 64, 96 or 128, ``adversarial_weight`` outside [0, 10], ``shift_tolerance`` outside [0, 2], ``adversarial_start`` or ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
+        ValueError: ``sample_share`` outside [0, 1), ``group_share`` or ``small_share`` outside [0, 1], ``patch_mix_share`` outside [0, 1 - ``small_share``], ``faint_share`` outside [0, 1 - ``small_share`` - ``patch_mix_share``], ``silhouette_weight`` outside [0, 10], ``decoder_layers`` outside [1, 4], ``decoder_width`` not 32, 64, 96 or 128, ``adversarial_weight`` outside [0, 10], ``shift_tolerance`` outside [0, 2], ``adversarial_start`` or ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
             not above 0, ``max_minutes`` outside (0, 150], or ``guidance_scale`` outside
             ``core.settings.GUIDANCE_SCALE``'s range (0-30).
     """
@@ -451,6 +451,19 @@ class WanRefineConfig:
             "0.2-0.7 of the way toward a neighbouring palette colour, to be decoded as drawn (one colour)",
         ),
     )
+    faint_share: float = field(
+        default=0.0, metadata=option(
+            "share, in [0, 1 - small_share - patch_mix_share], of each batch's encoded frames that are 2x2 or 3x3 sheets of shapes "
+            "(sides 0.12-0.3) in the colour/background pairs whose outline is faint (blue or purple on the night, blue on the ocean, "
+            "yellow or white on the grass), where a star's points barely clear the detector's threshold",
+        ),
+    )
+    silhouette_weight: float = field(
+        default=0.0, metadata=option(
+            "weight, in [0, 10], of a hinge that keeps each pixel 8 RGB units clear of the detector's foreground threshold "
+            "on the side it is drawn (a faint point kept, a notch kept clear); 0: none",
+        ),
+    )
     adversarial_weight: float = field(
         default=0.0, metadata=option(
             "weight, in [0, 10], of a patch discriminator's hinge loss on the decoder (scaled by the ratio of the reconstruction's "
@@ -474,6 +487,9 @@ class WanRefineConfig:
             f"small_share: must be in [0, 1] (got {self.small_share})" if not 0.0 <= self.small_share <= 1.0 else "",
             f"patch_mix_share: must be in [0, {1 - self.small_share:g}] (got {self.patch_mix_share})"
             if not 0.0 <= self.patch_mix_share <= 1.0 - self.small_share else "",
+            f"faint_share: must be in [0, {1 - self.small_share - self.patch_mix_share:g}] (got {self.faint_share})"
+            if not 0.0 <= self.faint_share <= 1.0 - self.small_share - self.patch_mix_share + 1e-9 else "",
+            f"silhouette_weight: must be in [0, 10] (got {self.silhouette_weight})" if not 0.0 <= self.silhouette_weight <= 10.0 else "",
             f"decoder_layers: must be in [1, 4] (got {self.decoder_layers})" if self.decoder_layers is not None and not 1 <= self.decoder_layers <= 4 else "",
             f"decoder_width: must be 32, 64, 96 or 128 (got {self.decoder_width})"
             if self.decoder_width is not None and self.decoder_width not in DECODER_WIDTHS else "",

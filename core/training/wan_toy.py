@@ -99,7 +99,41 @@ SHEET_SIDES = (0.1, 0.22)
 plans draw (0.13 and up), where the autoencoder loses stars and rings."""
 
 
-def small_shape_frames(rng: np.random.Generator, count: int, sides: tuple[float, float] = SHEET_SIDES) -> tuple[np.ndarray, list[str]]:
+FAINT_OUTLINE = 64.0
+"""RGB distance (0-255 a channel) below which a colour's outline (the colour times the toy world's
+``OUTLINE_SCALE``) counts as faint on a background: at most 24 units above the detector's
+``FOREGROUND_DISTANCE`` of 40, so a decoder that blurs it by a little drops it out of the silhouette.
+Five of the 48 colour/background pairs: blue on the night (48) and the ocean (51), purple on the
+night (52), yellow (56) and white (60) on the grass."""
+
+FAINT_SIDES = (0.12, 0.3)
+"""Box sides, as shares of the frame, of faint sheets' shapes (:func:`faint_pairs`): the sizes plans
+draw, where a star's points are outline only."""
+
+
+def faint_pairs(limit: float = FAINT_OUTLINE) -> list[tuple[str, str]]:
+    """The (colour, background) pairs of the toy palette whose outline colour lies less than ``limit``
+    RGB units (Euclidean, 0-255 a channel) from the background: where a star's points, a ring's rim
+    and a cross's arms, drawn mostly in outline, barely stand out.
+
+    Returns:
+        A list of (key of ``COLORS``, key of ``BACKGROUNDS``), in the palette's order; empty when ``limit`` is
+        below every pair's distance (48 at the closest).
+    """
+    from core.toyworld.world import BACKGROUNDS, COLORS, OUTLINE_SCALE
+
+    return [
+        (color, background)
+        for color, rgb in COLORS.items()
+        for background, behind in BACKGROUNDS.items()
+        if np.linalg.norm(np.array(rgb, dtype=np.float64) * OUTLINE_SCALE - np.array(behind, dtype=np.float64)) < limit
+    ]
+
+
+def small_shape_frames(
+    rng: np.random.Generator, count: int, sides: tuple[float, float] = SHEET_SIDES, pairs: list[tuple[str, str]] | None = None,
+    cells: tuple[int, int] = (3, 4),
+) -> tuple[np.ndarray, list[str]]:
     """``count`` 128x128 frames each holding a sheet of small exact shapes.
 
     Random training clips (:func:`random_frame_clips`) hold one to three shapes a frame with sides
@@ -111,7 +145,11 @@ def small_shape_frames(rng: np.random.Generator, count: int, sides: tuple[float,
     cell) at a random place in the cell, so shapes never overlap.
 
     Args:
-        count: frames, >= 0. sides: (smallest, largest) box side, shares of the frame in (0, 0.25].
+        count: frames, >= 0. sides: (smallest, largest) box side, shares of the frame in (0, 1 / cells[1]].
+        pairs: (colour, background) pairs the sheets are limited to (e.g. :func:`faint_pairs`): each
+            frame's background is that of a random pair, and each shape's colour one of the colours paired
+            with it; None: any colour on any background (the random stream of earlier versions).
+        cells: (fewest, most) cells a side of the grid, drawn per frame.
 
     Returns:
         (frames (count, 128, 128, 3) uint8, the frames' background names).
@@ -121,18 +159,19 @@ def small_shape_frames(rng: np.random.Generator, count: int, sides: tuple[float,
 
     frames, backgrounds = [], []
     for _ in range(count):
-        background = str(rng.choice(list(BACKGROUNDS)))
-        cells = int(rng.integers(3, 5))
-        cell = 1.0 / cells
+        background = str(rng.choice(list(BACKGROUNDS))) if pairs is None else pairs[int(rng.integers(len(pairs)))][1]
+        colors = list(COLORS) if pairs is None else [c for c, b in pairs if b == background]
+        grid = int(rng.integers(cells[0], cells[1] + 1))
+        cell = 1.0 / grid
         objects = []
-        for row in range(cells):
-            for col in range(cells):
+        for row in range(grid):
+            for col in range(grid):
                 if rng.random() >= 0.8:
                     continue
                 side = rng.uniform(*sides)
                 w, h = (min(side * rng.uniform(0.8, 1.25), cell) for _ in range(2))
                 x0, y0 = col * cell + rng.uniform(0.0, cell - w), row * cell + rng.uniform(0.0, cell - h)
-                objects.append(ToyObject(str(rng.choice(KINDS)), str(rng.choice(list(COLORS))), (x0, y0, x0 + w, y0 + h)))
+                objects.append(ToyObject(str(rng.choice(KINDS)), str(rng.choice(colors)), (x0, y0, x0 + w, y0 + h)))
         frames.append(render_frame(background, objects, FRAME_SIZE))
         backgrounds.append(background)
     return np.stack(frames) if frames else np.zeros((0, FRAME_SIZE, FRAME_SIZE, 3), np.uint8), backgrounds
@@ -337,10 +376,47 @@ def lost_contrast(recon: torch.Tensor, images: torch.Tensor, backgrounds: list[s
     return (faded * shape).sum() / shape.sum().clamp(min=1)
 
 
+def silhouette_margin(recon: torch.Tensor, images: torch.Tensor, backgrounds: list[str], margin: float = 8.0) -> torch.Tensor:
+    """How far the reconstruction's silhouette is from crossing the detector's foreground test the
+    wrong way, per drawn foreground pixel: a hinge on each pixel's RGB distance from the background
+    (0-255 a channel) around :data:`core.toyworld.detect.FOREGROUND_DISTANCE` (``T``, 40).
+
+    With ``d`` a pixel's distance as drawn and ``k`` as reconstructed: a foreground pixel (``d > T``)
+    costs ``relu(min(d, T + margin) - k) / margin``, a background one (``d <= T``)
+    ``relu(k - max(d, T - margin)) / margin``. For a foreground pixel ``k`` is measured along the
+    drawn colour's direction from the background (the reconstruction's offset projected on the
+    drawing's), so a point cannot stay clear of the threshold by turning another colour, a pale
+    halo on the sky say; for a background pixel it is the whole distance, as the detector sees it.
+    So a star's point drawn 48 units from the night sky
+    (a blue outline) costs nothing while it stays 48 away and a full unit when it fades to 40, where
+    the L1 and MSE terms see a difference of 8 of 510 a channel; a haze in a notch costs once it
+    rises within ``margin`` of the threshold. Pixels well clear of the threshold both ways cost nothing.
+
+    Args:
+        recon, images: (N, 3, H, W) in [-1, 1]; backgrounds: the N frames' background names.
+        margin: RGB units, > 0, a pixel should stay clear of the threshold on its drawn side.
+
+    Returns:
+        A scalar tensor >= 0: the summed hinge over the drawn foreground pixels' count (0 when none).
+    """
+    from core.toyworld.detect import FOREGROUND_DISTANCE
+    from core.toyworld.world import BACKGROUNDS
+
+    background = torch.tensor([BACKGROUNDS[b] for b in backgrounds], dtype=images.dtype).view(-1, 3, 1, 1) / 127.5 - 1.0
+    offset = (images - background) * 127.5  # (N, 3, H, W) RGB units
+    drawn = offset.norm(dim=1)  # (N, H, W)
+    along = ((recon - background) * 127.5 * offset).sum(1) / drawn.clamp(min=1e-3)  # the reconstruction's contrast along the drawn colour
+    foreground = drawn > FOREGROUND_DISTANCE
+    lost = torch.relu(drawn.clamp(max=FOREGROUND_DISTANCE + margin) - along)
+    gained = torch.relu((recon - background).norm(dim=1) * 127.5 - drawn.clamp(min=FOREGROUND_DISTANCE - margin))
+    return torch.where(foreground, lost, gained).sum() / margin / foreground.sum().clamp(min=1)
+
+
 def tune_autoencoder(
     run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, part: str, source: str, steps: int, lr: float, encoder: bool,
     pairs: dict | None = None, sample_share: float = 0.0, pair_outline_weight: float | None = None, small_share: float = 0.0,
     patch_mix_share: float = 0.0, adversarial_weight: float = 0.0, adversarial_start: int = 0, shift_tolerance: int = 0,
+    faint_share: float = 0.0, silhouette_weight: float = 0.0,
 ) -> bool:
     """Fine-tune the frame autoencoder of ``run/source`` on whole 128x128 frames (parts 2 and 3);
     returns whether ``run/part`` is complete.
@@ -385,6 +461,11 @@ def tune_autoencoder(
         shift_tolerance: decoder-only: above 0, the L1, MSE and edge terms score each 32-pixel patch
             against the drawn frame moved by its best-fitting shift of up to this many pixels per axis
             (:func:`shift_tolerant_terms`); 0: as drawn (earlier versions).
+        faint_share: decoder-only: the share, in [0, 1 - ``small_share`` - ``patch_mix_share``], of the
+            encoded frames that are faint sheets: 2x2 or 3x3 grids of shapes (sides :data:`FAINT_SIDES`)
+            in the colour/background pairs of :func:`faint_pairs`, where outlines barely clear the
+            detector's threshold; 0: none (earlier versions).
+        silhouette_weight: decoder-only: the weight of :func:`silhouette_margin` in the loss (0: off).
     """
     from core.models.toy_wan import FrameAutoencoderKL, deepen_decoder, widen_decoder
     from core.training.adversarial import PatchDiscriminator, adaptive_weight, generator_loss, hinge_discriminator_loss
@@ -423,7 +504,10 @@ def tune_autoencoder(
     sampled = round(cfg.tune_batch * sample_share) if pairs is not None and not encoder else 0
     sheets = round((cfg.tune_batch - sampled) * small_share) if not encoder else 0
     mixed = round((cfg.tune_batch - sampled) * patch_mix_share) if not encoder else 0
-    plain = cfg.tune_batch - sampled - sheets - mixed
+    faint = round((cfg.tune_batch - sampled) * faint_share) if not encoder else 0
+    plain = cfg.tune_batch - sampled - sheets - mixed - faint
+    if plain < 0:
+        raise ValueError(f"faint_share: must be in [0, {1 - small_share - patch_mix_share:g}] (got {faint_share})")
     if mixed:
         from core.training.palette import palette_neighbours
 
@@ -438,6 +522,9 @@ def tune_autoencoder(
         if sheets:
             small, small_backgrounds = small_shape_frames(rng, sheets)
             frames, backgrounds = np.concatenate([frames, small]), [*backgrounds, *small_backgrounds]
+        if faint:
+            sheet, sheet_backgrounds = small_shape_frames(rng, faint, FAINT_SIDES, faint_pairs(), cells=(2, 3))
+            frames, backgrounds = np.concatenate([frames, sheet]), [*backgrounds, *sheet_backgrounds]
         if mixed:
             drawn, recoloured, masks, mixed_backgrounds = patch_mixed_frames(rng, mixed, neighbours, cfg.min_side, vae.config.scale_factor_spatial)
             frames, backgrounds = np.concatenate([frames, drawn]), [*backgrounds, *mixed_backgrounds]
@@ -476,6 +563,9 @@ def tune_autoencoder(
         faded = torch.zeros(()) if encoder else lost_contrast(recon, images, backgrounds, shape)
         loss = l1 + mse + cfg.edge_weight * edge + cfg.visibility_weight * faded + 1e-5 * kl
         terms = {"l1": l1, "mse": mse, "edge": edge, "faded": faded}
+        if silhouette_weight and not encoder:
+            margin = silhouette_margin(recon, images, backgrounds)
+            loss, terms = loss + silhouette_weight * margin, {**terms, "silhouette": margin}
         if not adversarial:
             return StepLoss(loss, terms)
         discriminator.requires_grad_(True)  # one hinge step on drawn frames against this batch's decodings
@@ -975,7 +1065,9 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
     a neighbouring colour in latent space (:func:`patch_mixed_frames`). With ``cfg.adversarial_weight``
     above 0 a patch discriminator trains beside the decoder and its loss joins the decoder's after
     ``cfg.adversarial_start`` steps (:mod:`core.training.adversarial`); with ``cfg.shift_tolerance`` above 0
-    each 32-pixel patch is scored against its best-fitting shift of the drawn frame (:func:`shift_tolerant_terms`). ``cfg.group_share`` of the sampled clips are groups of two or three of a kind side by side; the
+    each 32-pixel patch is scored against its best-fitting shift of the drawn frame (:func:`shift_tolerant_terms`);
+    ``cfg.faint_share`` of the encoded frames are sheets in the colours whose outline is faint on their
+    background (:func:`faint_pairs`), and ``cfg.silhouette_weight`` weighs :func:`silhouette_margin`. ``cfg.group_share`` of the sampled clips are groups of two or three of a kind side by side; the
     pairs of earlier runs of the same model (``pairs_from``, e.g. random clips beside this run's
     groups) are joined to this run's own (:func:`core.training.refine.join_pairs`).
 
@@ -1028,7 +1120,7 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
             run, tune, left, part="vae_refine", source="decoder", steps=cfg.steps, lr=cfg.lr, encoder=False, pairs=pairs,
             sample_share=cfg.sample_share, pair_outline_weight=cfg.pair_outline_weight, small_share=cfg.small_share,
             patch_mix_share=cfg.patch_mix_share, adversarial_weight=cfg.adversarial_weight, adversarial_start=cfg.adversarial_start,
-            shift_tolerance=cfg.shift_tolerance,
+            shift_tolerance=cfg.shift_tolerance, faint_share=cfg.faint_share, silhouette_weight=cfg.silhouette_weight,
         ):
             return "vae_refine: stopped at the time limit; run the same command to resume"
     staging = target.with_name(target.name + ".partial")

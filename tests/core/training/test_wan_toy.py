@@ -175,6 +175,47 @@ def test_lost_contrast_counts_fading_into_the_background_relative_to_each_pixels
     assert lost_contrast(image, image, ["night"], torch.zeros_like(shape)) == 0.0
 
 
+def test_silhouette_margin_costs_a_faint_point_that_fades_out_of_the_foreground_and_haze_that_rises_into_it():
+    from core.toyworld.world import BACKGROUNDS
+    from core.training.wan_toy import silhouette_margin
+
+    night = torch.tensor(BACKGROUNDS["night"], dtype=torch.float32)
+
+    def frame(*distances):  # one row of pixels that many RGB units from the night sky, in the blue channel
+        return (night.view(3, 1) + torch.tensor([[0.0], [0.0], [1.0]]) * torch.tensor(distances)).reshape(1, 3, 1, -1) / 127.5 - 1.0
+
+    drawn = frame(48.0, 180.0, 0.0, 0.0)  # a blue star's point (its outline), its fill, and two background pixels
+    assert silhouette_margin(drawn, drawn, ["night"]) == 0.0
+    assert silhouette_margin(frame(60.0, 250.0, 0.0, 20.0), drawn, ["night"]) == 0.0  # brighter shapes, haze well below 40: no cost
+    assert torch.isclose(silhouette_margin(frame(40.0, 180.0, 0.0, 0.0), drawn, ["night"]), torch.tensor(1.0 / 2), atol=1e-4)  # the point at the threshold
+    assert torch.isclose(silhouette_margin(frame(48.0, 100.0, 0.0, 0.0), drawn, ["night"]), torch.tensor(0.0), atol=1e-4)  # the fill dims but stays clear
+    assert torch.isclose(silhouette_margin(frame(48.0, 180.0, 0.0, 40.0), drawn, ["night"]), torch.tensor(1.0 / 2), atol=1e-4)  # haze reaching the threshold
+    empty = frame(0.0, 0.0, 0.0, 0.0)
+    assert silhouette_margin(empty, empty, ["night"]) == 0.0
+    assert silhouette_margin(drawn, empty, ["night"]) > 10.0  # shapes on an empty sky: every one of them gained
+    pale = drawn.clone()
+    pale[0, :, 0, 0] = (night + torch.tensor([48.0, 0.0, 0.0])) / 127.5 - 1.0  # the point 48 units away, but towards red
+    # Not clear of the threshold along its own colour at all: 48 units short, 6 margins, over 2 foreground pixels.
+    assert torch.isclose(silhouette_margin(pale, drawn, ["night"]), torch.tensor(48.0 / 8 / 2), atol=1e-4)
+
+
+def test_faint_sheets_draw_only_the_colours_whose_outline_barely_clears_the_detectors_threshold():
+    from core.toyworld.detect import FOREGROUND_DISTANCE, detect
+    from core.toyworld.world import BACKGROUNDS, COLORS, OUTLINE_SCALE
+    from core.training.wan_toy import FAINT_SIDES, faint_pairs, small_shape_frames
+
+    pairs = faint_pairs()
+    assert ("blue", "night") in pairs and ("red", "sky") not in pairs and len(pairs) == 5
+    for color, background in pairs:
+        assert FOREGROUND_DISTANCE < np.linalg.norm(np.array(COLORS[color]) * OUTLINE_SCALE - BACKGROUNDS[background]) < 64
+    frames, backgrounds = small_shape_frames(np.random.default_rng(0), 20, FAINT_SIDES, pairs, cells=(2, 3))
+    assert frames.shape == (20, 128, 128, 3) and {b for _, b in pairs} >= set(backgrounds)
+    found = [(d, b) for frame, b in zip(frames, backgrounds) for d in detect(frame, background=b)]
+    assert len(found) >= 20 and all((d.color, b) in pairs for d, b in found)
+    sides = [max(d.box[2] - d.box[0], d.box[3] - d.box[1]) for d, _ in found]
+    assert min(sides) > 0.1 and max(sides) <= 0.4
+
+
 def test_outline_weights_cover_both_sides_of_a_ring_band_and_leave_its_hole_open():
     from core.toyworld.world import ToyObject, render_frame
     from core.training.wan_toy import outline_weights
@@ -591,13 +632,13 @@ def test_wan_refine_teaches_the_decoder_the_models_own_samples_and_keeps_the_res
     # with a decoder one layer a level deeper and twice as wide at full resolution, and a patch discriminator whose loss
     # joins the decoder's from the second step: the encoder (so the latents) stays the model's.
     groups, joined = tmp_path / "groups", tmp_path / "joined"
-    args = ["wan-refine", "--run", str(groups), "--model", str(model), "--to", str(joined), "--clips", "1", "--batch", "2", "--steps", "2"]
+    args = ["wan-refine", "--run", str(groups), "--model", str(model), "--to", str(joined), "--clips", "1", "--batch", "4", "--steps", "2"]
     assert main([
-        *args, "--seed", "1", "--group-share", "1", "--pairs-from", str(run), "--decoder-layers", "2", "--decoder-width", "64", "--small-share", "1",
-        "--adversarial-weight", "0.5", "--adversarial-start", "1", "--shift-tolerance", "1",
+        *args, "--seed", "1", "--group-share", "1", "--pairs-from", str(run), "--decoder-layers", "2", "--decoder-width", "64", "--small-share", "0.5",
+        "--faint-share", "0.5", "--silhouette-weight", "1", "--adversarial-weight", "0.5", "--adversarial-start", "1", "--shift-tolerance", "1",
     ]) == 0
     rows = [[float(v) for v in row.split(",")] for row in (groups / "vae_refine_loss.csv").read_text().splitlines()]
-    assert [len(row) for row in rows] == [9, 9]  # step, loss, l1, mse, edge, faded, discriminator, adversarial, adaptive weight
+    assert [len(row) for row in rows] == [10, 10]  # step, loss, l1, mse, edge, faded, silhouette, discriminator, adversarial, adaptive weight
     assert rows[0][-1] == 0.0 and rows[1][-1] > 0.0  # the discriminator trains alone for the first step
     checkpoint = torch.load(groups / "vae_refine_ckpt.pt", weights_only=False)
     assert "discriminator" in checkpoint and checkpoint["aux_optimizers"]["discriminator"]["state"]
@@ -643,6 +684,8 @@ def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path
     assert not run.exists() and not (tmp_path / "out").exists()
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--group-share", "1.5"]) == 2
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--pairs-from", str(tmp_path / "nowhere")]) == 2
+    assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--small-share", "0.5", "--faint-share", "0.6"]) == 2
+    assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--silhouette-weight", "11"]) == 2
     (tmp_path / "sampled").mkdir()
     torch.save({"latents": torch.zeros(1, 16, 2, 16, 16), "frames": torch.zeros(1, 2, 128, 128, 3, dtype=torch.uint8)}, tmp_path / "sampled" / "sample_pairs.pt")
     aligned = ["--pairs-from", str(tmp_path / "sampled"), "--pair-targets", "aligned"]
@@ -650,6 +693,8 @@ def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path
     assert capsys.readouterr().err.splitlines() == [
         "error: --group-share: must be in [0, 1] (got 1.5)",
         f"error: --pairs-from: {tmp_path / 'nowhere'} has no sample_pairs.pt; name a wan-refine run whose sampling has finished",
+        "error: --faint-share: must be in [0, 0.5] (got 0.6)",
+        "error: --silhouette-weight: must be in [0, 10] (got 11.0)",
         f"error: --pairs-from: {tmp_path / 'sampled'} has no aligned_frames.pt for its 1 clips; run it with --pair-targets aligned first",
     ]
     assert not run.exists() and not (tmp_path / "out").exists()
