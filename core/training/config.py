@@ -400,7 +400,7 @@ class WanRefineConfig:
     decoder to decode those samples into the clips' drawn frames (:func:`core.training.wan_toy.refine_wan_decoder`).
 
     Raises:
-        ValueError: ``sample_share`` outside [0, 1), ``group_share`` or ``small_share`` outside [0, 1], ``patch_mix_share`` outside [0, 1 - ``small_share``], ``faint_share`` outside [0, 1 - ``small_share`` - ``patch_mix_share``], ``silhouette_weight`` outside [0, 10], ``decoder_layers`` outside [1, 4], ``decoder_width`` not 32, 64, 96 or 128, ``adversarial_weight`` outside [0, 10], ``shift_tolerance`` outside [0, 2], ``adversarial_start`` or ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
+        ValueError: ``sample_share`` outside [0, 1), ``group_share`` or ``small_share`` outside [0, 1], ``patch_mix_share`` outside [0, 1 - ``small_share``], ``faint_share`` outside [0, 1 - ``small_share`` - ``patch_mix_share``], ``faint_outline`` outside (48, 100], ``silhouette_weight`` outside [0, 10], ``decoder_layers`` outside [1, 4], ``decoder_width`` not 32, 64, 96 or 128, ``adversarial_weight`` outside [0, 10], ``shift_tolerance`` outside [0, 2], ``adversarial_start`` or ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
             not above 0, ``max_minutes`` outside (0, 150], or ``guidance_scale`` outside
             ``core.settings.GUIDANCE_SCALE``'s range (0-30).
     """
@@ -458,6 +458,12 @@ class WanRefineConfig:
             "yellow or white on the grass), where a star's points barely clear the detector's threshold",
         ),
     )
+    faint_outline: float = field(
+        default=64.0, metadata=option(
+            "RGB distance, in (48, 100], below which a colour's outline counts as faint on a background, for --faint-share "
+            "(64: the five pairs above; 55: blue on the night or the ocean, purple on the night)",
+        ),
+    )
     silhouette_weight: float = field(
         default=0.0, metadata=option(
             "weight, in [0, 10], of a hinge that keeps each pixel 8 RGB units clear of the detector's foreground threshold "
@@ -489,6 +495,7 @@ class WanRefineConfig:
             if not 0.0 <= self.patch_mix_share <= 1.0 - self.small_share else "",
             f"faint_share: must be in [0, {1 - self.small_share - self.patch_mix_share:g}] (got {self.faint_share})"
             if not 0.0 <= self.faint_share <= 1.0 - self.small_share - self.patch_mix_share + 1e-9 else "",
+            f"faint_outline: must be in (48, 100] (got {self.faint_outline})" if not 48.0 < self.faint_outline <= 100.0 else "",
             f"silhouette_weight: must be in [0, 10] (got {self.silhouette_weight})" if not 0.0 <= self.silhouette_weight <= 10.0 else "",
             f"decoder_layers: must be in [1, 4] (got {self.decoder_layers})" if self.decoder_layers is not None and not 1 <= self.decoder_layers <= 4 else "",
             f"decoder_width: must be 32, 64, 96 or 128 (got {self.decoder_width})"

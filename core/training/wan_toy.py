@@ -416,7 +416,7 @@ def tune_autoencoder(
     run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, part: str, source: str, steps: int, lr: float, encoder: bool,
     pairs: dict | None = None, sample_share: float = 0.0, pair_outline_weight: float | None = None, small_share: float = 0.0,
     patch_mix_share: float = 0.0, adversarial_weight: float = 0.0, adversarial_start: int = 0, shift_tolerance: int = 0,
-    faint_share: float = 0.0, silhouette_weight: float = 0.0,
+    faint_share: float = 0.0, silhouette_weight: float = 0.0, faint_outline: float = 64.0,
 ) -> bool:
     """Fine-tune the frame autoencoder of ``run/source`` on whole 128x128 frames (parts 2 and 3);
     returns whether ``run/part`` is complete.
@@ -465,6 +465,7 @@ def tune_autoencoder(
             encoded frames that are faint sheets: 2x2 or 3x3 grids of shapes (sides :data:`FAINT_SIDES`)
             in the colour/background pairs of :func:`faint_pairs`, where outlines barely clear the
             detector's threshold; 0: none (earlier versions).
+        faint_outline: the RGB distance below which a pair counts as faint (:func:`faint_pairs`' ``limit``).
         silhouette_weight: decoder-only: the weight of :func:`silhouette_margin` in the loss (0: off).
     """
     from core.models.toy_wan import FrameAutoencoderKL, deepen_decoder, widen_decoder
@@ -523,7 +524,7 @@ def tune_autoencoder(
             small, small_backgrounds = small_shape_frames(rng, sheets)
             frames, backgrounds = np.concatenate([frames, small]), [*backgrounds, *small_backgrounds]
         if faint:
-            sheet, sheet_backgrounds = small_shape_frames(rng, faint, FAINT_SIDES, faint_pairs(), cells=(2, 3))
+            sheet, sheet_backgrounds = small_shape_frames(rng, faint, FAINT_SIDES, faint_pairs(faint_outline), cells=(2, 3))
             frames, backgrounds = np.concatenate([frames, sheet]), [*backgrounds, *sheet_backgrounds]
         if mixed:
             drawn, recoloured, masks, mixed_backgrounds = patch_mixed_frames(rng, mixed, neighbours, cfg.min_side, vae.config.scale_factor_spatial)
@@ -1066,8 +1067,8 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
     above 0 a patch discriminator trains beside the decoder and its loss joins the decoder's after
     ``cfg.adversarial_start`` steps (:mod:`core.training.adversarial`); with ``cfg.shift_tolerance`` above 0
     each 32-pixel patch is scored against its best-fitting shift of the drawn frame (:func:`shift_tolerant_terms`);
-    ``cfg.faint_share`` of the encoded frames are sheets in the colours whose outline is faint on their
-    background (:func:`faint_pairs`), and ``cfg.silhouette_weight`` weighs :func:`silhouette_margin`. ``cfg.group_share`` of the sampled clips are groups of two or three of a kind side by side; the
+    ``cfg.faint_share`` of the encoded frames are sheets in the colours whose outline lies within
+    ``cfg.faint_outline`` RGB units of their background (:func:`faint_pairs`), and ``cfg.silhouette_weight`` weighs :func:`silhouette_margin`. ``cfg.group_share`` of the sampled clips are groups of two or three of a kind side by side; the
     pairs of earlier runs of the same model (``pairs_from``, e.g. random clips beside this run's
     groups) are joined to this run's own (:func:`core.training.refine.join_pairs`).
 
@@ -1121,6 +1122,7 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
             sample_share=cfg.sample_share, pair_outline_weight=cfg.pair_outline_weight, small_share=cfg.small_share,
             patch_mix_share=cfg.patch_mix_share, adversarial_weight=cfg.adversarial_weight, adversarial_start=cfg.adversarial_start,
             shift_tolerance=cfg.shift_tolerance, faint_share=cfg.faint_share, silhouette_weight=cfg.silhouette_weight,
+            faint_outline=cfg.faint_outline,
         ):
             return "vae_refine: stopped at the time limit; run the same command to resume"
     staging = target.with_name(target.name + ".partial")

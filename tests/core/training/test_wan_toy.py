@@ -206,6 +206,7 @@ def test_faint_sheets_draw_only_the_colours_whose_outline_barely_clears_the_dete
 
     pairs = faint_pairs()
     assert ("blue", "night") in pairs and ("red", "sky") not in pairs and len(pairs) == 5
+    assert faint_pairs(55.0) == [("blue", "night"), ("blue", "ocean"), ("purple", "night")] and faint_pairs(40.0) == []
     for color, background in pairs:
         assert FOREGROUND_DISTANCE < np.linalg.norm(np.array(COLORS[color]) * OUTLINE_SCALE - BACKGROUNDS[background]) < 64
     frames, backgrounds = small_shape_frames(np.random.default_rng(0), 20, FAINT_SIDES, pairs, cells=(2, 3))
@@ -686,6 +687,7 @@ def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--pairs-from", str(tmp_path / "nowhere")]) == 2
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--small-share", "0.5", "--faint-share", "0.6"]) == 2
     assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--silhouette-weight", "11"]) == 2
+    assert main(["wan-refine", "--run", str(run), "--to", str(tmp_path / "out"), "--faint-outline", "40"]) == 2
     (tmp_path / "sampled").mkdir()
     torch.save({"latents": torch.zeros(1, 16, 2, 16, 16), "frames": torch.zeros(1, 2, 128, 128, 3, dtype=torch.uint8)}, tmp_path / "sampled" / "sample_pairs.pt")
     aligned = ["--pairs-from", str(tmp_path / "sampled"), "--pair-targets", "aligned"]
@@ -695,6 +697,7 @@ def test_wan_refine_bad_options_are_one_line_before_anything_is_written(tmp_path
         f"error: --pairs-from: {tmp_path / 'nowhere'} has no sample_pairs.pt; name a wan-refine run whose sampling has finished",
         "error: --faint-share: must be in [0, 0.5] (got 0.6)",
         "error: --silhouette-weight: must be in [0, 10] (got 11.0)",
+        "error: --faint-outline: must be in (48, 100] (got 40.0)",
         f"error: --pairs-from: {tmp_path / 'sampled'} has no aligned_frames.pt for its 1 clips; run it with --pair-targets aligned first",
     ]
     assert not run.exists() and not (tmp_path / "out").exists()
