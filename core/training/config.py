@@ -454,14 +454,14 @@ class WanRefineConfig:
     faint_share: float = field(
         default=0.0, metadata=option(
             "share, in [0, 1 - small_share - patch_mix_share], of each batch's encoded frames that are 2x2 or 3x3 sheets of shapes "
-            "(sides 0.12-0.3) in the colour/background pairs whose outline is faint (blue or purple on the night, blue on the ocean, "
-            "yellow or white on the grass), where a star's points barely clear the detector's threshold",
+            "(sides 0.12-0.3) in the colour/background pairs whose outline lies within --faint-outline RGB units of the background, "
+            "where a star's points barely clear the detector's threshold",
         ),
     )
     faint_outline: float = field(
         default=64.0, metadata=option(
             "RGB distance, in (48, 100], below which a colour's outline counts as faint on a background, for --faint-share "
-            "(64: the five pairs above; 55: blue on the night or the ocean, purple on the night)",
+            "(64: blue or purple on the night, blue on the ocean, yellow or white on the grass; 55: the first three)",
         ),
     )
     silhouette_weight: float = field(

@@ -387,10 +387,10 @@ def silhouette_margin(recon: torch.Tensor, images: torch.Tensor, backgrounds: li
     drawn colour's direction from the background (the reconstruction's offset projected on the
     drawing's), so a point cannot stay clear of the threshold by turning another colour, a pale
     halo on the sky say; for a background pixel it is the whole distance, as the detector sees it.
-    So a star's point drawn 48 units from the night sky
-    (a blue outline) costs nothing while it stays 48 away and a full unit when it fades to 40, where
-    the L1 and MSE terms see a difference of 8 of 510 a channel; a haze in a notch costs once it
-    rises within ``margin`` of the threshold. Pixels well clear of the threshold both ways cost nothing.
+    So a star's point drawn 48 units from the night sky (a blue outline) costs nothing while it stays
+    48 away and a full unit when it fades to 40, where the L1 and MSE terms see a difference of 8 of
+    510 a channel; a haze in a notch costs once it rises within ``margin`` of the threshold. Pixels
+    well clear of the threshold both ways cost nothing.
 
     Args:
         recon, images: (N, 3, H, W) in [-1, 1]; backgrounds: the N frames' background names.
@@ -464,7 +464,8 @@ def tune_autoencoder(
         faint_share: decoder-only: the share, in [0, 1 - ``small_share`` - ``patch_mix_share``], of the
             encoded frames that are faint sheets: 2x2 or 3x3 grids of shapes (sides :data:`FAINT_SIDES`)
             in the colour/background pairs of :func:`faint_pairs`, where outlines barely clear the
-            detector's threshold; 0: none (earlier versions).
+            detector's threshold; 0: none (earlier versions). Rounded, and never more than the frames
+            the sheets and patch-mixed frames leave.
         faint_outline: the RGB distance below which a pair counts as faint (:func:`faint_pairs`' ``limit``).
         silhouette_weight: decoder-only: the weight of :func:`silhouette_margin` in the loss (0: off).
     """
@@ -505,10 +506,8 @@ def tune_autoencoder(
     sampled = round(cfg.tune_batch * sample_share) if pairs is not None and not encoder else 0
     sheets = round((cfg.tune_batch - sampled) * small_share) if not encoder else 0
     mixed = round((cfg.tune_batch - sampled) * patch_mix_share) if not encoder else 0
-    faint = round((cfg.tune_batch - sampled) * faint_share) if not encoder else 0
+    faint = min(round((cfg.tune_batch - sampled) * faint_share), cfg.tune_batch - sampled - sheets - mixed) if not encoder else 0
     plain = cfg.tune_batch - sampled - sheets - mixed - faint
-    if plain < 0:
-        raise ValueError(f"faint_share: must be in [0, {1 - small_share - patch_mix_share:g}] (got {faint_share})")
     if mixed:
         from core.training.palette import palette_neighbours
 
