@@ -2,7 +2,7 @@
 
 import pytest
 
-from core.planner.layout import SceneLayout, Timeline, Track, default_size
+from core.planner.layout import ROW_GAP, ROW_MARGIN, SceneLayout, Timeline, Track, default_size, row_centres
 from core.planner.parse import Clause
 
 
@@ -44,8 +44,29 @@ def test_a_hidden_waypoint_hides_the_entity_between_waypoints():
 
 
 def test_entities_start_spread_in_a_row():
-    layout = SceneLayout([("e1", (0.2, 0.2)), ("e2", (0.2, 0.2)), ("e3", (0.2, 0.2))], 16)
-    assert [t.center for t in layout.tracks.values()] == [[0.25, 0.55], [0.5, 0.55], [0.75, 0.55]]
+    layout = SceneLayout([("e1", (0.2, 0.2)), ("e2", (0.2, 0.2))], 16)
+    assert [t.center for t in layout.tracks.values()] == [[1 / 3, 0.55], [2 / 3, 0.55]]
+
+
+def gaps(boxes):
+    return [round(b[0] - a[2], 4) for a, b in zip(boxes, boxes[1:])]
+
+
+def test_three_entities_in_a_row_keep_a_latent_cell_apart():
+    layout = SceneLayout([(f"e{n}", (0.24, 0.24)) for n in range(3)], 16)
+    boxes = [t.box() for t in layout.tracks.values()]
+    assert gaps(boxes) == [ROW_GAP, ROW_GAP]  # evenly spaced they would be 0.01 apart: one pixel at 128x128
+    assert boxes[0][0] >= ROW_MARGIN and boxes[-1][2] <= 1 - ROW_MARGIN
+
+
+@pytest.mark.parametrize("widths", [[0.24] * 4, [0.324] * 3, [0.36, 0.24, 0.2]])
+def test_a_crowded_row_spaces_its_boxes_as_widely_as_fits_and_never_overlaps(widths):
+    centres = row_centres(widths)
+    boxes = [[c - w / 2, 0.4, c + w / 2, 0.6] for c, w in zip(centres, widths)]
+    assert min(gaps(boxes)) >= 0
+    assert boxes[0][0] >= 0 and boxes[-1][2] <= 1
+    evenly = [(n + 1) / (len(widths) + 1) for n in range(len(widths))]
+    assert min(gaps(boxes)) > min(b - a - (wa + wb) / 2 for a, b, wa, wb in zip(evenly, evenly[1:], widths, widths[1:]))
 
 
 def test_an_appearing_entity_is_absent_at_the_first_frame():
