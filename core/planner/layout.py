@@ -24,8 +24,6 @@ Box = list[float]
 
 START_Y = 0.55  # the row where entities stand before any position word moves them
 ROW_GAP = 0.08  # the gap between entities that one clause sets side by side (about one latent cell of model v2)
-
-
 ROW_MARGIN = 0.02  # the least space a default row leaves between its end boxes and the frame's edges
 
 
