@@ -400,7 +400,7 @@ class WanRefineConfig:
     decoder to decode those samples into the clips' drawn frames (:func:`core.training.wan_toy.refine_wan_decoder`).
 
     Raises:
-        ValueError: ``sample_share`` outside [0, 1), ``group_share`` or ``small_share`` outside [0, 1], ``patch_mix_share`` outside [0, 1 - ``small_share``], ``faint_share`` outside [0, 1 - ``small_share`` - ``patch_mix_share``], ``faint_outline`` outside (48, 100], ``silhouette_weight`` outside [0, 10], ``decoder_layers`` outside [1, 4], ``decoder_width`` not 32, 64, 96 or 128, ``adversarial_weight`` outside [0, 10], ``shift_tolerance`` outside [0, 2], ``adversarial_start`` or ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
+        ValueError: ``sample_share`` outside [0, 1), ``group_share`` or ``small_share`` outside [0, 1], ``patch_mix_share`` outside [0, 1 - ``small_share``], ``faint_share`` outside [0, 1 - ``small_share`` - ``patch_mix_share``], ``faint_outline`` outside (48, 100], ``silhouette_weight`` outside [0, 10], ``silhouette_frames`` not all or faint, ``decoder_layers`` outside [1, 4], ``decoder_width`` not 32, 64, 96 or 128, ``adversarial_weight`` outside [0, 10], ``shift_tolerance`` outside [0, 2], ``adversarial_start`` or ``pair_outline_weight`` below 0, ``clips``, ``steps`` or ``batch`` below 1, ``lr``
             not above 0, ``max_minutes`` outside (0, 150], or ``guidance_scale`` outside
             ``core.settings.GUIDANCE_SCALE``'s range (0-30).
     """
@@ -470,6 +470,12 @@ class WanRefineConfig:
             "on the side it is drawn (a faint point kept, a notch kept clear); 0: none",
         ),
     )
+    silhouette_frames: str = field(
+        default="all", metadata=option(
+            "the frames the silhouette hinge acts on: all (every frame of a step) or faint (the faint sheets alone, exact drawings)",
+            choices=["all", "faint"],
+        ),
+    )
     adversarial_weight: float = field(
         default=0.0, metadata=option(
             "weight, in [0, 10], of a patch discriminator's hinge loss on the decoder (scaled by the ratio of the reconstruction's "
@@ -497,6 +503,7 @@ class WanRefineConfig:
             if not 0.0 <= self.faint_share <= 1.0 - self.small_share - self.patch_mix_share + 1e-9 else "",
             f"faint_outline: must be in (48, 100] (got {self.faint_outline})" if not 48.0 < self.faint_outline <= 100.0 else "",
             f"silhouette_weight: must be in [0, 10] (got {self.silhouette_weight})" if not 0.0 <= self.silhouette_weight <= 10.0 else "",
+            f"silhouette_frames: must be all or faint (got {self.silhouette_frames!r})" if self.silhouette_frames not in ("all", "faint") else "",
             f"decoder_layers: must be in [1, 4] (got {self.decoder_layers})" if self.decoder_layers is not None and not 1 <= self.decoder_layers <= 4 else "",
             f"decoder_width: must be 32, 64, 96 or 128 (got {self.decoder_width})"
             if self.decoder_width is not None and self.decoder_width not in DECODER_WIDTHS else "",

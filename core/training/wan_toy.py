@@ -376,7 +376,9 @@ def lost_contrast(recon: torch.Tensor, images: torch.Tensor, backgrounds: list[s
     return (faded * shape).sum() / shape.sum().clamp(min=1)
 
 
-def silhouette_margin(recon: torch.Tensor, images: torch.Tensor, backgrounds: list[str], margin: float = 8.0) -> torch.Tensor:
+def silhouette_margin(
+    recon: torch.Tensor, images: torch.Tensor, backgrounds: list[str], margin: float = 8.0, frames: torch.Tensor | None = None,
+) -> torch.Tensor:
     """How far the reconstruction's silhouette is from crossing the detector's foreground test the
     wrong way, per drawn foreground pixel: a hinge on each pixel's RGB distance from the background
     (0-255 a channel) around :data:`core.toyworld.detect.FOREGROUND_DISTANCE` (``T``, 40).
@@ -395,6 +397,9 @@ def silhouette_margin(recon: torch.Tensor, images: torch.Tensor, backgrounds: li
     Args:
         recon, images: (N, 3, H, W) in [-1, 1]; backgrounds: the N frames' background names.
         margin: RGB units, > 0, a pixel should stay clear of the threshold on its drawn side.
+        frames: (N,) bool, the frames whose pixels cost (None: all). The count divided by is still
+            that of every frame's drawn foreground pixels, so a pixel of a chosen frame costs what it
+            would cost with every frame chosen.
 
     Returns:
         A scalar tensor >= 0: the summed hinge over the drawn foreground pixels' count (0 when none).
@@ -409,14 +414,17 @@ def silhouette_margin(recon: torch.Tensor, images: torch.Tensor, backgrounds: li
     foreground = drawn > FOREGROUND_DISTANCE
     lost = torch.relu(drawn.clamp(max=FOREGROUND_DISTANCE + margin) - along)
     gained = torch.relu((recon - background).norm(dim=1) * 127.5 - drawn.clamp(min=FOREGROUND_DISTANCE - margin))
-    return torch.where(foreground, lost, gained).sum() / margin / foreground.sum().clamp(min=1)
+    cost = torch.where(foreground, lost, gained)  # (N, H, W)
+    if frames is not None:
+        cost = cost * frames.view(-1, 1, 1)
+    return cost.sum() / margin / foreground.sum().clamp(min=1)
 
 
 def tune_autoencoder(
     run: Path, cfg: WanToyTrainConfig, time_limit_s: float, *, part: str, source: str, steps: int, lr: float, encoder: bool,
     pairs: dict | None = None, sample_share: float = 0.0, pair_outline_weight: float | None = None, small_share: float = 0.0,
     patch_mix_share: float = 0.0, adversarial_weight: float = 0.0, adversarial_start: int = 0, shift_tolerance: int = 0,
-    faint_share: float = 0.0, silhouette_weight: float = 0.0, faint_outline: float = 64.0,
+    faint_share: float = 0.0, silhouette_weight: float = 0.0, faint_outline: float = 64.0, silhouette_frames: str = "all",
 ) -> bool:
     """Fine-tune the frame autoencoder of ``run/source`` on whole 128x128 frames (parts 2 and 3);
     returns whether ``run/part`` is complete.
@@ -468,6 +476,9 @@ def tune_autoencoder(
             the sheets and patch-mixed frames leave.
         faint_outline: the RGB distance below which a pair counts as faint (:func:`faint_pairs`' ``limit``).
         silhouette_weight: decoder-only: the weight of :func:`silhouette_margin` in the loss (0: off).
+        silhouette_frames: the frames the hinge acts on: ``"all"`` (every frame of the step), or
+            ``"faint"`` (the faint sheets alone: exact drawings, so no sampled pair's misplaced
+            target or random frame is pushed by it). Per pixel, a faint sheet costs the same either way.
     """
     from core.models.toy_wan import FrameAutoencoderKL, deepen_decoder, widen_decoder
     from core.training.adversarial import PatchDiscriminator, adaptive_weight, generator_loss, hinge_discriminator_loss
@@ -564,7 +575,11 @@ def tune_autoencoder(
         loss = l1 + mse + cfg.edge_weight * edge + cfg.visibility_weight * faded + 1e-5 * kl
         terms = {"l1": l1, "mse": mse, "edge": edge, "faded": faded}
         if silhouette_weight and not encoder:
-            margin = silhouette_margin(recon, images, backgrounds)
+            chosen = None
+            if silhouette_frames == "faint":
+                chosen = torch.zeros(len(images), dtype=torch.bool)
+                chosen[plain + sheets:plain + sheets + faint] = True
+            margin = silhouette_margin(recon, images, backgrounds, frames=chosen)
             loss, terms = loss + silhouette_weight * margin, {**terms, "silhouette": margin}
         if not adversarial:
             return StepLoss(loss, terms)
@@ -1067,7 +1082,8 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
     ``cfg.adversarial_start`` steps (:mod:`core.training.adversarial`); with ``cfg.shift_tolerance`` above 0
     each 32-pixel patch is scored against its best-fitting shift of the drawn frame (:func:`shift_tolerant_terms`);
     ``cfg.faint_share`` of the encoded frames are sheets in the colours whose outline lies within
-    ``cfg.faint_outline`` RGB units of their background (:func:`faint_pairs`), and ``cfg.silhouette_weight`` weighs :func:`silhouette_margin`. ``cfg.group_share`` of the sampled clips are groups of two or three of a kind side by side; the
+    ``cfg.faint_outline`` RGB units of their background (:func:`faint_pairs`), and ``cfg.silhouette_weight`` weighs :func:`silhouette_margin` on the frames ``cfg.silhouette_frames``
+    names. ``cfg.group_share`` of the sampled clips are groups of two or three of a kind side by side; the
     pairs of earlier runs of the same model (``pairs_from``, e.g. random clips beside this run's
     groups) are joined to this run's own (:func:`core.training.refine.join_pairs`).
 
@@ -1121,7 +1137,7 @@ def refine_wan_decoder(run: Path, model: Path, target: Path, cfg: WanRefineConfi
             sample_share=cfg.sample_share, pair_outline_weight=cfg.pair_outline_weight, small_share=cfg.small_share,
             patch_mix_share=cfg.patch_mix_share, adversarial_weight=cfg.adversarial_weight, adversarial_start=cfg.adversarial_start,
             shift_tolerance=cfg.shift_tolerance, faint_share=cfg.faint_share, silhouette_weight=cfg.silhouette_weight,
-            faint_outline=cfg.faint_outline,
+            faint_outline=cfg.faint_outline, silhouette_frames=cfg.silhouette_frames,
         ):
             return "vae_refine: stopped at the time limit; run the same command to resume"
     staging = target.with_name(target.name + ".partial")

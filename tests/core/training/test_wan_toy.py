@@ -199,6 +199,24 @@ def test_silhouette_margin_costs_a_faint_point_that_fades_out_of_the_foreground_
     assert torch.isclose(silhouette_margin(pale, drawn, ["night"]), torch.tensor(48.0 / 8 / 2), atol=1e-4)
 
 
+def test_silhouette_margin_limited_to_some_frames_charges_only_their_pixels_at_the_whole_batchs_rate():
+    from core.toyworld.world import BACKGROUNDS
+    from core.training.wan_toy import silhouette_margin
+
+    night = torch.tensor(BACKGROUNDS["night"], dtype=torch.float32)
+
+    def frame(*distances):
+        return (night.view(3, 1) + torch.tensor([[0.0], [0.0], [1.0]]) * torch.tensor(distances)).reshape(1, 3, 1, -1) / 127.5 - 1.0
+
+    drawn = torch.cat([frame(48.0, 180.0), frame(48.0, 180.0)])  # two frames, each a faint point beside a fill
+    faded = torch.cat([frame(40.0, 180.0), frame(40.0, 180.0)])  # both points at the threshold: a full margin each
+    both = silhouette_margin(faded, drawn, ["night", "night"])
+    assert torch.isclose(both, torch.tensor(2.0 / 4), atol=1e-4)
+    first = silhouette_margin(faded, drawn, ["night", "night"], frames=torch.tensor([True, False]))
+    assert torch.isclose(first, torch.tensor(1.0 / 4), atol=1e-4)  # the second frame's point is free; the count is still all 4 pixels
+    assert silhouette_margin(faded, drawn, ["night", "night"], frames=torch.tensor([False, False])) == 0.0
+
+
 def test_faint_sheets_draw_only_the_colours_whose_outline_barely_clears_the_detectors_threshold():
     from core.toyworld.detect import FOREGROUND_DISTANCE, detect
     from core.toyworld.world import BACKGROUNDS, COLORS, OUTLINE_SCALE
