@@ -201,6 +201,55 @@ def deepen_decoder(vae: FrameAutoencoderKL, layers_per_block: int) -> FrameAutoe
     return deeper if deeper.dtype == vae.dtype else deeper.to(vae.dtype)
 
 
+def deepen_transformer(
+    transformer: dict[str, torch.Tensor], adapter: dict[str, torch.Tensor], layers: int
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """State dicts of a ``WanTransformer3DModel`` and its :class:`~core.models.wan_adapter.WanLayoutAdapter`
+    with ``layers`` blocks, that denoise exactly as the given ones do until trained (Net2DeeperNet,
+    arXiv 1511.05641).
+
+    The new blocks are spread evenly among the old ones (4 -> 6: after the second and the fourth).
+    Each copies the block before it with the output projections of its self-attention,
+    cross-attention and feed-forward zeroed, so it returns its input (a Wan block adds each branch's
+    output to the residual stream); its gated self-attention copies that block's fuser with the gate
+    ``alpha_attn`` at 0 (GLIGEN's identity start).
+
+    Args:
+        transformer: the transformer's state dict (keys ``blocks.<i>.…``), any float dtype.
+        adapter: the adapter's state dict (keys ``fusers.<i>.…``), as many fusers as blocks.
+        layers: blocks wanted, above the current count.
+
+    Raises:
+        ValueError: ``layers`` not above the current block count, or the adapter's fusers do not
+            match the blocks (the message names ``layers``).
+    """
+    current = 1 + max(int(key.split(".")[1]) for key in transformer if key.startswith("blocks."))
+    fusers = 1 + max(int(key.split(".")[1]) for key in adapter if key.startswith("fusers."))
+    if layers <= current or fusers != current:
+        raise ValueError(f"layers: must be above the {current} blocks of the weights it deepens, with one fuser a block (got {layers}; {fusers} fusers)")
+    added = layers - current
+    after = [round((i + 1) * current / added) - 1 for i in range(added)]  # old block each new one follows
+    order: list[tuple[int, bool]] = []  # (old block copied, is new)
+    for old in range(current):
+        order.append((old, False))
+        order.extend((old, True) for _ in range(after.count(old)))
+    zeroed = ("attn1.to_out.0.", "attn2.to_out.0.", "ffn.net.2.")
+
+    def restack(state: dict[str, torch.Tensor], prefix: str, reset) -> dict[str, torch.Tensor]:
+        out = {key: value for key, value in state.items() if not key.startswith(prefix)}
+        for index, (old, is_new) in enumerate(order):
+            for key, value in state.items():
+                if key.startswith(f"{prefix}{old}."):
+                    name = key[len(f"{prefix}{old}."):]
+                    out[f"{prefix}{index}.{name}"] = torch.zeros_like(value) if is_new and reset(name) else value.clone()
+        return out
+
+    return (
+        restack(transformer, "blocks.", lambda name: name.startswith(zeroed)),
+        restack(adapter, "fusers.", lambda name: name == "alpha_attn"),
+    )
+
+
 def widen_decoder(vae: FrameAutoencoderKL, width: int) -> FrameAutoencoderKL:
     """A copy of ``vae`` whose decoder's full-resolution level (the last up block, its output norm and
     convolution) has ``width`` channels, that decodes exactly as ``vae`` does until trained.

@@ -932,7 +932,9 @@ def run_transformer(layers: int = 4, heads: int = 4, patch: int = 2, **_) -> Wan
 def initial_weights(pipeline: Path, cfg: WanToyTrainConfig | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """The float32 state dicts (``"transformer"``, ``"adapter"``) of an exported ``wan-toy`` pipeline
     folder (:func:`export_wan_toy`), checked against the architecture ``cfg`` asks for (default: the
-    shipped one: 4 layers, 4 heads, patch 2).
+    shipped one: 4 layers, 4 heads, patch 2). Where ``cfg.layers`` exceeds the folder's blocks, the
+    weights are deepened first (:func:`core.models.toy_wan.deepen_transformer`): the deeper run starts
+    out denoising exactly as the folder's model does.
 
     Raises:
         ValueError: ``pipeline`` lacks ``transformer/`` or ``layout_adapter/`` weights, or they do not fit
@@ -940,6 +942,7 @@ def initial_weights(pipeline: Path, cfg: WanToyTrainConfig | None = None) -> dic
     """
     from safetensors.torch import load_file
 
+    from core.models.toy_wan import deepen_transformer
     from core.models.wan_adapter import WanLayoutAdapter
     from core.text import MINILM_DIM
 
@@ -948,12 +951,16 @@ def initial_weights(pipeline: Path, cfg: WanToyTrainConfig | None = None) -> dic
     if not all(f.is_file() for f in files.values()):
         raise ValueError(f"--init-from: {pipeline} is not an exported wan-toy pipeline (transformer/ and layout_adapter/ weights), e.g. assets/wan-toy")
     weights = {name: {k: v.float() for k, v in load_file(f).items()} for name, f in files.items()}
-    transformer = run_transformer(**asdict(cfg or WanToyTrainConfig()))
+    cfg = cfg or WanToyTrainConfig()
+    blocks = 1 + max((int(key.split(".")[1]) for key in weights["transformer"] if key.startswith("blocks.")), default=-1)
+    if 0 < blocks < cfg.layers:  # a deeper run starts from the same function (new blocks as the identity)
+        weights["transformer"], weights["adapter"] = deepen_transformer(weights["transformer"], weights["adapter"], cfg.layers)
+    transformer = run_transformer(**asdict(cfg))
     adapter = WanLayoutAdapter.for_transformer(transformer, phrase_dim=MINILM_DIM, gate_init=0.1, depth_slots=MAX_TRAIN_ENTITIES)
     for name, module in (("transformer", transformer), ("adapter", adapter)):
         expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
         if {k: tuple(v.shape) for k, v in weights[name].items()} != expected:
-            raise ValueError(f"--init-from: {files[name]} does not fit this run's {name} (other names or shapes; --patch, --layers and --heads must match it)")
+            raise ValueError(f"--init-from: {files[name]} does not fit this run's {name} (other names or shapes; --patch and --heads must match it, --layers match or exceed it)")
     return weights
 
 

@@ -117,6 +117,42 @@ def test_a_run_initialised_from_an_exported_model_starts_its_transformer_from_th
     assert any(not torch.equal(other[k], state["transformer"][k]) for k in other)  # without it: the seed's random weights
 
 
+def test_a_deeper_run_from_an_exported_model_denoises_as_that_model_until_trained(tiny_run, tmp_path):
+    from core.models.toy_wan import deepen_transformer
+    from core.models.wan_adapter import WanLayoutAdapter
+    from core.text import MINILM_DIM
+    from core.training.toy_data import MAX_TRAIN_ENTITIES
+    from core.training.wan_toy import initial_weights, run_transformer
+
+    model = export_wan_toy(tiny_run, tmp_path / "model", WanExportConfig(ema=False))
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 16, 2, 8, 8, generator=generator)
+    prompt = torch.randn(1, 6, MINILM_DIM, generator=generator)
+    boxes = torch.tensor([[0.1, 0.1, 0.5, 0.6], [0.4, 0.3, 0.9, 0.8]]).expand(2, 2, 4)
+    phrases = torch.randn(2, 2, MINILM_DIM, generator=generator)
+
+    def denoise(layers: int, nudge: bool = False) -> torch.Tensor:
+        weights = initial_weights(model, WanToyTrainConfig(layers=layers))
+        transformer = run_transformer(layers=layers).eval()
+        adapter = WanLayoutAdapter.for_transformer(transformer, phrase_dim=MINILM_DIM, depth_slots=MAX_TRAIN_ENTITIES).eval()
+        transformer.load_state_dict(weights["transformer"])
+        adapter.load_state_dict(weights["adapter"])
+        if nudge:  # a trained new block (the third of six) changes the output
+            transformer.blocks[2].attn1.to_out[0].weight.data.add_(0.05)
+        adapter.attach(transformer)
+        with torch.no_grad(), adapter.grounding(adapter.grounding_tokens(boxes, torch.ones(2, 2), phrases), frames=2, aspect=1.0):
+            return transformer(latents, torch.tensor([400]), prompt, return_dict=False)[0]
+
+    four = denoise(4)
+    assert torch.allclose(denoise(6), four, atol=1e-5)
+    assert not torch.allclose(denoise(6, nudge=True), four, atol=1e-3)
+    weights = initial_weights(model, WanToyTrainConfig(layers=6))
+    assert float(weights["adapter"]["fusers.2.alpha_attn"]) == 0.0 and float(weights["adapter"]["fusers.5.alpha_attn"]) == 0.0
+    assert torch.equal(weights["transformer"]["blocks.2.attn1.to_q.weight"], weights["transformer"]["blocks.1.attn1.to_q.weight"])
+    with pytest.raises(ValueError, match=r"layers: must be above the 6 blocks of the weights it deepens, with one fuser a block \(got 6; 6 fusers\)"):
+        deepen_transformer(weights["transformer"], weights["adapter"], 6)
+
+
 def test_an_init_from_folder_that_is_not_an_exported_model_is_one_line_before_anything_is_written(tiny_run, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["wan-toy", "--out", str(out), "--init-from", str(tiny_run)]) == 2  # a run folder, not an export
