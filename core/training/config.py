@@ -336,7 +336,7 @@ class WanToyTrainConfig:
     image_batch: int = field(default=0, metadata=option("one-frame clips (images: a random frame of a random clip) trained beside each step's videos, as Wan trains on images and videos together (0: videos only)"))
     transformer_lr: float = 3e-4
     patch: int = field(default=2, metadata=option("spatial patch of the transformer, 1, 2 or 4: a 16x16 latent frame is 64 tokens at 2 (16 pixels of the frame a token), 256 at 1 (8 pixels: 4x the tokens, for a GPU); a 32x32 one (--latent-factor 4) is 64 tokens at 4"))
-    layers: int = field(default=4, metadata=option("transformer blocks, in [1, 40]"))
+    layers: int = field(default=4, metadata=option("transformer blocks, in [1, 40]; above --init-from's, its blocks are spread among new ones that start as the identity"))
     heads: int = field(default=4, metadata=option("attention heads of 64 channels (the transformer's width is 64 x heads), in [1, 40]"))
     warmup: int = 200
     drop_prompt: float = field(default=0.1, metadata=option("share of clips trained without the prompt (classifier-free guidance)"))
