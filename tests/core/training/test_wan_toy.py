@@ -344,7 +344,7 @@ def test_a_run_with_patch_1_trains_exports_and_renders_with_four_times_the_token
     assert main(["wan-toy", "--out", str(out), "--patch", "1", "--init-from", str(shipped)]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"error: --init-from: {shipped / 'transformer' / 'diffusion_pytorch_model.safetensors'} does not fit this run's transformer "
-        "(other names or shapes; --patch, --layers and --heads must match it)"
+        "(other names or shapes; --patch and --heads must match it, --layers match or exceed it)"
     ]
     assert not out.exists()
 
