@@ -974,13 +974,18 @@ def soup_wan_toy(models: list[Path], target: Path, cfg: WanSoupConfig | None = N
 
     Each float tensor of ``transformer/`` and ``layout_adapter/`` is averaged in float32 over the N
     models and stored as float16, as :func:`export_wan_toy` stores it; ``vae/``, ``scheduler/`` and
-    the configs are the first model's, and ``model_index.json`` gets ``guidance_scale`` as the default.
+    the configs are those of the first model with the most blocks, and ``model_index.json`` gets
+    ``guidance_scale`` as the default. A model with fewer blocks is first deepened to that count by
+    :func:`core.models.toy_wan.deepen_transformer` (exactly its own function), so a fine-tune grown
+    with ``--layers`` can be averaged with the model it started from (WiSE-FT, Wortsman et al. 2022,
+    arXiv 2109.01903: a point between the start and the fine-tune).
     Every file is written through a temporary file and a rename; files already in ``target`` that
     the soup does not write (a model card, loss logs) are left as they are.
 
     Args:
-        models: N >= 2 folders written by ``wan-export`` with one architecture and byte-identical
-            autoencoder weights (the latents the denoisers learned are that autoencoder's).
+        models: N >= 2 folders written by ``wan-export`` with one architecture (the block count may
+            differ) and byte-identical autoencoder weights (the latents the denoisers learned are that
+            autoencoder's).
         target: the folder to write (created if missing; may be one of ``models``).
         cfg: ``guidance_scale`` (0-30) becomes the model's default.
 
@@ -993,6 +998,7 @@ def soup_wan_toy(models: list[Path], target: Path, cfg: WanSoupConfig | None = N
     """
     from safetensors.torch import load_file, save
 
+    from core.models.toy_wan import deepen_transformer
     from core.outputs import atomic_write_bytes
 
     cfg = cfg or WanSoupConfig()
@@ -1003,21 +1009,27 @@ def soup_wan_toy(models: list[Path], target: Path, cfg: WanSoupConfig | None = N
         needed = [model / "model_index.json", model / "vae" / SOUP_WEIGHTS] + [model / part / SOUP_WEIGHTS for part in SOUP_PARTS]
         if not all(path.is_file() for path in needed):
             raise ValueError(f"--models: {model} is not an exported wan-toy pipeline (model_index.json, vae/, transformer/ and layout_adapter/ weights)")
-    first = models[0]
-    vae_bytes = (first / "vae" / SOUP_WEIGHTS).read_bytes()
+    vae_bytes = (models[0] / "vae" / SOUP_WEIGHTS).read_bytes()
     for model in models[1:]:
         if (model / "vae" / SOUP_WEIGHTS).read_bytes() != vae_bytes:
-            raise ValueError(f"--models: {model}'s autoencoder differs from {first}'s; only fine-tunes on one autoencoder can be averaged")
+            raise ValueError(f"--models: {model}'s autoencoder differs from {models[0]}'s; only fine-tunes on one autoencoder can be averaged")
+    loaded = [{part: load_file(model / part / SOUP_WEIGHTS) for part in SOUP_PARTS} for model in models]
+    blocks = [1 + max((int(k.split(".")[1]) for k in state["transformer"] if k.startswith("blocks.")), default=-1) for state in loaded]
+    deepest = blocks.index(max(blocks))
+    first = models[deepest]  # the configs written are the deepest model's
+    for state, count in zip(loaded, blocks):
+        if 0 < count < max(blocks):
+            state["transformer"], state["layout_adapter"] = deepen_transformer(state["transformer"], state["layout_adapter"], max(blocks))
     souped = {}
     for part in SOUP_PARTS:
-        states = [load_file(model / part / SOUP_WEIGHTS) for model in models]
-        shapes = {k: tuple(v.shape) for k, v in states[0].items()}
-        for model, state in zip(models[1:], states[1:]):
+        states = [state[part] for state in loaded]
+        shapes = {k: tuple(v.shape) for k, v in states[deepest].items()}
+        for model, state in zip(models, states):
             if {k: tuple(v.shape) for k, v in state.items()} != shapes:
                 raise ValueError(f"--models: {model / part} does not fit {first / part} (other weight names or shapes)")
         souped[part] = {
             k: (torch.stack([state[k].float() for state in states]).sum(0) / len(states)).to(v.dtype) if v.is_floating_point() else v
-            for k, v in states[0].items()
+            for k, v in states[deepest].items()
         }
     index = json.loads((first / "model_index.json").read_text())
     index["default_guidance_scale"] = cfg.guidance_scale

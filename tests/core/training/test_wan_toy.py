@@ -627,6 +627,39 @@ def test_a_soup_of_exported_models_averages_their_weights_and_renders(tiny_run, 
     assert frames.shape == (plan.scenes[0].num_frames, 128, 128, 3)
 
 
+def test_a_soup_of_a_model_and_its_deeper_fine_tune_averages_the_deepened_model_with_it(tiny_run, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from core.models.toy_wan import deepen_transformer
+    from core.planner.rules import plan_with_rules
+    from core.render import RenderSettings, load_pipeline, render_plan
+
+    shallow = export_wan_toy(tiny_run, tmp_path / "shallow")
+    deep = export_wan_toy(tiny_run, tmp_path / "deep")
+    weights = "diffusion_pytorch_model.safetensors"
+    blocks = json.loads((shallow / "transformer" / "config.json").read_text())["num_layers"]
+    grown = deepen_transformer(load_file(shallow / "transformer" / weights), load_file(shallow / "layout_adapter" / weights), blocks + 2)
+    generator = torch.Generator().manual_seed(0)
+    for part, state in zip(("transformer", "layout_adapter"), grown):  # stands in for a trained deeper fine-tune
+        save_file({k: v + 0.01 * torch.randn(v.shape, generator=generator).to(v.dtype) for k, v in state.items()}, deep / part / weights)
+        config = json.loads((deep / part / "config.json").read_text())
+        config["num_layers" if part == "transformer" else "num_blocks"] = blocks + 2
+        (deep / part / "config.json").write_text(json.dumps(config))
+    for order in ((shallow, deep), (deep, shallow)):
+        target = tmp_path / f"soup-{order[0].name}"
+        assert main(["wan-soup", "--models", *map(str, order), "--to", str(target)]) == 0
+        assert json.loads((target / "transformer" / "config.json").read_text())["num_layers"] == blocks + 2
+        for part, start in zip(("transformer", "layout_adapter"), grown):
+            soup, tuned = load_file(target / part / weights), load_file(deep / part / weights)
+            assert soup.keys() == start.keys()
+            for k in soup:  # halfway between the deepened start and the fine-tune
+                torch.testing.assert_close(soup[k].float(), (start[k].float() + tuned[k].float()) / 2, atol=1e-3, rtol=1e-3)
+    pipe = load_pipeline(target)
+    pipe.set_progress_bar_config(disable=True)
+    plan = plan_with_rules("a red ball rolls across the grass")
+    assert render_plan(pipe, plan, RenderSettings(num_inference_steps=2)).shape == (plan.scenes[0].num_frames, 128, 128, 3)
+
+
 def test_a_soup_of_one_model_or_of_models_on_other_autoencoders_is_one_line_and_writes_nothing(tiny_run, tmp_path, capsys):
     from safetensors.torch import load_file, save_file
 
