@@ -300,7 +300,7 @@ class WanToyTrainConfig:
 
     Raises:
         ValueError: ``max_minutes`` outside (0, 150], ``vae_crop`` not a multiple of 8 in [16, 128],
-            ``min_side`` outside [0.05, 0.42], ``decoder_layers`` outside [1, 4], ``decoder_width`` outside {32, 64, 96, 128}, ``visibility_weight`` or ``image_batch`` below 0, ``oversample_weight`` below 1, an ``oversample`` term that is not a kind, colour@background, colour+colour or overlap, a share outside [0, 1],
+            ``min_side`` outside [0.05, 0.42], ``decoder_layers`` outside [1, 4], ``decoder_width`` outside {32, 64, 96, 128}, ``visibility_weight`` or ``image_batch`` below 0, ``oversample_weight`` below 1, ``timestep_shift`` outside [0.25, 10], an ``oversample`` term that is not a kind, colour@background, colour+colour or overlap, a share outside [0, 1],
             ``latent_factor`` not 4 or 8, ``patch`` not 1, 2 or 4, ``layers`` or ``heads`` outside [1, 40], or a ``device`` that is not cpu
             or cuda[:N] or that this machine lacks (the message names the field).
     """
@@ -344,6 +344,9 @@ class WanToyTrainConfig:
     bf16: bool = field(default=True, metadata=option("transformer forward passes under bf16 autocast (on a CPU about 1.75x faster with AVX512-BF16 or AMX; weights and optimizer stay float32)"))
     device: str = field(default="cpu", metadata=option("where the transformer part trains: cpu or cuda[:N] (the cached clips stay in CPU memory, each batch is moved; a checkpoint resumes on either)"))
     box_loss_weight: float = field(default=3.0, metadata=option("loss weight of latent cells inside an entity's box (1: plain MSE)"))
+    timestep_shift: float = field(
+        default=3.0, metadata=option("shift of the training noise levels, sigma = s u / (1 + (s - 1) u) with u uniform, in [0.25, 10] (3: the sampler's; 1: uniform, more low-noise steps)")
+    )
     oversample: tuple[str, ...] = field(
         default=(), metadata=option("comma-separated kind, colour@background, colour+colour and overlap terms whose clips the transformer part draws more often", type=oversample_terms)
     )
@@ -361,6 +364,7 @@ class WanToyTrainConfig:
             f"visibility_weight: must be >= 0 (got {self.visibility_weight})" if self.visibility_weight < 0 else "",
             f"image_batch: must be >= 0 (got {self.image_batch})" if self.image_batch < 0 else "",
             f"oversample_weight: must be >= 1 (got {self.oversample_weight})" if self.oversample_weight < 1 else "",
+            f"timestep_shift: must be in [0.25, 10] (got {self.timestep_shift})" if not 0.25 <= self.timestep_shift <= 10.0 else "",
             _oversample_problem(self.oversample),
             f"drop_prompt: must be in [0, 1] (got {self.drop_prompt})" if not 0.0 <= self.drop_prompt <= 1.0 else "",
             f"drop_layout: must be in [0, 1] (got {self.drop_layout})" if not 0.0 <= self.drop_layout <= 1.0 else "",

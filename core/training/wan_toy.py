@@ -21,8 +21,8 @@
    with other seeds draw other clips; :func:`merge_wan_datasets`), without encoding any.
 5. ``transformer``: ``WanTransformer3DModel`` + ``WanLayoutAdapter`` by flow matching (Wan 2.1's
    objective: ``x_t = (1 - sigma) x_0 + sigma * noise``, the model predicts ``noise - x_0`` at
-   timestep ``1000 sigma``, with ``sigma`` drawn uniformly and shifted by
-   :data:`core.models.toy_wan.FLOW_SHIFT` as at inference), latent cells inside entity boxes weighted
+   timestep ``1000 sigma``, with ``sigma`` drawn uniformly and shifted by ``timestep_shift``,
+   by default :data:`core.models.toy_wan.FLOW_SHIFT` as at inference), latent cells inside entity boxes weighted
    ``box_loss_weight``, the prompt and the grounding dropped per clip for classifier-free guidance,
    and an EMA of the weights. With ``image_batch`` > 0 each step also trains on that many single
    frames of random clips (one-frame videos with their own boxes and phrases), as Wan trains on
@@ -773,11 +773,13 @@ def flow_matching_loss(
     ``cfg.bf16`` the forward pass runs under that device's bf16 autocast (matmuls in bfloat16;
     weights, gradients, optimizer state and the loss stay float32).
 
-    Returns:
-        StepLoss: the box-weighted MSE between the prediction and ``noise - x_0``.
-    """
-    from core.models.toy_wan import FLOW_SHIFT
+    ``sigma`` is ``s u / (1 + (s - 1) u)`` with ``u`` uniform on [0, 1) and ``s = cfg.timestep_shift``
+    (Wan's and SD3's shifted schedule; ``s`` 1: uniform noise levels, above 1: more of them near pure noise).
 
+    Returns:
+        StepLoss: the box-weighted MSE between the prediction and ``noise - x_0``; its ``sigma`` is the
+        batch's mean noise level, in [0, 1).
+    """
     b = len(idx)
     keep_layout = torch.rand(b, generator=generator) >= cfg.drop_layout
     keep_prompt = torch.rand(b, generator=generator) >= cfg.drop_prompt
@@ -794,7 +796,8 @@ def flow_matching_loss(
     prompts = torch.where(keep_prompt[:, None, None], data["prompt_embeds"][idx].float(), data["empty_prompt"][None])
     noise = torch.randn(x0.shape, generator=generator)  # drawn on the CPU: the same noise on every device
     u = torch.rand(b, generator=generator)
-    sigma = FLOW_SHIFT * u / (1 + (FLOW_SHIFT - 1) * u)
+    shift = cfg.timestep_shift
+    sigma = shift * u / (1 + (shift - 1) * u)
     x0, noise, sigma, prompts, boxes, masks = (t.to(device) for t in (x0, noise, sigma, prompts, boxes, masks))
     s = sigma.view(b, 1, 1, 1, 1)
     x_t = (1 - s) * x0 + s * noise

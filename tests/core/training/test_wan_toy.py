@@ -371,6 +371,29 @@ def test_an_image_batch_trains_on_one_frame_of_each_clip_with_that_frames_boxes_
     assert not torch.allclose(loss(data, frame=torch.tensor([9, 9])), loss(moved, frame=torch.tensor([9, 9])), rtol=1e-5)
 
 
+def test_the_timestep_shift_moves_the_training_noise_levels_as_the_sampler_shifts_them(tiny_run):
+    from core.models.toy_wan import FLOW_SHIFT, build_toy_wan_transformer
+    from core.models.wan_adapter import WanLayoutAdapter
+
+    assert WanToyTrainConfig().timestep_shift == FLOW_SHIFT  # by default training sees the sampler's noise levels
+    data = torch.load(tiny_run / "data.pt", weights_only=False)
+    transformer = build_toy_wan_transformer(num_layers=1)
+    adapter = WanLayoutAdapter.for_transformer(transformer, phrase_dim=384, gate_init=0.5, depth_slots=3)
+    adapter.attach(transformer)
+    idx = torch.zeros(64, dtype=torch.long)
+
+    def mean_sigma(shift: float) -> float:
+        cfg = WanToyTrainConfig(**{**TINY.__dict__, "bf16": False, "timestep_shift": shift})
+        with torch.no_grad():
+            step = flow_matching_loss(transformer, adapter, data, idx, cfg, torch.Generator().manual_seed(0), frame=torch.zeros_like(idx))
+        return float(step.terms["sigma"])
+
+    uniform, shifted = mean_sigma(1.0), mean_sigma(FLOW_SHIFT)
+    assert 0.4 < uniform < 0.6  # sigma = u
+    assert shifted > uniform + 0.15  # 3u / (1 + 2u): most steps near pure noise
+    assert mean_sigma(0.5) < uniform - 0.1  # below 1: most steps near the clean latents
+
+
 def test_a_run_with_an_image_batch_logs_its_video_and_image_losses(tiny_run, tmp_path):
     run = tmp_path / "joint"
     assert train_wan_toy(run, WanToyTrainConfig(**{**TINY.__dict__, "image_batch": 3}), autoencoder=tiny_run / "decoder") == "done"
@@ -423,6 +446,7 @@ def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
     assert main(["wan-toy", "--out", str(out), "--layers", "0"]) == 2
     assert main(["wan-toy", "--out", str(out), "--oversample", "star,moon"]) == 2
     assert main(["wan-toy", "--out", str(out), "--oversample", "star", "--oversample-weight", "0.5"]) == 2
+    assert main(["wan-toy", "--out", str(out), "--timestep-shift", "0"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == [
         "error: --vae-crop: must be a multiple of 8 in [16, 128] (got 60)",
@@ -436,6 +460,7 @@ def test_bad_options_are_one_line_before_anything_is_written(tmp_path, capsys):
         "error: --layers: must be in [1, 40] (got 0)",
         "error: --oversample: 'moon': must be a kind (ball, square, triangle, star, heart, ring, diamond, cross), colour@background, colour+colour or overlap",
         "error: --oversample-weight: must be >= 1 (got 0.5)",
+        "error: --timestep-shift: must be in [0.25, 10] (got 0.0)",
     ]
     assert not out.exists()
 
