@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting_option(evaluate, specs.STEPS)
     add_setting_option(evaluate, specs.GUIDANCE_SCALE)
     _guidance_interval_option(evaluate)
+    add_setting_option(evaluate, specs.GUIDANCE_RESCALE)
+    add_setting_option(evaluate, specs.AUTOGUIDANCE_SCALE)
     add_setting_option(evaluate, specs.LAYOUT_ALPHA)
     add_setting_option(evaluate, specs.SEED)
     _box_guidance_options(evaluate)
@@ -85,6 +87,8 @@ def _render_options(parser: argparse.ArgumentParser) -> None:
     add_setting_option(parser, specs.STEPS)
     add_setting_option(parser, specs.GUIDANCE_SCALE)
     _guidance_interval_option(parser)
+    add_setting_option(parser, specs.GUIDANCE_RESCALE)
+    add_setting_option(parser, specs.AUTOGUIDANCE_SCALE)
     add_setting_option(parser, specs.LAYOUT_ALPHA)
     parser.add_argument(
         "--layout-control", choices=["auto", "adapter", "guidance", "none"], default="auto",
@@ -272,7 +276,7 @@ def cmd_eval(args) -> None:
     settings = _checked(
         lambda: variant_settings(
             args.variant, num_inference_steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed,
-            guidance_interval=args.guidance_interval, layout_alpha=args.layout_alpha,
+            guidance_interval=args.guidance_interval, guidance_rescale=args.guidance_rescale, autoguidance_scale=args.autoguidance_scale, layout_alpha=args.layout_alpha,
             box_guidance_alpha=args.box_guidance_alpha, box_guidance_scale=args.box_guidance_scale,
             box_guidance_method=args.box_guidance_method, unconditional_layout=args.unconditional_layout,
         )
@@ -307,7 +311,7 @@ def _settings(args):
     return _checked(
         lambda: RenderSettings(
             num_inference_steps=args.steps, guidance_scale=args.guidance_scale, layout_alpha=args.layout_alpha, seed=args.seed,
-            guidance_interval=args.guidance_interval,
+            guidance_interval=args.guidance_interval, guidance_rescale=args.guidance_rescale, autoguidance_scale=args.autoguidance_scale,
             layout_control=args.layout_control, frame_prompts={"auto": None, "on": True, "off": False}[args.frame_prompts],
             box_guidance_alpha=args.box_guidance_alpha, box_guidance_scale=args.box_guidance_scale,
             box_guidance_method=args.box_guidance_method, unconditional_layout=args.unconditional_layout,

@@ -23,7 +23,9 @@ from core.plan import VideoPlan, interpolate_boxes
 from core.scene_graph import build_scene_graphs, entity_phrase, frame_prompt
 from core.settings import (
     BOX_GUIDANCE_ALPHA,
+    AUTOGUIDANCE_SCALE,
     BOX_GUIDANCE_SCALE,
+    GUIDANCE_RESCALE,
     GUIDANCE_SCALE,
     LAYOUT_ALPHA,
     SEED,
@@ -54,6 +56,9 @@ class RenderSettings(BaseModel):
             classifier-free guidance runs; the other steps run the conditional branch alone, at
             half the cost (Kynkäänniemi et al. 2024). None: the model's own
             (``default_guidance_interval`` in its ``model_index.json``), else every step.
+        guidance_rescale: phi, 0-1, of Lin et al. 2024's guidance rescale (arXiv 2305.08891, Sec.
+            3.4): on guided steps, phi of the guided prediction is rescaled to the conditional
+            prediction's standard deviation; 0 (the default) is plain classifier-free guidance.
         layout_alpha: fraction of steps (0-1) with the adapter's gated attention; None: 1.0 for a
             closed-world model trained with it always on (the toy model), 0.3 for backbones
             (GLIGEN's scheduled sampling: layout early, the backbone's prior late).
@@ -82,6 +87,8 @@ class RenderSettings(BaseModel):
     num_inference_steps: int = Field(default=STEPS.default, ge=STEPS.low, le=STEPS.high)
     guidance_scale: float | None = Field(default=GUIDANCE_SCALE.default, ge=GUIDANCE_SCALE.low, le=GUIDANCE_SCALE.high)
     guidance_interval: tuple[float, float] | None = None
+    guidance_rescale: float = Field(default=GUIDANCE_RESCALE.default, ge=GUIDANCE_RESCALE.low, le=GUIDANCE_RESCALE.high)
+    autoguidance_scale: float | None = Field(default=AUTOGUIDANCE_SCALE.default, ge=AUTOGUIDANCE_SCALE.low, le=AUTOGUIDANCE_SCALE.high)
     layout_alpha: float | None = Field(default=LAYOUT_ALPHA.default, ge=LAYOUT_ALPHA.low, le=LAYOUT_ALPHA.high)
     layout_control: Literal["auto", "adapter", "guidance", "none"] = "auto"
     unconditional_layout: Literal["null", "none"] = "null"
@@ -275,6 +282,10 @@ def _load_wan(path, adapter, device, torch_dtype, scheduler, cpu_offload, compil
         pipe.vae.enable_tiling()
     if pipe.layout_adapter is not None:  # the folder's own: runs inside the transformer's blocks, on the device
         pipe.layout_adapter.to(device)
+    if pipe.guidance_model is not None:  # autoguidance's guiding model: its transformer and adapter
+        for part in (pipe.guidance_model.transformer, pipe.guidance_model.layout_adapter):
+            if part is not None:
+                part.to(device)
     apply_offload(pipe, cpu_offload, device)
     if adapter is not None:
         pipe.set_layout_adapter(load_wan_adapter(adapter, pipe).to(device=device, dtype=torch_dtype))
@@ -489,6 +500,8 @@ def render_scene(
         num_inference_steps=settings.num_inference_steps,
         guidance_scale=controls["guidance_scale"],
         guidance_interval=settings.guidance_interval,
+        guidance_rescale=settings.guidance_rescale,
+        **({"autoguidance_scale": settings.autoguidance_scale} if settings.autoguidance_scale is not None else {}),
         layout_alpha=controls["layout_alpha"],
         unconditional_layout=settings.unconditional_layout,
         box_guidance=controls["box_guidance"],

@@ -60,10 +60,18 @@ LAYOUT_ALPHA = Setting(
     "layout_alpha", "--layout-alpha", None, 0.0, 1.0,
     "fraction of steps with the adapter's gated attention (default: the model's own, 1 for the shipped toy models, 0.3 for backbones)",
 )
+GUIDANCE_RESCALE = Setting(
+    "guidance_rescale", "--guidance-rescale", 0.0, 0.0, 1.0,
+    "share of the guided prediction rescaled to the conditional one's standard deviation (Lin et al. 2024; 0: plain classifier-free guidance)",
+)
+AUTOGUIDANCE_SCALE = Setting(
+    "autoguidance_scale", "--autoguidance-scale", None, 1.0, 10.0,
+    "autoguidance weight: push away from the model's weaker guiding model (Karras et al. 2024; default: the model's own, 1 = off; Wan models with a guidance_model/ only)",
+)
 BOX_GUIDANCE_ALPHA = Setting("box_guidance_alpha", "--box-guidance-alpha", 0.2, 0.0, 1.0, "fraction of steps with training-free box guidance")
 BOX_GUIDANCE_SCALE = Setting("box_guidance_scale", "--box-guidance-scale", 1.0, 0.0, 10.0, "step size of the training-free box guidance (energy method)")
 SEED = Setting("seed", "--seed", 0, 0, 2**31 - 1, "base seed (scene i uses seed + i unless the plan sets its own)", integer=True)
-RENDER_SETTINGS = (STEPS, GUIDANCE_SCALE, LAYOUT_ALPHA, BOX_GUIDANCE_ALPHA, BOX_GUIDANCE_SCALE, SEED)
+RENDER_SETTINGS = (STEPS, GUIDANCE_SCALE, LAYOUT_ALPHA, BOX_GUIDANCE_ALPHA, BOX_GUIDANCE_SCALE, SEED, GUIDANCE_RESCALE, AUTOGUIDANCE_SCALE)
 
 
 def _get(config: Mapping | object, key: str):

@@ -219,6 +219,30 @@ def model_family(index: dict) -> str:
     return "unet3d"
 
 
+def load_guidance_model(path: Path, pipe, torch_dtype):
+    """Autoguidance's guiding model from ``path`` (``transformer/`` and an optional
+    ``layout_adapter/``), as a WanLayoutPipeline sharing ``pipe``'s text encoder, tokenizer, VAE and
+    scheduler (:meth:`core.pipelines.wan.WanLayoutPipeline.set_guidance_model`).
+
+    Raises:
+        ValueError: its transformer's config differs from ``pipe``'s in width, blocks, patch or channels.
+    """
+    from diffusers import WanTransformer3DModel
+
+    from core.models.wan_adapter import WanLayoutAdapter
+    from core.pipelines.wan import WanLayoutPipeline
+
+    transformer = WanTransformer3DModel.from_pretrained(Path(path) / "transformer", torch_dtype=torch_dtype)
+    keys = ("num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "patch_size", "text_dim")
+    main = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
+    if any(transformer.config[k] != main.config[k] for k in keys):
+        raise ValueError(f"guidance_model: {path} does not match the model's transformer ({', '.join(keys)} must agree)")
+    guide = WanLayoutPipeline(pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.scheduler, transformer=transformer)
+    if (Path(path) / "layout_adapter" / "config.json").exists():
+        guide.set_layout_adapter(WanLayoutAdapter.from_pretrained(Path(path) / "layout_adapter", torch_dtype=torch_dtype))
+    return guide
+
+
 def load_wan(path: Path, torch_dtype):
     """A :class:`core.pipelines.wan.WanLayoutPipeline` from a folder saved by ``WanPipeline`` or by it.
 
@@ -241,6 +265,8 @@ def load_wan(path: Path, torch_dtype):
         from core.models.wan_adapter import WanLayoutAdapter
 
         pipe.set_layout_adapter(WanLayoutAdapter.from_pretrained(Path(path) / "layout_adapter", torch_dtype=torch_dtype))
+    if (Path(path) / "guidance_model" / "transformer" / "config.json").exists():
+        pipe.set_guidance_model(load_guidance_model(Path(path) / "guidance_model", pipe, torch_dtype))
     for name in ("vae", "text_encoder", "tokenizer", "scheduler"):
         if getattr(pipe, name, None) is None:
             raise OSError(f"model: {path} has no {name}/ (a Wan pipeline needs vae, text_encoder, tokenizer, scheduler and a transformer)")

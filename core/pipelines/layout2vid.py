@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet3DConditionModel
+from diffusers.guiders.guider_utils import rescale_noise_cfg
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import BaseOutput
 from einops import rearrange
@@ -24,7 +25,7 @@ from core.models.graph_encoder import SceneGraphEncoder, graph_tensors
 from core.models.layout import LayoutAdapter
 from core.models.unet import PrunedUNet3DConditionModel  # noqa: F401  (imported so that from_pretrained can load it)
 from core.pipelines.guidance import METHODS, BoxGuidance, BoxGuidanceHooks, phrase_token_weights
-from core.settings import GUIDANCE_SCALE, LAYOUT_ALPHA, STEPS, model_guidance_scale
+from core.settings import GUIDANCE_RESCALE, GUIDANCE_SCALE, LAYOUT_ALPHA, STEPS, model_guidance_scale
 
 
 @dataclass
@@ -200,7 +201,7 @@ class Layout2VidPipeline(DiffusionPipeline):
 
     def check_inputs(
         self, prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, guidance_interval, layout_alpha,
-        unconditional_layout, box_guidance, callback_on_step_end_tensor_inputs,
+        unconditional_layout, box_guidance, callback_on_step_end_tensor_inputs, guidance_rescale=0.0,
     ):
         """Raise ValueError naming the first argument outside its range (ranges: :mod:`core.settings`)."""
         if not isinstance(prompt, str) or not prompt.strip():
@@ -211,6 +212,7 @@ class Layout2VidPipeline(DiffusionPipeline):
             raise ValueError(f"height, width: must be multiples of {self.vae_scale_factor} (got {height}x{width})")
         STEPS.check(num_inference_steps)
         GUIDANCE_SCALE.check(guidance_scale)
+        GUIDANCE_RESCALE.check(guidance_rescale)
         LAYOUT_ALPHA.check(layout_alpha)
         if len(guidance_interval) != 2 or not 0.0 <= guidance_interval[0] <= guidance_interval[1] <= 1.0:
             raise ValueError(f"guidance_interval: must be (start, end) with 0 <= start <= end <= 1 (got {tuple(guidance_interval)})")
@@ -308,6 +310,7 @@ class Layout2VidPipeline(DiffusionPipeline):
         num_inference_steps: int = 25,
         guidance_scale: float | None = None,
         guidance_interval: tuple[float, float] | None = None,
+        guidance_rescale: float = 0.0,
         layout_alpha: float = 1.0,
         unconditional_layout: str = "null",
         box_guidance: BoxGuidance | None = None,
@@ -333,6 +336,10 @@ class Layout2VidPipeline(DiffusionPipeline):
                 other steps run the conditional branch alone, half the batch (guidance in a
                 limited interval, Kynkäänniemi et al. 2024, arXiv 2404.07724). None: the model's
                 ``config.default_guidance_interval``, or (0, 1), every step.
+            guidance_rescale: phi in [0, 1] of Lin et al. 2024 (arXiv 2305.08891, Sec. 3.4, Eqs. 15-16):
+                on guided steps the guided prediction is rescaled to the conditional one's standard
+                deviation over the whole video, and phi of the rescaled one is mixed with 1 - phi of
+                the plain one (diffusers' ``rescale_noise_cfg``); 0, the default: plain guidance.
             layout_alpha: fraction of the steps (0-1) with the adapter's gated attention on,
                 VideoDirectorGPT's alpha. 0 turns the adapter off.
             unconditional_layout: what the unconditional branch of classifier-free guidance sees
@@ -363,7 +370,7 @@ class Layout2VidPipeline(DiffusionPipeline):
         width = width or self.unet.config.sample_size * self.vae_scale_factor
         self.check_inputs(
             prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, guidance_interval, layout_alpha,
-            unconditional_layout, box_guidance, callback_on_step_end_tensor_inputs,
+            unconditional_layout, box_guidance, callback_on_step_end_tensor_inputs, guidance_rescale,
         )
         self._interrupt = False
         device, dtype = self._execution_device, self.unet.dtype
@@ -405,7 +412,9 @@ class Layout2VidPipeline(DiffusionPipeline):
                 if hooks is not None:
                     latents = hooks.before_step(i, t, latents)
                 step_scale = guidance_scale if do_cfg and cfg_start <= i < cfg_end else None
-                noise_pred = self.predict_noise(latents, t, inputs, grounded=i < layout_steps, guidance_scale=step_scale, do_cfg=do_cfg)
+                noise_pred = self.predict_noise(
+                    latents, t, inputs, grounded=i < layout_steps, guidance_scale=step_scale, do_cfg=do_cfg, guidance_rescale=guidance_rescale,
+                )
                 latents = self.scheduler.step(noise_pred, t, latents).prev_sample
                 if callback_on_step_end is not None:
                     available = {"latents": latents}
@@ -422,7 +431,9 @@ class Layout2VidPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
         return Layout2VidPipelineOutput(frames=frames)
 
-    def predict_noise(self, latents: torch.Tensor, t, inputs: StepInputs, *, grounded: bool, guidance_scale: float | None, do_cfg: bool) -> torch.Tensor:
+    def predict_noise(
+        self, latents: torch.Tensor, t, inputs: StepInputs, *, grounded: bool, guidance_scale: float | None, do_cfg: bool, guidance_rescale: float = 0.0,
+    ) -> torch.Tensor:
         """One UNet prediction, with classifier-free guidance when ``guidance_scale`` is given.
 
         Args:
@@ -432,6 +443,7 @@ class Layout2VidPipeline(DiffusionPipeline):
                 None: the conditional branch alone (when ``do_cfg``, the conditional half of every
                 input, as outside a guidance interval).
             do_cfg: whether ``inputs`` hold an unconditional half.
+            guidance_rescale: with guidance, phi of Lin et al. 2024's rescale (see ``__call__``; 0: none).
 
         Returns:
             The model output, same shape as ``latents``.
@@ -444,7 +456,8 @@ class Layout2VidPipeline(DiffusionPipeline):
             if guidance_scale is None:
                 return output
             uncond, cond = output.chunk(2)
-            return uncond + guidance_scale * (cond - uncond)
+            guided = uncond + guidance_scale * (cond - uncond)
+            return rescale_noise_cfg(guided, cond, guidance_rescale) if guidance_rescale > 0 else guided
         frames = inputs.num_frames
         with self._conditioning(
             conditional_half(objs, frames), inputs.cond_frame_embeds, inputs.aspect,

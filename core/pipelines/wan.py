@@ -32,6 +32,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 from diffusers import WanPipeline
+from diffusers.guiders.guider_utils import rescale_noise_cfg
 from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
 from core.models.toy_wan import FrameAutoencoderKL  # noqa: F401  (imported so that from_pretrained can load model v2's autoencoder)
@@ -39,7 +40,7 @@ from core.models.wan_adapter import WanLayoutAdapter
 from core.models.wan_attention import ControlState, CrossAttentionControl, install, region_self_bias
 from core.pipelines.guidance import phrase_token_weights
 from core.pipelines.layout2vid import Layout2VidPipelineOutput, LayoutConditioning
-from core.settings import GUIDANCE_SCALE, LAYOUT_ALPHA, STEPS
+from core.settings import AUTOGUIDANCE_SCALE, GUIDANCE_RESCALE, GUIDANCE_SCALE, LAYOUT_ALPHA, STEPS
 
 WAN_GUIDANCE_SCALE = 5.0  # the Wan 2.1 model card's value
 
@@ -163,13 +164,14 @@ class WanLayoutPipeline(WanPipeline):
     def __init__(
         self, tokenizer, text_encoder, vae, scheduler, transformer=None, transformer_2=None, boundary_ratio: float | None = None,
         expand_timesteps: bool = False, default_guidance_scale: float = WAN_GUIDANCE_SCALE, default_height: int = 480, default_width: int = 832,
-        max_sequence_length: int = 512, backgrounds: list[str] | None = None,
+        max_sequence_length: int = 512, backgrounds: list[str] | None = None, default_autoguidance_scale: float | None = None,
     ):
         super().__init__(tokenizer, text_encoder, vae, scheduler, transformer, transformer_2, boundary_ratio, expand_timesteps)
         self.register_to_config(
             default_guidance_scale=default_guidance_scale, default_height=default_height, default_width=default_width,
-            max_sequence_length=max_sequence_length, backgrounds=backgrounds,
+            max_sequence_length=max_sequence_length, backgrounds=backgrounds, default_autoguidance_scale=default_autoguidance_scale,
         )
+        self.guidance_model: WanLayoutPipeline | None = None  # set_guidance_model: autoguidance's weaker model
         self.control_state = ControlState()
         for model in (transformer, transformer_2):
             if model is not None:
@@ -185,6 +187,13 @@ class WanLayoutPipeline(WanPipeline):
             adapter.attach(self._denoiser)
         self.layout_adapter = adapter
 
+    def set_guidance_model(self, guide: "WanLayoutPipeline | None") -> None:
+        """The guiding model of autoguidance (Karras et al. 2024, arXiv 2406.02507): a weaker
+        transformer of the same latent space (fewer steps of training), with its own layout adapter,
+        as a WanLayoutPipeline that shares this one's text encoder (its transformer and adapter are
+        used, nothing else). None: none."""
+        self.guidance_model = guide
+
     @property
     def _denoiser(self):
         return self.transformer if self.transformer is not None else self.transformer_2
@@ -193,7 +202,7 @@ class WanLayoutPipeline(WanPipeline):
     # Inputs and conditioning
     # ---------------------------------------------------------------------------------------
 
-    def check_layout_inputs(self, prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, guidance_interval, layout_alpha, layout_mode, box_guidance, region_bias=0.0):
+    def check_layout_inputs(self, prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, guidance_interval, layout_alpha, layout_mode, box_guidance, region_bias=0.0, guidance_rescale=0.0):
         """Raise ValueError naming the first argument outside its range."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"prompt: must be a non-empty string (got {prompt!r})")
@@ -204,6 +213,7 @@ class WanLayoutPipeline(WanPipeline):
             raise ValueError(f"height, width: must be multiples of {multiple} (got {height}x{width})")
         STEPS.check(num_inference_steps)
         GUIDANCE_SCALE.check(guidance_scale)
+        GUIDANCE_RESCALE.check(guidance_rescale)
         LAYOUT_ALPHA.check(layout_alpha)
         if len(guidance_interval) != 2 or not 0.0 <= guidance_interval[0] <= guidance_interval[1] <= 1.0:
             raise ValueError(f"guidance_interval: must be (start, end) with 0 <= start <= end <= 1 (got {tuple(guidance_interval)})")
@@ -325,6 +335,8 @@ class WanLayoutPipeline(WanPipeline):
         num_inference_steps: int = 50,
         guidance_scale: float | None = None,
         guidance_interval: tuple[float, float] | None = None,
+        guidance_rescale: float = 0.0,
+        autoguidance_scale: float | None = None,
         layout_alpha: float = 0.3,
         layout_mode: str | None = None,
         region_bias: float = 0.0,
@@ -346,6 +358,15 @@ class WanLayoutPipeline(WanPipeline):
             num_inference_steps: denoising steps (1-200). guidance_scale: classifier-free guidance
                 weight (None: ``config.default_guidance_scale``, 5.0). guidance_interval: (start, end)
                 fractions of the steps with guidance; the others run the conditional pass alone.
+            guidance_rescale: phi in [0, 1] of Lin et al. 2024 (arXiv 2305.08891, Sec. 3.4, Eqs. 15-16):
+                on guided steps the guided prediction is rescaled to the conditional one's standard
+                deviation over the whole video, and phi of the rescaled one is mixed with 1 - phi of
+                the plain one (diffusers' ``rescale_noise_cfg``); 0, the default: plain guidance.
+            autoguidance_scale: w_ag in [1, 10] of autoguidance (Karras et al. 2024, arXiv 2406.02507,
+                Eq. 2): on every step the guiding model (:meth:`set_guidance_model`) runs the
+                conditional pass too, and ``(w_ag - 1) * (cond - guide)`` is added to the prediction,
+                pushing away from the weaker model's errors. None: ``config.default_autoguidance_scale``,
+                else 1 (off). Above 1 needs a guiding model.
             layout_alpha: fraction of the steps (0-1) with the layout control on.
             layout_mode: ``"mask"`` (training-free: the box mask in the cross-attention), ``"adapter"``
                 (the layout adapter's gated self-attention; needs :meth:`set_layout_adapter`), or None:
@@ -374,7 +395,13 @@ class WanLayoutPipeline(WanPipeline):
         height = height or self.config.default_height
         width = width or self.config.default_width
         max_sequence_length = max_sequence_length or self.config.max_sequence_length
-        self.check_layout_inputs(prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, guidance_interval, layout_alpha, layout_mode, box_guidance, region_bias)
+        self.check_layout_inputs(prompt, layout, num_frames, height, width, num_inference_steps, guidance_scale, guidance_interval, layout_alpha, layout_mode, box_guidance, region_bias, guidance_rescale)
+        if autoguidance_scale is None:
+            autoguidance_scale = self.config.get("default_autoguidance_scale") or 1.0
+        AUTOGUIDANCE_SCALE.check(autoguidance_scale)
+        guide = self.guidance_model if autoguidance_scale > 1.0 else None
+        if autoguidance_scale > 1.0 and guide is None:
+            raise ValueError(f"autoguidance_scale: above 1 needs a guiding model (a guidance_model/ folder in the model; got {autoguidance_scale})")
         self._guidance_scale = guidance_scale
         self._interrupt = False
         device = self._execution_device
@@ -395,6 +422,11 @@ class WanLayoutPipeline(WanPipeline):
             max_sequence_length=max_sequence_length, device=device, dtype=dtype,
         )
         adapter = self.layout_adapter
+        if guide is not None:  # the guiding model's own controls of the same layout
+            guide_controls = guide.layout_controls(
+                layout, prompts, sources, grid, groups=groups, layout_alpha=layout_alpha, layout_mode=layout_mode, region_bias=region_bias,
+                max_sequence_length=max_sequence_length, device=device, dtype=dtype,
+            )
 
         # 4. Timesteps, and the steps on which each control is on.
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -425,9 +457,15 @@ class WanLayoutPipeline(WanPipeline):
                 grounded = adapter.grounding(objs if controlled else None, frames=grid[0], aspect=grid[1] / grid[2]) if adapter is not None else nullcontext()
                 with self.control_state.use(boxed if controlled else text_only, self_bias=self_bias if controlled else None), grounded:
                     noise_pred = model(hidden_states=model_input, timestep=timestep, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
+                if guide is not None:
+                    noise_guide = guide.conditional_prediction(model_input, timestep, prompt_embeds, guide_controls, controlled=controlled, grid=grid)
+                    autoguidance = (autoguidance_scale - 1.0) * (noise_pred - noise_guide)
                 if do_cfg and cfg_start <= i < cfg_end:
                     noise_uncond = model(hidden_states=model_input, timestep=timestep, encoder_hidden_states=negative_embeds, return_dict=False)[0]
-                    noise_pred = noise_uncond + guidance_scale * (noise_pred - noise_uncond)
+                    guided = noise_uncond + guidance_scale * (noise_pred - noise_uncond)
+                    noise_pred = rescale_noise_cfg(guided, noise_pred, guidance_rescale) if guidance_rescale > 0 else guided
+                if guide is not None:
+                    noise_pred = noise_pred + autoguidance
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
                 if callback_on_step_end is not None:
                     available = {"latents": latents}
@@ -445,6 +483,19 @@ class WanLayoutPipeline(WanPipeline):
         frames = self.decode_latents(latents)[:num_frames]
         self.maybe_free_model_hooks()
         return Layout2VidPipelineOutput(frames=frames)
+
+    def conditional_prediction(self, model_input, timestep, prompt_embeds, controls, *, controlled: bool, grid) -> torch.Tensor:
+        """This pipeline's transformer on the conditional pass of one step, under ``controls``
+        (:meth:`layout_controls`' tuple) while ``controlled``: the guiding model's pass of autoguidance.
+
+        Returns:
+            The velocity, same shape as ``model_input`` (1, C, L, h, w).
+        """
+        text_only, boxed, objs, self_bias = controls
+        adapter = self.layout_adapter
+        grounded = adapter.grounding(objs if controlled else None, frames=grid[0], aspect=grid[1] / grid[2]) if adapter is not None else nullcontext()
+        with self.control_state.use(boxed if controlled else text_only, self_bias=self_bias if controlled else None), grounded:
+            return self._denoiser(hidden_states=model_input, timestep=timestep, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
 
     def encode_scene_prompts(self, prompt, layout, sources, *, negative_prompt: str, do_cfg: bool, max_sequence_length: int, device, dtype):
         """The text of one scene: with the layout's per-frame prompts each latent frame reads its middle

@@ -219,6 +219,28 @@ def test_guidance_interval_guides_only_its_steps_and_runs_the_conditional_branch
         latents(guidance_interval=(0.8, 0.2))
 
 
+def test_guidance_rescale_gives_guided_steps_the_conditional_spread_and_leaves_unguided_ones_alone(pipe):
+    stepped = []
+    step = pipe.scheduler.step
+    pipe.scheduler.step = lambda model_output, *args, **kw: stepped.append(model_output) or step(model_output, *args, **kw)
+    cond = []
+    hook = pipe.unet.register_forward_hook(lambda module, args, output: cond.append(output.sample.chunk(2)[1] if output.sample.shape[0] == 2 else output.sample))
+    try:
+        rescaled = run(pipe, dummy_layout(), guidance_scale=3.0, guidance_rescale=1.0, num_inference_steps=4, guidance_interval=(0.5, 1.0), output_type="latent").frames
+    finally:
+        hook.remove()
+        del pipe.scheduler.step
+    # Steps 0-1 run the conditional branch alone (nothing to rescale); steps 2-3 are guided and rescaled.
+    torch.testing.assert_close(stepped[0], cond[0])
+    torch.testing.assert_close(stepped[1], cond[1])
+    for guided, conditional in zip(stepped[2:], cond[2:]):
+        assert abs(guided.std().item() - conditional.std().item()) < 1e-4 * conditional.std().item()
+    plain = run(pipe, dummy_layout(), guidance_scale=3.0, num_inference_steps=4, guidance_interval=(0.5, 1.0), output_type="latent").frames
+    assert not torch.allclose(rescaled, plain, atol=1e-5)
+    with pytest.raises(ValueError, match=r"^guidance_rescale: must be in \[0, 1\] \(got -0.5\)"):
+        run(pipe, dummy_layout(), guidance_scale=3.0, guidance_rescale=-0.5)
+
+
 def test_default_guidance_interval_comes_from_the_saved_model(tmp_path):
     from core.render import RenderSettings
 

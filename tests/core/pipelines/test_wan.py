@@ -330,3 +330,101 @@ def test_group_offload_renders_what_the_pipeline_renders_in_place(folders, pipes
         load_pipeline(folders["stock"], cpu_offload="disk")
     with pytest.raises(ValueError, match="^cpu_offload: needs a cuda device"):
         load_pipeline(folders["stock"], cpu_offload="group")
+
+
+def test_guidance_rescale_matches_the_guided_predictions_spread_to_the_conditional_ones(pipes):
+    """Lin et al. 2024, Eqs. 15-16: at phi 1 every guided step's prediction has the conditional
+    prediction's standard deviation; at 0 (the default) it is plain guidance, wider than it."""
+    _, pipe = pipes
+    kwargs = {"num_frames": 9, "height": 32, "width": 32, "num_inference_steps": 3, "guidance_scale": 4.0, "output_type": "latent"}
+
+    def spreads(**extra):
+        """(std of the prediction the scheduler steps with, std of the conditional one) per step."""
+        conditional, stepped = [], []
+        hook = pipe.transformer.register_forward_hook(lambda module, args, output: conditional.append(output[0]) if len(conditional) == len(stepped) else None)
+        step = pipe.scheduler.step
+        pipe.scheduler.step = lambda model_output, *args, **kw: stepped.append(model_output) or step(model_output, *args, **kw)
+        try:
+            latents = pipe(PROMPT, two_entity_layout(9), generator=torch.Generator().manual_seed(3), **kwargs, **extra).frames
+        finally:
+            hook.remove()
+            del pipe.scheduler.step
+        assert len(stepped) == 3
+        return latents, [(s.std().item(), c.std().item()) for s, c in zip(stepped, conditional)]
+
+    plain, plain_spreads = spreads()
+    torch.testing.assert_close(spreads(guidance_rescale=0.0)[0], plain, rtol=0, atol=0)
+    assert all(guided > cond for guided, cond in plain_spreads)
+    rescaled, rescaled_spreads = spreads(guidance_rescale=1.0)
+    assert all(abs(guided - cond) < 1e-4 * cond for guided, cond in rescaled_spreads)
+    assert not torch.allclose(rescaled, plain, atol=1e-4)
+    with pytest.raises(ValueError, match=r"^guidance_rescale: must be in \[0, 1\] \(got 1.5\)"):
+        pipe(PROMPT, two_entity_layout(9), guidance_rescale=1.5, **kwargs)
+
+
+def test_autoguidance_adds_the_push_away_from_the_guiding_model_which_loads_from_the_model_folder(folders, capsys):
+    """Karras et al. 2024, Eq. 2: each step's prediction gains (w_ag - 1) * (cond - guide) on top of
+    classifier-free guidance; a guide with the model's own weights adds nothing; the guiding model
+    is the folder's guidance_model/, and the folder's model_index can make it the default."""
+    import shutil
+
+    from diffusers import WanTransformer3DModel
+
+    folder = folders["tmp"] / "with-guide"
+    shutil.copytree(folders["ours"], folder)
+    load_pipeline(folders["ours"]).transformer.save_pretrained(folder / "guidance_model" / "transformer")
+    pipe = load_pipeline(folder)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.guidance_model is not None and load_pipeline(folders["ours"]).guidance_model is None
+    kwargs = {"num_frames": 9, "height": 32, "width": 32, "num_inference_steps": 2, "guidance_scale": 3.0, "output_type": "latent"}
+
+    def render(**extra):
+        return pipe(PROMPT, two_entity_layout(9), generator=torch.Generator().manual_seed(4), **kwargs, **extra).frames
+
+    plain = render(autoguidance_scale=1.0)
+    torch.testing.assert_close(render(), plain, rtol=0, atol=0)  # no default in the folder: off
+    torch.testing.assert_close(render(autoguidance_scale=3.0), plain)  # the same weights: nothing to push from
+
+    with torch.no_grad():  # a weaker guide
+        for weight in pipe.guidance_model.transformer.parameters():
+            weight.mul_(0.8)
+    main_out, guide_out, stepped = [], [], []
+    hooks = [
+        pipe.transformer.register_forward_hook(lambda module, args, output: main_out.append(output[0])),
+        pipe.guidance_model.transformer.register_forward_hook(lambda module, args, output: guide_out.append(output[0])),
+    ]
+    step = pipe.scheduler.step
+    pipe.scheduler.step = lambda model_output, *args, **kw: stepped.append(model_output) or step(model_output, *args, **kw)
+    try:
+        pushed = render(autoguidance_scale=3.0)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        del pipe.scheduler.step
+    assert not torch.allclose(pushed, plain, atol=1e-4)
+    assert len(main_out) == 4 and len(guide_out) == 2 and len(stepped) == 2
+    for i in range(2):
+        cond, uncond, guide = main_out[2 * i], main_out[2 * i + 1], guide_out[i]
+        torch.testing.assert_close(stepped[i], uncond + 3.0 * (cond - uncond) + 2.0 * (cond - guide))
+
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "default_autoguidance_scale": 3.0}))
+    by_default = load_pipeline(folder)
+    by_default.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        for weight in by_default.guidance_model.transformer.parameters():
+            weight.mul_(0.8)
+    torch.testing.assert_close(by_default(PROMPT, two_entity_layout(9), generator=torch.Generator().manual_seed(4), **kwargs).frames, pushed)
+
+    out = folders["tmp"] / "autoguided.mp4"
+    argv = ["render", "--plan", str(folders["tmp"] / "plan.json"), "--model", str(folder), "--autoguidance-scale", "2", "--steps", "2", "--out", str(out)]
+    assert cli_main(argv) == 0, capsys.readouterr().err
+    assert read_mp4(out)[0].shape == (8, 32, 32, 3)
+    with pytest.raises(ValueError, match=r"^autoguidance_scale: above 1 needs a guiding model"):
+        load_pipeline(folders["ours"])(PROMPT, two_entity_layout(9), autoguidance_scale=2.0, **kwargs)
+    with pytest.raises(ValueError, match=r"^autoguidance_scale: must be in \[1, 10\] \(got 0.5\)"):
+        render(autoguidance_scale=0.5)
+    config = {**pipe.transformer.config, "num_attention_heads": 3}
+    WanTransformer3DModel.from_config(config).save_pretrained(folder / "guidance_model" / "transformer")
+    with pytest.raises(ValueError, match=r"^guidance_model: .* does not match the model's transformer"):
+        load_pipeline(folder)
