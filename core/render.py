@@ -395,12 +395,15 @@ def resolve_controls(pipe, settings: RenderSettings) -> dict:
         (:func:`core.settings.model_guidance_scale`, :func:`core.settings.model_layout_alpha`).
 
     Raises:
-        ValueError: ``layout_control="adapter"`` on a pipeline without an adapter.
+        ValueError: ``layout_control="adapter"`` on a pipeline without an adapter, or
+            ``autoguidance_scale`` above 1 on a model that is not Wan.
     """
     from core.pipelines.guidance import BoxGuidance
 
     if getattr(pipe, "family", None) == "wan":
         return _wan_controls(pipe, settings)
+    if settings.autoguidance_scale is not None and settings.autoguidance_scale > 1.0:
+        raise ValueError(f"autoguidance_scale: needs a Wan model with a guiding model (a guidance_model/ folder; got {settings.autoguidance_scale})")
     closed_world = bool(getattr(pipe.config, "backgrounds", None))
     has_adapter = getattr(pipe, "layout_adapter", None) is not None
     control = settings.layout_control

@@ -241,6 +241,14 @@ def test_guidance_rescale_gives_guided_steps_the_conditional_spread_and_leaves_u
         run(pipe, dummy_layout(), guidance_scale=3.0, guidance_rescale=-0.5)
 
 
+def test_autoguidance_is_refused_on_unet3d_models_with_one_line(pipe):
+    from core.render import RenderSettings, resolve_controls
+
+    assert resolve_controls(pipe, RenderSettings(autoguidance_scale=1.0))["guidance_scale"] == 4.0
+    with pytest.raises(ValueError, match=r"^autoguidance_scale: needs a Wan model with a guiding model"):
+        resolve_controls(pipe, RenderSettings(autoguidance_scale=2.0))
+
+
 def test_default_guidance_interval_comes_from_the_saved_model(tmp_path):
     from core.render import RenderSettings
 
