@@ -276,7 +276,8 @@ def cmd_eval(args) -> None:
     settings = _checked(
         lambda: variant_settings(
             args.variant, num_inference_steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed,
-            guidance_interval=args.guidance_interval, guidance_rescale=args.guidance_rescale, autoguidance_scale=args.autoguidance_scale, layout_alpha=args.layout_alpha,
+            guidance_interval=args.guidance_interval, guidance_rescale=args.guidance_rescale, autoguidance_scale=args.autoguidance_scale,
+            layout_alpha=args.layout_alpha,
             box_guidance_alpha=args.box_guidance_alpha, box_guidance_scale=args.box_guidance_scale,
             box_guidance_method=args.box_guidance_method, unconditional_layout=args.unconditional_layout,
         )

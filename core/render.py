@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from core.plan import VideoPlan, interpolate_boxes
 from core.scene_graph import build_scene_graphs, entity_phrase, frame_prompt
 from core.settings import (
-    BOX_GUIDANCE_ALPHA,
     AUTOGUIDANCE_SCALE,
+    BOX_GUIDANCE_ALPHA,
     BOX_GUIDANCE_SCALE,
     GUIDANCE_RESCALE,
     GUIDANCE_SCALE,
@@ -59,6 +59,10 @@ class RenderSettings(BaseModel):
         guidance_rescale: phi, 0-1, of Lin et al. 2024's guidance rescale (arXiv 2305.08891, Sec.
             3.4): on guided steps, phi of the guided prediction is rescaled to the conditional
             prediction's standard deviation; 0 (the default) is plain classifier-free guidance.
+        autoguidance_scale: W, 1-10, of autoguidance (Karras et al. 2024, arXiv 2406.02507): each
+            step adds W - 1 times the model's conditional prediction minus its weaker guiding
+            model's (a Wan folder's ``guidance_model/``); None: the model's own
+            (``default_autoguidance_scale`` in its ``model_index.json``), else 1, off.
         layout_alpha: fraction of steps (0-1) with the adapter's gated attention; None: 1.0 for a
             closed-world model trained with it always on (the toy model), 0.3 for backbones
             (GLIGEN's scheduled sampling: layout early, the backbone's prior late).
@@ -403,7 +407,9 @@ def resolve_controls(pipe, settings: RenderSettings) -> dict:
     if getattr(pipe, "family", None) == "wan":
         return _wan_controls(pipe, settings)
     if settings.autoguidance_scale is not None and settings.autoguidance_scale > 1.0:
-        raise ValueError(f"autoguidance_scale: needs a Wan model with a guiding model (a guidance_model/ folder; got {settings.autoguidance_scale})")
+        raise ValueError(
+            f"autoguidance_scale: needs a Wan model with a guiding model (a guidance_model/ folder; got {settings.autoguidance_scale})"
+        )
     closed_world = bool(getattr(pipe.config, "backgrounds", None))
     has_adapter = getattr(pipe, "layout_adapter", None) is not None
     control = settings.layout_control

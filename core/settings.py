@@ -62,11 +62,13 @@ LAYOUT_ALPHA = Setting(
 )
 GUIDANCE_RESCALE = Setting(
     "guidance_rescale", "--guidance-rescale", 0.0, 0.0, 1.0,
-    "share of the guided prediction rescaled to the conditional one's standard deviation (Lin et al. 2024; 0: plain classifier-free guidance)",
+    "share of the guided prediction rescaled to the conditional one's standard deviation "
+    "(Lin et al. 2024; 0: plain classifier-free guidance)",
 )
 AUTOGUIDANCE_SCALE = Setting(
     "autoguidance_scale", "--autoguidance-scale", None, 1.0, 10.0,
-    "autoguidance weight: push away from the model's weaker guiding model (Karras et al. 2024; default: the model's own, 1 = off; Wan models with a guidance_model/ only)",
+    "autoguidance weight: push away from the model's weaker guiding model "
+    "(Karras et al. 2024; default: the model's own, 1 = off; Wan models with a guidance_model/ only)",
 )
 BOX_GUIDANCE_ALPHA = Setting("box_guidance_alpha", "--box-guidance-alpha", 0.2, 0.0, 1.0, "fraction of steps with training-free box guidance")
 BOX_GUIDANCE_SCALE = Setting("box_guidance_scale", "--box-guidance-scale", 1.0, 0.0, 10.0, "step size of the training-free box guidance (energy method)")

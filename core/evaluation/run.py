@@ -108,7 +108,7 @@ def run_eval(
         "layout_alpha": settings.layout_alpha,  # None: the model's own (model_index.json)
         "guidance_interval": list(settings.guidance_interval or sampler_model["default_interval"] or (0.0, 1.0)),
         "guidance_rescale": settings.guidance_rescale,
-        "autoguidance_scale": settings.autoguidance_scale,
+        "autoguidance_scale": settings.autoguidance_scale,  # None: the model's own (model_index.json)
     }
     atomic_write_bytes(out / "metrics.json", (json.dumps({"variant": variant, **metrics, "settings": sampler}, indent=2) + "\n").encode())
     atomic_write_bytes(out / "report.html", report_html(metrics, scores, strips, variant=variant).encode())

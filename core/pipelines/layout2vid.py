@@ -413,7 +413,8 @@ class Layout2VidPipeline(DiffusionPipeline):
                     latents = hooks.before_step(i, t, latents)
                 step_scale = guidance_scale if do_cfg and cfg_start <= i < cfg_end else None
                 noise_pred = self.predict_noise(
-                    latents, t, inputs, grounded=i < layout_steps, guidance_scale=step_scale, do_cfg=do_cfg, guidance_rescale=guidance_rescale,
+                    latents, t, inputs, grounded=i < layout_steps, guidance_scale=step_scale, do_cfg=do_cfg,
+                    guidance_rescale=guidance_rescale,
                 )
                 latents = self.scheduler.step(noise_pred, t, latents).prev_sample
                 if callback_on_step_end is not None:
@@ -432,7 +433,8 @@ class Layout2VidPipeline(DiffusionPipeline):
         return Layout2VidPipelineOutput(frames=frames)
 
     def predict_noise(
-        self, latents: torch.Tensor, t, inputs: StepInputs, *, grounded: bool, guidance_scale: float | None, do_cfg: bool, guidance_rescale: float = 0.0,
+        self, latents: torch.Tensor, t, inputs: StepInputs, *, grounded: bool, guidance_scale: float | None, do_cfg: bool,
+        guidance_rescale: float = 0.0,
     ) -> torch.Tensor:
         """One UNet prediction, with classifier-free guidance when ``guidance_scale`` is given.
 

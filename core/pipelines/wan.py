@@ -401,7 +401,9 @@ class WanLayoutPipeline(WanPipeline):
         AUTOGUIDANCE_SCALE.check(autoguidance_scale)
         guide = self.guidance_model if autoguidance_scale > 1.0 else None
         if autoguidance_scale > 1.0 and guide is None:
-            raise ValueError(f"autoguidance_scale: above 1 needs a guiding model (a guidance_model/ folder in the model; got {autoguidance_scale})")
+            raise ValueError(
+                f"autoguidance_scale: above 1 needs a guiding model (a guidance_model/ folder in the model; got {autoguidance_scale})"
+            )
         self._guidance_scale = guidance_scale
         self._interrupt = False
         device = self._execution_device
@@ -458,7 +460,9 @@ class WanLayoutPipeline(WanPipeline):
                 with self.control_state.use(boxed if controlled else text_only, self_bias=self_bias if controlled else None), grounded:
                     noise_pred = model(hidden_states=model_input, timestep=timestep, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
                 if guide is not None:
-                    noise_guide = guide.conditional_prediction(model_input, timestep, prompt_embeds, guide_controls, controlled=controlled, grid=grid)
+                    noise_guide = guide.conditional_prediction(
+                        model_input, timestep, prompt_embeds, guide_controls, controlled=controlled, grid=grid
+                    )
                     autoguidance = (autoguidance_scale - 1.0) * (noise_pred - noise_guide)
                 if do_cfg and cfg_start <= i < cfg_end:
                     noise_uncond = model(hidden_states=model_input, timestep=timestep, encoder_hidden_states=negative_embeds, return_dict=False)[0]
@@ -493,7 +497,7 @@ class WanLayoutPipeline(WanPipeline):
         """
         text_only, boxed, objs, self_bias = controls
         adapter = self.layout_adapter
-        grounded = adapter.grounding(objs if controlled else None, frames=grid[0], aspect=grid[1] / grid[2]) if adapter is not None else nullcontext()
+        grounded = nullcontext() if adapter is None else adapter.grounding(objs if controlled else None, frames=grid[0], aspect=grid[1] / grid[2])
         with self.control_state.use(boxed if controlled else text_only, self_bias=self_bias if controlled else None), grounded:
             return self._denoiser(hidden_states=model_input, timestep=timestep, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
 

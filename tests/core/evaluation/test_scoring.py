@@ -94,7 +94,7 @@ def test_eval_command_on_two_prompts(tmp_path, capsys):
     assert metrics["plan_check_pass_rate"] == 1.0 and metrics["plan_checks"] == 5 and metrics["seconds_per_video"] > 0
     assert metrics["settings"] == {
         "num_inference_steps": 4, "guidance_scale": recommended_guidance_scale(), "seed": 0, "unconditional_layout": "null",
-        "guidance_interval": [0.0, 1.0], "layout_alpha": None,
+        "guidance_interval": [0.0, 1.0], "layout_alpha": None, "guidance_rescale": 0.0, "autoguidance_scale": None,
     }
     assert (out / "videos" / "000.mp4").exists() and (out / "videos" / "001.plan.json").exists()
     report = (out / "report.html").read_text()
